@@ -1,0 +1,170 @@
+//! Stable error codes and the validation error type.
+//!
+//! Every refusal a user can see carries an [`ErrorCode`]: a stable `ICE-Exxxx` string that scripts can match on,
+//! a message saying what was wrong with which input, and a hint for the fix. Codes are never renumbered; new ones
+//! are appended. The table is documented in `README.md`.
+
+use std::fmt;
+
+/// A stable, user-facing error code. The string form (`ICE-E0101`) never changes once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The payload is not valid JSON.
+    MalformedJson,
+    /// The payload is valid JSON but violates a structural rule (not an object, too deep, too large, unsafe number).
+    BadPayloadStructure,
+    /// An envelope field (id, principal, time, cause) could not be parsed.
+    BadEnvelopeField,
+    /// The event kind is not in the closed taxonomy.
+    UnknownKind,
+    /// The origin principal may not emit this kind of event.
+    OriginNotAuthorized,
+    /// A declared time is earlier than the ledger head's time.
+    TimeWentBackwards,
+    /// A causal parent named by the event is not in the ledger.
+    UnknownCause,
+    /// The event names a run that does not exist.
+    UnknownRun,
+    /// The event kind needs a run id but none was given (or the reverse).
+    RunScopeMismatch,
+    /// The run lifecycle refuses this transition.
+    IllegalTransition,
+    /// The run is already terminated; nothing more may happen to it.
+    RunTerminated,
+    /// A reason is required for this transition.
+    ReasonRequired,
+    /// The ledger head moved since the caller read it (optimistic concurrency).
+    HeadConflict,
+    /// The store could not be opened, read or written.
+    StoreUnavailable,
+    /// The store schema is newer than this binary or a migration failed.
+    SchemaMismatch,
+    /// The store refused a write that would modify history.
+    AppendOnlyViolation,
+    /// Chain verification: the stored hash does not match the recomputed hash.
+    HashMismatch,
+    /// Chain verification: prev_hash does not point at the previous event.
+    BrokenLink,
+    /// Chain verification: a sequence number is missing or out of order.
+    SequenceGap,
+    /// Chain verification: an event's time is earlier than its predecessor's.
+    TimeRegression,
+    /// Chain verification: the chain does not end where the recorded head says it does (truncation).
+    HeadMismatch,
+    /// No `.ice/` directory was found.
+    NotInitialized,
+    /// `ice init` on a directory that already has a ledger.
+    AlreadyInitialized,
+    /// The configuration file is invalid.
+    BadConfig,
+    /// The requested event or run was not found.
+    NotFound,
+    /// A command-line argument has an invalid value.
+    BadArgument,
+}
+
+impl ErrorCode {
+    /// The stable string form, e.g. `ICE-E0101`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "ICE-E0101",
+            Self::BadPayloadStructure => "ICE-E0102",
+            Self::BadEnvelopeField => "ICE-E0103",
+            Self::UnknownKind => "ICE-E0110",
+            Self::OriginNotAuthorized => "ICE-E0120",
+            Self::TimeWentBackwards => "ICE-E0130",
+            Self::UnknownCause => "ICE-E0140",
+            Self::UnknownRun => "ICE-E0150",
+            Self::RunScopeMismatch => "ICE-E0151",
+            Self::IllegalTransition => "ICE-E0201",
+            Self::RunTerminated => "ICE-E0202",
+            Self::ReasonRequired => "ICE-E0203",
+            Self::HeadConflict => "ICE-E0301",
+            Self::StoreUnavailable => "ICE-E0302",
+            Self::SchemaMismatch => "ICE-E0303",
+            Self::AppendOnlyViolation => "ICE-E0304",
+            Self::NotInitialized => "ICE-E0401",
+            Self::AlreadyInitialized => "ICE-E0402",
+            Self::BadConfig => "ICE-E0403",
+            Self::NotFound => "ICE-E0404",
+            Self::BadArgument => "ICE-E0405",
+            Self::HashMismatch => "ICE-E0501",
+            Self::BrokenLink => "ICE-E0502",
+            Self::SequenceGap => "ICE-E0503",
+            Self::TimeRegression => "ICE-E0504",
+            Self::HeadMismatch => "ICE-E0505",
+        }
+    }
+
+    /// A short hint telling the user how to fix the problem.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "pass a JSON object, e.g. --payload '{\"note\":\"hi\"}'",
+            Self::BadPayloadStructure => {
+                "payloads are JSON objects up to 64 KiB, nested at most 64 deep, with integers within ±(2^53-1); \
+                 put larger numbers in strings"
+            }
+            Self::BadEnvelopeField => {
+                "ids are UUIDs, principals are KIND:NAME (agent|human|runtime|policy|effector), times are RFC 3339"
+            }
+            Self::UnknownKind => "run `ice kinds` to list the event kinds in the taxonomy",
+            Self::OriginNotAuthorized => {
+                "agents may emit only cognitive events and proposals; runtime-only kinds are emitted by ICE itself"
+            }
+            Self::TimeWentBackwards => "omit the explicit time to let the runtime clock stamp the event",
+            Self::UnknownCause => "causes must be event ids already in the ledger; check them with `ice inspect ID`",
+            Self::UnknownRun => "create the run first with `ice run create`, or check the id with `ice run list`",
+            Self::RunScopeMismatch => "run-scoped kinds need --run; ledger-wide kinds must not have one",
+            Self::IllegalTransition => {
+                "runs move forward only: CREATED → PROVISIONED → CONTEXT_READY → EXECUTING → VALIDATING → \
+                 COMMITTED|ABORTED → TERMINATED (EXECUTING may go to ABORTED)"
+            }
+            Self::RunTerminated => "a terminated run is final; create a new run",
+            Self::ReasonRequired => "pass --reason \"...\" saying why",
+            Self::HeadConflict => "another writer appended first; retry after catching up",
+            Self::StoreUnavailable => "check the ledger path and permissions, and that the disk is not full",
+            Self::SchemaMismatch => "upgrade the `ice` binary to the version that wrote this ledger",
+            Self::AppendOnlyViolation => "the ledger is append-only; record a new event instead of editing history",
+            Self::NotInitialized => "run `ice init` first, or pass --dir / set ICE_DIR to an initialized directory",
+            Self::AlreadyInitialized => "this directory already has a ledger; use it, or choose another directory",
+            Self::BadConfig => "fix .ice/config.toml (see README.md, section Configuration)",
+            Self::NotFound => "list what exists with `ice log` or `ice run list`",
+            Self::BadArgument => "see `ice help` for the accepted values",
+            Self::HashMismatch | Self::BrokenLink | Self::SequenceGap | Self::TimeRegression => {
+                "the ledger was modified outside ICE; restore it from a verified copy and investigate"
+            }
+            Self::HeadMismatch => {
+                "events after the recorded head are missing (truncation); restore from a verified copy"
+            }
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an event was refused by the validation pipeline. Recorded as a `TransitionRejected` event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Rejection {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// What was wrong with which input.
+    pub message: String,
+}
+
+impl Rejection {
+    /// Builds a rejection with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    /// The hint for this rejection's code.
+    pub fn hint(&self) -> &'static str {
+        self.code.hint()
+    }
+}

@@ -1,0 +1,30 @@
+//! ICE's pure core: the event envelope, the closed taxonomy, the validation pipeline, canonical encoding,
+//! the hash chain, the run lifecycle FSM and the fold that derives state from events.
+//!
+//! Nothing here does I/O, reads the system clock or draws randomness: time and ids are injected
+//! ([`Clock`], [`IdSource`]). That is what makes replay exact.
+
+pub mod canonical;
+pub mod chain;
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod intake;
+pub mod kind;
+pub mod payloads;
+pub mod principal;
+pub mod run;
+pub mod state;
+
+pub use canonical::CanonicalJson;
+pub use chain::{ChainHead, ChainVerifier, VerifyFailure, VerifySummary, seal_job};
+pub use clock::{Clock, IdSource, ManualClock, SequentialIds};
+pub use error::{ErrorCode, Rejection};
+pub use event::{Draft, Event, TimeSource};
+pub use ids::{EventHash, EventId, RunId, Seq, Timestamp};
+pub use intake::RawEvent;
+pub use kind::{EventKind, Family, RunScope};
+pub use principal::{Principal, PrincipalKind};
+pub use run::RunState;
+pub use state::{LedgerState, RunRecord};

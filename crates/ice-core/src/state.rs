@@ -1,0 +1,180 @@
+//! Derived state: what the ledger says now, computed by folding events in seq order.
+//!
+//! The same fold runs live (after each durable append) and in replay, so the two cannot disagree. `admit`
+//! applies the state-dependent rules to a draft before it is appended; `apply` folds a sealed event and
+//! refuses one that breaks those same rules (which only a corrupted or forked ledger can contain).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::chain::ChainHead;
+use crate::error::{ErrorCode, Rejection};
+use crate::event::{Draft, Event};
+use crate::ids::{RunId, Seq, Timestamp};
+use crate::kind::{EventKind, RunScope};
+use crate::payloads;
+use crate::principal::Principal;
+use crate::run::RunState;
+
+/// One run as the ledger describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: RunId,
+    /// Current lifecycle state.
+    pub state: RunState,
+    /// Label given at creation.
+    pub label: Option<String>,
+    /// Who created it.
+    pub created_by: Principal,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Time of the run's latest event.
+    pub updated_at: Timestamp,
+    /// Number of events that name this run.
+    pub events: u64,
+    /// Seq of the latest event that names this run.
+    pub last_seq: Seq,
+    /// Reason given for the latest transition, if any.
+    pub last_reason: Option<String>,
+}
+
+/// All state derived from a ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LedgerState {
+    runs: BTreeMap<RunId, RunRecord>,
+    head: Option<ChainHead>,
+    events: u64,
+    rejections: u64,
+}
+
+impl LedgerState {
+    /// Empty state (an empty ledger).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Head of the folded ledger (`None` before the first event).
+    pub fn head(&self) -> Option<ChainHead> {
+        self.head
+    }
+
+    /// Seq of the last folded event (0 before the first).
+    pub fn last_seq(&self) -> Seq {
+        self.head.map_or(Seq(0), |h| h.seq)
+    }
+
+    /// Number of events folded.
+    pub fn event_count(&self) -> u64 {
+        self.events
+    }
+
+    /// Number of `TransitionRejected` records folded.
+    pub fn rejection_count(&self) -> u64 {
+        self.rejections
+    }
+
+    /// One run.
+    pub fn run(&self, id: RunId) -> Option<&RunRecord> {
+        self.runs.get(&id)
+    }
+
+    /// All runs, by id (UUIDv7 ids sort by creation time).
+    pub fn runs(&self) -> impl Iterator<Item = &RunRecord> {
+        self.runs.values()
+    }
+
+    /// Checks the state-dependent rules for a draft: the run it names exists (a new one for `RunCreated`) and
+    /// is not terminated, and a `RunTransitioned` starts from the run's current state and is legal.
+    pub fn admit(&self, d: &Draft) -> Result<(), Rejection> {
+        self.check(d.kind, d.run_id, d.payload.as_str())
+    }
+
+    fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str) -> Result<(), Rejection> {
+        let Some(run_id) = run_id else { return Ok(()) };
+        if kind == EventKind::RunCreated {
+            if self.runs.contains_key(&run_id) {
+                return Err(Rejection::new(ErrorCode::BadEnvelopeField, format!("run {run_id} already exists")));
+            }
+            return Ok(());
+        }
+        let Some(run) = self.runs.get(&run_id) else {
+            if kind.run_scope() == RunScope::Optional && kind == EventKind::TransitionRejected {
+                return Ok(());
+            }
+            return Err(Rejection::new(ErrorCode::UnknownRun, format!("run {run_id} does not exist")));
+        };
+        if kind == EventKind::TransitionRejected {
+            return Ok(());
+        }
+        if kind == EventKind::RunTransitioned {
+            let t: payloads::RunTransitioned = serde_json::from_str(payload)
+                .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("RunTransitioned payload: {e}")))?;
+            if t.from != run.state {
+                return Err(Rejection::new(
+                    ErrorCode::IllegalTransition,
+                    format!("run {run_id} is in {}, not {}", run.state, t.from),
+                ));
+            }
+            return run.state.check_transition(t.to, t.reason.as_deref());
+        }
+        if run.state.is_terminal() {
+            return Err(Rejection::new(
+                ErrorCode::RunTerminated,
+                format!("run {run_id} is TERMINATED; {kind} events can no longer name it"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Folds one sealed event. Events must come in seq order; an event that breaks the rules is refused and
+    /// the state is left unchanged.
+    pub fn apply(&mut self, e: &Event) -> Result<(), Rejection> {
+        let expected = self.last_seq().next();
+        if e.seq != expected {
+            return Err(Rejection::new(ErrorCode::SequenceGap, format!("fold expected seq {expected}, got {}", e.seq)));
+        }
+        self.check(e.kind, e.run_id, e.payload.as_str())?;
+        match e.kind {
+            EventKind::RunCreated => {
+                let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();
+                if let Some(id) = e.run_id {
+                    self.runs.insert(
+                        id,
+                        RunRecord {
+                            id,
+                            state: RunState::Created,
+                            label: p.label,
+                            created_by: e.origin.clone(),
+                            created_at: e.time,
+                            updated_at: e.time,
+                            events: 0,
+                            last_seq: e.seq,
+                            last_reason: None,
+                        },
+                    );
+                }
+            }
+            EventKind::RunTransitioned => {
+                if let (Some(id), Ok(t)) =
+                    (e.run_id, serde_json::from_str::<payloads::RunTransitioned>(e.payload.as_str()))
+                    && let Some(run) = self.runs.get_mut(&id)
+                {
+                    run.state = t.to;
+                    run.last_reason = t.reason;
+                }
+            }
+            EventKind::TransitionRejected => self.rejections += 1,
+            _ => {}
+        }
+        if let Some(run) = e.run_id.and_then(|id| self.runs.get_mut(&id)) {
+            run.events += 1;
+            run.updated_at = e.time;
+            run.last_seq = e.seq;
+        }
+        self.head = Some(ChainHead::after(e));
+        self.events += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! The embedded ledger: one SQLite file in WAL mode, `synchronous=FULL` by default, group commit through a single
+//! writer thread, append-only enforced by triggers, versioned migrations.
+//!
+//! Several processes may open the same file: each batch re-reads the recorded head inside an IMMEDIATE
+//! transaction, so their appends interleave without forking the chain.
+
+mod rows;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ice_core::{ChainHead, Event, EventId};
+use ice_store::{AppendRequest, EventQuery, Store, StoreError};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::rows::{COLUMNS, sql_seq};
+
+/// SQLite's `synchronous` setting for the ledger connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: an acknowledged event survives power loss. The default.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a process crash, may lose the last commits on power loss.
+    Normal,
+    /// Never fsync (benchmarks and throwaway ledgers only).
+    Off,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+            Self::Off => "OFF",
+        }
+    }
+}
+
+impl FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            "off" => Ok(Self::Off),
+            other => Err(format!("synchronous must be full, normal or off, not `{other}`")),
+        }
+    }
+}
+
+/// How to open a SQLite ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Durability of each commit.
+    pub synchronous: Synchronous,
+    /// Most drafts sealed in one group-commit transaction.
+    pub max_batch_events: usize,
+    /// How long to wait for another process's write lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { synchronous: Synchronous::Full, max_batch_events: 2048, busy_timeout: Duration::from_secs(30) }
+    }
+}
+
+const MAX_IDLE_READERS: usize = 4;
+
+/// A ledger in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Option<mpsc::Sender<writer::Job>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    busy_timeout: Duration,
+}
+
+fn unavailable(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger at `path`, migrating the schema and starting the writer.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Arc<Self>, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path).map_err(|e| unavailable("cannot open", &path, e))?;
+        conn.busy_timeout(options.busy_timeout).map_err(|e| unavailable("cannot configure", &path, e))?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};",
+            options.synchronous.pragma()
+        ))
+        .map_err(|e| unavailable("cannot configure", &path, e))?;
+        schema::migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<writer::Job>();
+        let max_batch = options.max_batch_events.max(1);
+        let handle = std::thread::Builder::new()
+            .name("ice-sqlite-writer".into())
+            .spawn(move || writer::run(conn, &rx, max_batch))
+            .map_err(|e| unavailable("cannot start the writer for", &path, e))?;
+        Ok(Arc::new(Self {
+            path,
+            jobs: Some(tx),
+            writer: Some(handle),
+            readers: Mutex::new(Vec::new()),
+            busy_timeout: options.busy_timeout,
+        }))
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().ok().and_then(|mut v| v.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let c = Connection::open_with_flags(&self.path, flags)
+                    .map_err(|e| unavailable("cannot open", &self.path, e))?;
+                c.busy_timeout(self.busy_timeout).map_err(|e| unavailable("cannot configure", &self.path, e))?;
+                c.execute_batch("PRAGMA query_only = ON;")
+                    .map_err(|e| unavailable("cannot configure", &self.path, e))?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.readers.lock()
+            && idle.len() < MAX_IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish the jobs it has and exit.
+        self.jobs.take();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError> {
+        if request.drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        let jobs = self.jobs.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        jobs.send(writer::Job { request, reply })
+            .map_err(|_| StoreError::Unavailable("the ledger writer has stopped".into()))?;
+        answer.recv().map_err(|_| StoreError::Unavailable("the ledger writer stopped before answering".into()))?
+    }
+
+    fn head(&self) -> Result<Option<ChainHead>, StoreError> {
+        self.with_reader(|c| {
+            c.query_row("SELECT seq, hash, time FROM chain_head WHERE id = 1", [], rows::decode_head)
+                .optional()
+                .map_err(|e| unavailable("cannot read the head of", &self.path, e))?
+                .transpose()
+        })
+    }
+
+    fn read(&self, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?1");
+        let mut params: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(sql_seq(q.after))];
+        if let Some(until) = q.until {
+            params.push(Box::new(sql_seq(until)));
+            sql.push_str(&format!(" AND seq <= ?{}", params.len()));
+        }
+        if let Some(run) = q.run {
+            params.push(Box::new(run.as_bytes().to_vec()));
+            sql.push_str(&format!(" AND run_id = ?{}", params.len()));
+        }
+        if let Some(kind) = q.kind {
+            params.push(Box::new(kind.as_str()));
+            sql.push_str(&format!(" AND kind = ?{}", params.len()));
+        }
+        if let Some(since) = q.since {
+            params.push(Box::new(since.0));
+            sql.push_str(&format!(" AND time >= ?{}", params.len()));
+        }
+        params.push(Box::new(i64::try_from(q.limit).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", params.len()));
+        self.with_reader(|c| {
+            let fail = |e| unavailable("cannot read", &self.path, e);
+            let mut stmt = c.prepare_cached(&sql).map_err(fail)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), rows::decode).map_err(fail)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.map_err(fail)??);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get(&self, id: EventId) -> Result<Option<Event>, StoreError> {
+        self.with_reader(|c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ?1"), [id.as_bytes()], rows::decode)
+                .optional()
+                .map_err(|e| unavailable("cannot read", &self.path, e))?
+                .transpose()
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ice_store::Store;
+    use ice_store::conformance::Harness;
+
+    use super::{SqliteOptions, SqliteStore};
+
+    struct SqliteHarness {
+        dir: tempfile::TempDir,
+    }
+
+    impl SqliteHarness {
+        fn new() -> Self {
+            Self { dir: tempfile::tempdir().expect("tempdir") }
+        }
+        fn path(&self) -> std::path::PathBuf {
+            self.dir.path().join("ledger.db")
+        }
+    }
+
+    impl Harness for SqliteHarness {
+        fn open(&self) -> Arc<dyn Store> {
+            SqliteStore::open(self.path(), SqliteOptions::default()).expect("open")
+        }
+        fn try_rewrite_history(&self) -> (bool, bool) {
+            let c = rusqlite::Connection::open(self.path()).expect("raw open");
+            let update = c.execute("UPDATE events SET payload = '{}' WHERE seq = 1", []);
+            let delete = c.execute("DELETE FROM events WHERE seq = 1", []);
+            (update.is_err(), delete.is_err())
+        }
+    }
+
+    ice_store::conformance_suite!(SqliteHarness::new());
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let h = SqliteHarness::new();
+        drop(h.open());
+        let c = rusqlite::Connection::open(h.path()).expect("raw open");
+        c.execute("INSERT INTO schema_migrations(version, name) VALUES (99, 'future')", []).expect("insert");
+        drop(c);
+        let err = SqliteStore::open(h.path(), SqliteOptions::default()).err().expect("refused");
+        assert_eq!(err.code(), ice_core::ErrorCode::SchemaMismatch);
+    }
+}

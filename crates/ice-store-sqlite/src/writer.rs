@@ -1,0 +1,130 @@
+//! Group commit: one writer thread owns the write connection. Concurrent appenders queue requests; the writer
+//! drains the queue into one IMMEDIATE transaction, seals every request onto the head it reads inside that
+//! transaction (so other processes writing the same file are serialized by SQLite's lock), commits, and only then
+//! answers each caller. A refused request is skipped without disturbing the others in its batch.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use ice_core::{ChainHead, Event, EventId, seal_job};
+use ice_store::{AppendRequest, StoreError};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::rows::{self, encode_causes, sql_seq};
+
+/// One queued append and where to send its answer.
+pub struct Job {
+    /// The request.
+    pub request: AppendRequest,
+    /// Answer channel (capacity 1).
+    pub reply: SyncSender<Result<Vec<Event>, StoreError>>,
+}
+
+/// Runs until every sender is dropped.
+pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize) {
+    while let Ok(first) = jobs.recv() {
+        let mut n = first.request.drafts.len();
+        let mut batch = vec![first];
+        while n < max_batch_events {
+            match jobs.try_recv() {
+                Ok(j) => {
+                    n += j.request.drafts.len();
+                    batch.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = match commit(&mut conn, &batch) {
+            Ok(results) => results,
+            Err(e) => {
+                let err = StoreError::Unavailable(format!("append transaction failed: {e}"));
+                batch.iter().map(|_| Err(err.clone())).collect()
+            }
+        };
+        for (job, result) in batch.into_iter().zip(results) {
+            // A caller that gave up waiting has dropped its receiver; its events are durable regardless.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+type JobResult = Result<Vec<Event>, StoreError>;
+
+fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let recorded =
+            tx.query_row("SELECT seq, hash, time FROM chain_head WHERE id = 1", [], rows::decode_head).optional()?;
+        let mut head = match recorded {
+            None => ChainHead::genesis(),
+            Some(Ok(h)) => h,
+            Some(Err(e)) => return Ok(batch.iter().map(|_| Err(e.clone())).collect()),
+        };
+        let start_seq = head.seq;
+        let mut exists = tx.prepare_cached("SELECT 1 FROM events WHERE event_id = ?1")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (seq, event_id, run_id, kind, origin, time, causes, payload, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        let mut in_batch: HashSet<EventId> = HashSet::new();
+        for job in batch {
+            if let Some(expected) = job.request.expect_head
+                && expected != head.seq
+            {
+                results.push(Err(StoreError::HeadConflict { expected, actual: head.seq }));
+                continue;
+            }
+            let mut db_error = None;
+            let sealed = seal_job(&head, &job.request.drafts, &mut |id| {
+                if in_batch.contains(id) {
+                    return true;
+                }
+                match exists.exists([id.as_bytes()]) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        db_error = Some(e);
+                        true
+                    }
+                }
+            });
+            if let Some(e) = db_error {
+                return Err(e);
+            }
+            match sealed {
+                Ok(events) => {
+                    for e in &events {
+                        let origin = e.origin.to_string();
+                        insert.execute(rusqlite::params![
+                            sql_seq(e.seq),
+                            e.event_id.as_bytes(),
+                            e.run_id.as_ref().map(|r| r.as_bytes()),
+                            e.kind.as_str(),
+                            origin,
+                            e.time.0,
+                            encode_causes(&e.causes),
+                            e.payload.as_str(),
+                            e.prev_hash.0,
+                            e.hash.0,
+                        ])?;
+                        in_batch.insert(e.event_id);
+                    }
+                    if let Some(last) = events.last() {
+                        head = ChainHead::after(last);
+                    }
+                    results.push(Ok(events));
+                }
+                Err((index, rejection)) => results.push(Err(StoreError::Rejected { index, rejection })),
+            }
+        }
+        if head.seq != start_seq {
+            tx.execute(
+                "INSERT INTO chain_head (id, seq, hash, time) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, time = excluded.time",
+                rusqlite::params![sql_seq(head.seq), head.hash.0, head.time.0],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}

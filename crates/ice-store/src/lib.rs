@@ -1,0 +1,146 @@
+//! The store interface every ledger backend implements, chain verification over any backend, and the
+//! behavioural conformance suite ([`conformance`]) that every backend's tests run unchanged.
+//!
+//! The interface speaks only core types (`Draft`, `Event`, `ChainHead`): no backend type leaks through it, so a
+//! networked backend (PostgreSQL, several writers) implements it exactly like the embedded one.
+//! Calls are blocking; a backend may batch concurrent callers (group commit) but acknowledges a call only after
+//! its events are durable.
+
+pub mod conformance;
+mod verify;
+
+use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, EventKind, Rejection, RunId, Seq, Timestamp};
+
+pub use verify::{VerifyProgress, verify_ledger};
+
+/// One atomic append: drafts that commit together, in order, or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The drafts, sealed in this order.
+    pub drafts: Vec<Draft>,
+    /// If set, the append succeeds only while the ledger head is exactly this seq (optimistic concurrency for
+    /// callers that validated against state derived up to that seq).
+    pub expect_head: Option<Seq>,
+}
+
+impl AppendRequest {
+    /// An unconditional append.
+    pub fn new(drafts: Vec<Draft>) -> Self {
+        Self { drafts, expect_head: None }
+    }
+
+    /// An append that fails with [`StoreError::HeadConflict`] if the head is not at `seq`.
+    pub fn expecting(drafts: Vec<Draft>, seq: Seq) -> Self {
+        Self { drafts, expect_head: Some(seq) }
+    }
+}
+
+/// Which events to read. Filters combine with AND; results come in seq order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only events with seq strictly greater than this.
+    pub after: Seq,
+    /// Only events with seq at most this.
+    pub until: Option<Seq>,
+    /// Only events naming this run.
+    pub run: Option<RunId>,
+    /// Only events of this kind.
+    pub kind: Option<EventKind>,
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+    /// At most this many events.
+    pub limit: usize,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        Self { after: Seq(0), until: None, run: None, kind: None, since: None, limit: 1000 }
+    }
+}
+
+/// A store failure. Each variant maps to a stable [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A draft was refused while sealing (time went backwards, unknown cause, duplicate id). Nothing of the
+    /// request was written.
+    #[error("draft {index} refused: {rejection}")]
+    Rejected {
+        /// Index of the refused draft in the request.
+        index: usize,
+        /// Why.
+        rejection: Rejection,
+    },
+    /// The head was not where the request expected it.
+    #[error("{}: the ledger head is at seq {actual}, the append expected seq {expected}", ErrorCode::HeadConflict)]
+    HeadConflict {
+        /// The seq the caller expected.
+        expected: Seq,
+        /// The seq the head was at.
+        actual: Seq,
+    },
+    /// The backend could not be reached, read or written.
+    #[error("{code}: {0}", code = ErrorCode::StoreUnavailable)]
+    Unavailable(String),
+    /// The schema is unknown to this binary or a migration failed.
+    #[error("{code}: {0}", code = ErrorCode::SchemaMismatch)]
+    Schema(String),
+    /// A stored row cannot be decoded (the ledger was modified outside ICE).
+    #[error("{}: stored event at seq {seq} cannot be decoded: {detail}", ErrorCode::HashMismatch)]
+    Corrupt {
+        /// The seq of the undecodable row.
+        seq: Seq,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Rejected { rejection, .. } => rejection.code,
+            Self::HeadConflict { .. } => ErrorCode::HeadConflict,
+            Self::Unavailable(_) => ErrorCode::StoreUnavailable,
+            Self::Schema(_) => ErrorCode::SchemaMismatch,
+            Self::Corrupt { .. } => ErrorCode::HashMismatch,
+        }
+    }
+}
+
+/// A ledger backend.
+///
+/// Contract (checked by [`conformance`]):
+/// - `append` seals with [`ice_core::seal_job`] under the backend's write lock: seqs are gapless, each event's
+///   `prev_hash` is its predecessor's hash, and the recorded head moves in the same transaction.
+/// - `append` returns only after the events are durable; concurrent callers may share one transaction.
+/// - A refused request writes nothing.
+/// - History is append-only: the backend refuses UPDATE and DELETE of events at the storage level.
+pub trait Store: Send + Sync {
+    /// Appends one request atomically; returns the sealed events once durable.
+    fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError>;
+
+    /// The recorded head (`None` for an empty ledger). Kept apart from the events so truncation is detectable.
+    fn head(&self) -> Result<Option<ChainHead>, StoreError>;
+
+    /// Reads events matching a query, in seq order.
+    fn read(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// One event by id.
+    fn get(&self, id: EventId) -> Result<Option<Event>, StoreError>;
+
+    /// A short description for humans, e.g. `sqlite:/path/ledger.db`.
+    fn describe(&self) -> String;
+
+    /// Blocks until the head passes `after` or `timeout` elapses; returns the head seen. Backends with a
+    /// notification channel override this; the default polls.
+    fn wait_for_append(&self, after: Seq, timeout: std::time::Duration) -> Result<Seq, StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let head = self.head()?.map_or(Seq(0), |h| h.seq);
+            if head > after || std::time::Instant::now() >= deadline {
+                return Ok(head);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! ice CLI
+fn main() {}
