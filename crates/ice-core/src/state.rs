@@ -2,7 +2,10 @@
 //!
 //! The same fold runs live (after each durable append) and in replay, so the two cannot disagree. `admit`
 //! applies the state-dependent rules to a draft before it is appended; `apply` folds a sealed event and
-//! refuses one that breaks those same rules (which only a corrupted or forked ledger can contain).
+//! refuses one that breaks the rules that can never race (run exists, transitions start from the current state
+//! and are legal), which only a corrupted or forked ledger can contain. The one admission rule that can race
+//! between admission and commit — "no new events name a terminated run" — is enforced by `admit` only, so an
+//! event that lost that race still folds.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +15,7 @@ use crate::chain::ChainHead;
 use crate::error::{ErrorCode, Rejection};
 use crate::event::{Draft, Event};
 use crate::ids::{RunId, Seq, Timestamp};
-use crate::kind::{EventKind, RunScope};
+use crate::kind::EventKind;
 use crate::payloads;
 use crate::principal::Principal;
 use crate::run::RunState;
@@ -88,10 +91,10 @@ impl LedgerState {
     /// Checks the state-dependent rules for a draft: the run it names exists (a new one for `RunCreated`) and
     /// is not terminated, and a `RunTransitioned` starts from the run's current state and is legal.
     pub fn admit(&self, d: &Draft) -> Result<(), Rejection> {
-        self.check(d.kind, d.run_id, d.payload.as_str())
+        self.check(d.kind, d.run_id, d.payload.as_str(), true)
     }
 
-    fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str) -> Result<(), Rejection> {
+    fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str, admitting: bool) -> Result<(), Rejection> {
         let Some(run_id) = run_id else { return Ok(()) };
         if kind == EventKind::RunCreated {
             if self.runs.contains_key(&run_id) {
@@ -100,7 +103,8 @@ impl LedgerState {
             return Ok(());
         }
         let Some(run) = self.runs.get(&run_id) else {
-            if kind.run_scope() == RunScope::Optional && kind == EventKind::TransitionRejected {
+            // A rejection may name the run it tried to reach even when that run does not exist.
+            if kind == EventKind::TransitionRejected {
                 return Ok(());
             }
             return Err(Rejection::new(ErrorCode::UnknownRun, format!("run {run_id} does not exist")));
@@ -119,7 +123,7 @@ impl LedgerState {
             }
             return run.state.check_transition(t.to, t.reason.as_deref());
         }
-        if run.state.is_terminal() {
+        if admitting && run.state.is_terminal() {
             return Err(Rejection::new(
                 ErrorCode::RunTerminated,
                 format!("run {run_id} is TERMINATED; {kind} events can no longer name it"),
@@ -135,7 +139,7 @@ impl LedgerState {
         if e.seq != expected {
             return Err(Rejection::new(ErrorCode::SequenceGap, format!("fold expected seq {expected}, got {}", e.seq)));
         }
-        self.check(e.kind, e.run_id, e.payload.as_str())?;
+        self.check(e.kind, e.run_id, e.payload.as_str(), false)?;
         match e.kind {
             EventKind::RunCreated => {
                 let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();

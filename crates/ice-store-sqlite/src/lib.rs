@@ -34,7 +34,8 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
-    fn pragma(self) -> &'static str {
+    /// The value for `PRAGMA synchronous`.
+    pub fn pragma(self) -> &'static str {
         match self {
             Self::Full => "FULL",
             Self::Normal => "NORMAL",
@@ -81,6 +82,16 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     busy_timeout: Duration,
+    counters: Arc<writer::Counters>,
+}
+
+/// What this store's writer has committed since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Group-commit transactions.
+    pub transactions: u64,
+    /// Events in them.
+    pub events: u64,
 }
 
 fn unavailable(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -101,9 +112,11 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<writer::Job>();
         let max_batch = options.max_batch_events.max(1);
+        let counters = Arc::new(writer::Counters::default());
+        let writer_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("ice-sqlite-writer".into())
-            .spawn(move || writer::run(conn, &rx, max_batch))
+            .spawn(move || writer::run(conn, &rx, max_batch, &writer_counters))
             .map_err(|e| unavailable("cannot start the writer for", &path, e))?;
         Ok(Arc::new(Self {
             path,
@@ -111,12 +124,22 @@ impl SqliteStore {
             writer: Some(handle),
             readers: Mutex::new(Vec::new()),
             busy_timeout: options.busy_timeout,
+            counters,
         }))
     }
 
     /// The ledger file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Transactions and events committed by this store's writer since it was opened.
+    pub fn stats(&self) -> WriterStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriterStats {
+            transactions: self.counters.transactions.load(Relaxed),
+            events: self.counters.events.load(Relaxed),
+        }
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {

@@ -4,6 +4,8 @@
 //! answers each caller. A refused request is skipped without disturbing the others in its batch.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use ice_core::{ChainHead, Event, EventId, seal_job};
@@ -20,8 +22,17 @@ pub struct Job {
     pub reply: SyncSender<Result<Vec<Event>, StoreError>>,
 }
 
+/// Counters the writer keeps (read by benchmarks and `describe`-style diagnostics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Transactions committed.
+    pub transactions: AtomicU64,
+    /// Events committed.
+    pub events: AtomicU64,
+}
+
 /// Runs until every sender is dropped.
-pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize) {
+pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, counters: &Arc<Counters>) {
     while let Ok(first) = jobs.recv() {
         let mut n = first.request.drafts.len();
         let mut batch = vec![first];
@@ -35,7 +46,12 @@ pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize) 
             }
         }
         let results = match commit(&mut conn, &batch) {
-            Ok(results) => results,
+            Ok(results) => {
+                let committed: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
+                counters.transactions.fetch_add(1, Ordering::Relaxed);
+                counters.events.fetch_add(committed as u64, Ordering::Relaxed);
+                results
+            }
             Err(e) => {
                 let err = StoreError::Unavailable(format!("append transaction failed: {e}"));
                 batch.iter().map(|_| Err(err.clone())).collect()

@@ -1,2 +1,41 @@
-//! ice CLI
-fn main() {}
+//! `ice`: the command-line entry point. Every command goes through `ice-runtime`; this crate only parses
+//! arguments, renders output and maps errors to exit codes.
+
+mod bench;
+mod cli;
+mod commands;
+mod demo;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+
+/// Exit codes (documented in README.md, section Exit codes).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A check failed: `ice verify` found a broken chain.
+    pub const CHECK_FAILED: u8 = 1;
+    /// The command line itself is wrong (clap's usage errors).
+    pub const USAGE: u8 = 2;
+    /// The input was refused by validation or the run lifecycle (recorded as TransitionRejected).
+    pub const REFUSED: u8 = 3;
+    /// Not initialised, or the named event/run does not exist.
+    pub const NOT_FOUND: u8 = 4;
+    /// The store or configuration failed (I/O, schema, bad config).
+    pub const STORE: u8 = 5;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            render::print_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The `.ice/` directory: configuration, the runtime key pair and the ledger location.
+//!
+//! ```text
+//! .ice/
+//!   config.toml          store URL and tuning (see README, Configuration)
+//!   ledger.db            the SQLite ledger (default store)
+//!   keys/runtime.key     ed25519 secret key, hex, mode 0600 (signs checkpoints)
+//!   keys/runtime.pub     ed25519 public key, hex (also recorded in the LedgerInitialized event)
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use ice_core::{Clock, ErrorCode, IdSource, Principal};
+use ice_store::{Store, StoreError};
+use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{Runtime, RuntimeError};
+use crate::system::{SystemClock, SystemIds};
+
+/// Name of the directory ICE keeps its files in.
+pub const ICE_DIR: &str = ".ice";
+/// Environment variable that overrides the configured store URL.
+pub const STORE_ENV: &str = "ICE_STORE";
+
+/// A configuration or setup failure, with a stable code.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HomeError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// What went wrong with which file or value.
+    pub message: String,
+}
+
+impl HomeError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<StoreError> for HomeError {
+    fn from(e: StoreError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl From<RuntimeError> for HomeError {
+    fn from(e: RuntimeError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// `.ice/config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the ledger lives.
+    pub store: StoreConfig,
+    /// Runtime defaults.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// The `[store]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` (relative to `.ice/`) or `postgres://...`.
+    pub url: String,
+    /// SQLite durability: `full` (default), `normal` or `off`.
+    #[serde(default = "default_synchronous")]
+    pub synchronous: String,
+    /// Most events sealed in one group-commit transaction.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_events: usize,
+}
+
+/// The `[runtime]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Principal that CLI commands act as when `--as` is not given.
+    #[serde(default = "default_actor")]
+    pub default_actor: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { default_actor: default_actor() }
+    }
+}
+
+fn default_synchronous() -> String {
+    "full".to_owned()
+}
+fn default_max_batch() -> usize {
+    2048
+}
+fn default_actor() -> String {
+    "human:operator".to_owned()
+}
+
+impl Config {
+    /// The configuration `ice init` writes for a store URL.
+    pub fn new(store_url: &str) -> Self {
+        Self {
+            store: StoreConfig {
+                url: store_url.to_owned(),
+                synchronous: default_synchronous(),
+                max_batch_events: default_max_batch(),
+            },
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// An initialised ICE home (the directory holding `.ice/`).
+#[derive(Debug, Clone)]
+pub struct IceHome {
+    dir: PathBuf,
+    config: Config,
+}
+
+impl IceHome {
+    /// Finds the home: `explicit` if given (the directory containing `.ice/`), else the nearest ancestor of
+    /// `cwd` that has `.ice/config.toml`.
+    pub fn discover(explicit: Option<&Path>, cwd: &Path) -> Result<Self, HomeError> {
+        let dir = match explicit {
+            Some(d) => d.join(ICE_DIR),
+            None => cwd
+                .ancestors()
+                .map(|a| a.join(ICE_DIR))
+                .find(|d| d.join("config.toml").is_file())
+                .ok_or_else(|| {
+                    HomeError::new(
+                        ErrorCode::NotInitialized,
+                        format!("no {ICE_DIR}/ found in {} or any parent directory", cwd.display()),
+                    )
+                })?,
+        };
+        let path = dir.join("config.toml");
+        let text = fs::read_to_string(&path).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotInitialized } else { ErrorCode::BadConfig };
+            HomeError::new(code, format!("cannot read {}: {e}", path.display()))
+        })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("{} is invalid: {e}", path.display())))?;
+        Ok(Self { dir, config })
+    }
+
+    /// Creates `DIR/.ice/` with configuration, key pair and an initialised ledger. Refuses an existing one.
+    pub fn init(dir: &Path, store_url: Option<&str>) -> Result<(Self, Runtime), HomeError> {
+        let ice = dir.join(ICE_DIR);
+        if ice.join("config.toml").exists() {
+            return Err(HomeError::new(
+                ErrorCode::AlreadyInitialized,
+                format!("{} already holds an ICE ledger", ice.display()),
+            ));
+        }
+        if ice.join("keys").join("runtime.key").exists() {
+            return Err(HomeError::new(
+                ErrorCode::AlreadyInitialized,
+                format!("{} is a partly initialised ICE directory (no config.toml); remove it and run `ice init` again", ice.display()),
+            ));
+        }
+        let io = |what: &str, e: std::io::Error| HomeError::new(ErrorCode::StoreUnavailable, format!("{what}: {e}"));
+        fs::create_dir_all(ice.join("keys")).map_err(|e| io(&format!("cannot create {}", ice.display()), e))?;
+        let url = store_url.map_or_else(|| "sqlite:ledger.db".to_owned(), str::to_owned);
+        let config = Config::new(&url);
+        let text = format!(
+            "# ICE configuration. See README.md, section Configuration.\n{}",
+            toml::to_string_pretty(&config)
+                .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("cannot encode config: {e}")))?
+        );
+        let public = write_key_pair(&ice.join("keys"))?;
+        let home = Self { dir: ice.clone(), config };
+        let runtime = home.open_runtime_with(Arc::new(SystemClock), Arc::new(SystemIds))?;
+        runtime.initialize(&public)?;
+        // Written last: until it exists, the directory does not count as initialised.
+        fs::write(ice.join("config.toml"), text).map_err(|e| io("cannot write config.toml", e))?;
+        Ok((home, runtime))
+    }
+
+    /// The `.ice/` directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The loaded configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The principal CLI commands act as by default.
+    pub fn default_actor(&self) -> Result<Principal, HomeError> {
+        self.config.runtime.default_actor.parse().map_err(|e: ice_core::Rejection| {
+            HomeError::new(ErrorCode::BadConfig, format!("runtime.default_actor: {}", e.message))
+        })
+    }
+
+    /// The store URL in force: `ICE_STORE` if set, else the configured one.
+    pub fn store_url(&self) -> String {
+        std::env::var(STORE_ENV).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| self.config.store.url.clone())
+    }
+
+    /// Opens the configured store.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, HomeError> {
+        let url = self.store_url();
+        let synchronous: Synchronous = self
+            .config
+            .store
+            .synchronous
+            .parse()
+            .map_err(|e: String| HomeError::new(ErrorCode::BadConfig, format!("store.synchronous: {e}")))?;
+        let options =
+            SqliteOptions { synchronous, max_batch_events: self.config.store.max_batch_events, ..SqliteOptions::default() };
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = Path::new(path);
+            let path = if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) };
+            return Ok(SqliteStore::open(path, options)?);
+        }
+        Err(HomeError::new(
+            ErrorCode::BadConfig,
+            format!("store URL `{url}` is not supported: use sqlite:PATH"),
+        ))
+    }
+
+    /// Opens the runtime over the configured store with the system clock and ids.
+    pub fn open_runtime(&self) -> Result<Runtime, HomeError> {
+        self.open_runtime_with(Arc::new(SystemClock), Arc::new(SystemIds))
+    }
+
+    /// Opens the runtime with an injected clock and id source.
+    pub fn open_runtime_with(&self, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Runtime, HomeError> {
+        Ok(Runtime::open(self.open_store()?, clock, ids)?)
+    }
+
+    /// The runtime public key (hex).
+    pub fn public_key(&self) -> Result<String, HomeError> {
+        let path = self.dir.join("keys").join("runtime.pub");
+        fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("cannot read {}: {e}", path.display())))
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Generates the runtime ed25519 key pair; returns the public key in hex.
+fn write_key_pair(keys: &Path) -> Result<String, HomeError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("no OS randomness for the key: {e}")))?;
+    let signing = SigningKey::from_bytes(&seed);
+    let public = to_hex(signing.verifying_key().as_bytes());
+    let secret_path = keys.join("runtime.key");
+    write_private(&secret_path, &to_hex(&seed))?;
+    fs::write(keys.join("runtime.pub"), format!("{public}\n"))
+        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("cannot write the public key: {e}")))?;
+    Ok(public)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), HomeError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", path.display())))?;
+    writeln!(f, "{contents}")
+        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("cannot write {}: {e}", path.display())))
+}

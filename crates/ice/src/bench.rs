@@ -1,0 +1,201 @@
+//! `ice bench`: benchmarks that print a ratio against a baseline measured in the same run on the same machine.
+//!
+//! `append`: durable appends/s through the SQLite store with group commit (many concurrent appenders, each
+//! acknowledged only after its transaction commits) against raw rusqlite inserts of the *same rows* into an
+//! identical table, in transactions of the same mean size the group commit achieved; plus single-append latency.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ice_core::{CanonicalJson, Draft, ErrorCode, Event, EventKind, IdSource, Principal, TimeSource};
+use ice_runtime::{SystemClock, SystemIds};
+use ice_store::{AppendRequest, EventQuery, Store};
+use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous, schema::EVENTS_DDL};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::BenchCommand;
+use crate::exit;
+use crate::render::CliError;
+
+/// A progress bar on stderr for long work; hidden for short work and when stderr is not a terminal.
+pub fn progress_bar(total: u64, message: &'static str) -> ProgressBar {
+    if total < 200_000 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_message(message);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Runs a benchmark command.
+pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
+    match cmd {
+        BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
+    }
+}
+
+fn bench_err(e: impl std::fmt::Display) -> CliError {
+    CliError::Coded(ErrorCode::StoreUnavailable, format!("benchmark failed: {e}"))
+}
+
+fn drafts(n: usize, clock: &SystemClock, ids: &SystemIds) -> Result<Vec<Draft>, CliError> {
+    let run = ids.run_id();
+    (0..n)
+        .map(|i| {
+            // ~200-byte payload, the size DESIGN.md's SQLite figures were measured with.
+            let payload = CanonicalJson::parse(&format!(
+                r#"{{"i":{i},"note":"benchmark observation with a payload of typical size","tool":"fs.read","path":"/sandbox/reports/q3/summary.md","bytes":18231}}"#
+            ))?;
+            Ok(Draft {
+                event_id: ids.event_id(),
+                run_id: Some(run),
+                kind: EventKind::ObservationRecorded,
+                origin: Principal::new(ice_core::PrincipalKind::Agent, "bench")?,
+                time: ice_core::Clock::now(clock),
+                time_source: TimeSource::Clock,
+                causes: Vec::new(),
+                payload,
+            })
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Inserts the given sealed events with plain rusqlite, `batch` rows per transaction; returns rows/s.
+fn raw_insert(path: &Path, events: &[Event], batch: usize) -> Result<f64, CliError> {
+    let mut conn = rusqlite::Connection::open(path).map_err(bench_err)?;
+    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {};", Synchronous::Full.pragma()))
+        .map_err(bench_err)?;
+    conn.execute_batch(EVENTS_DDL).map_err(bench_err)?;
+    let start = Instant::now();
+    for chunk in events.chunks(batch.max(1)) {
+        let tx = conn.transaction().map_err(bench_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO events (seq, event_id, run_id, kind, origin, time, causes, payload, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(bench_err)?;
+            for e in chunk {
+                stmt.execute(rusqlite::params![
+                    e.seq.0 as i64,
+                    e.event_id.as_bytes(),
+                    e.run_id.as_ref().map(|r| r.as_bytes()),
+                    e.kind.as_str(),
+                    e.origin.to_string(),
+                    e.time.0,
+                    Vec::<u8>::new(),
+                    e.payload.as_str(),
+                    e.prev_hash.0,
+                    e.hash.0,
+                ])
+                .map_err(bench_err)?;
+            }
+        }
+        tx.commit().map_err(bench_err)?;
+    }
+    Ok(events.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+fn append(events: usize, threads: usize, latency_samples: usize) -> Result<u8, CliError> {
+    let dir = tempfile::tempdir().map_err(bench_err)?;
+    let (clock, ids) = (SystemClock, SystemIds);
+    let threads = threads.max(1);
+    println!("ice bench append: {events} events, {threads} appending threads, synchronous=FULL, WAL");
+    println!("machine: {} cores; ledger in {}", std::thread::available_parallelism().map_or(1, |n| n.get()), dir.path().display());
+
+    // 1. Single-append latency: one appender, one event per transaction (an fsync each).
+    let store = SqliteStore::open(dir.path().join("latency.db"), SqliteOptions::default())?;
+    let mut lat = Vec::with_capacity(latency_samples);
+    for d in drafts(latency_samples, &clock, &ids)? {
+        let t = Instant::now();
+        store.append(AppendRequest::new(vec![d]))?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    drop(store);
+
+    // 2. Group commit: many threads, one event per request, each acknowledged after its batch commits.
+    let store = SqliteStore::open(dir.path().join("group.db"), SqliteOptions::default())?;
+    let all = drafts(events, &clock, &ids)?;
+    let per = all.len().div_ceil(threads);
+    let bar = progress_bar(events as u64, "group commit");
+    let start = Instant::now();
+    let mut loaded: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = all
+            .chunks(per)
+            .map(|chunk| {
+                let store = Arc::clone(&store);
+                let bar = bar.clone();
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(chunk.len());
+                    for d in chunk {
+                        let t = Instant::now();
+                        if store.append(AppendRequest::new(vec![d.clone()])).is_err() {
+                            break;
+                        }
+                        lat.push(t.elapsed());
+                        bar.inc(1);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let gc_secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    if loaded.len() != events {
+        return Err(bench_err(format!("only {} of {events} appends succeeded", loaded.len())));
+    }
+    loaded.sort();
+    let stats = store.stats();
+    let gc_rate = events as f64 / gc_secs;
+    let mean_batch = stats.events as f64 / stats.transactions.max(1) as f64;
+    let sealed = store.read(&EventQuery { limit: usize::MAX, ..EventQuery::default() })?;
+    drop(store);
+
+    // 3. Baseline: the same rows, raw rusqlite, same mean transaction size; and at 1,000 rows for context.
+    let batch = mean_batch.round().max(1.0) as usize;
+    let raw_same = raw_insert(&dir.path().join("raw-same.db"), &sealed, batch)?;
+    let raw_1000 = raw_insert(&dir.path().join("raw-1000.db"), &sealed, 1000)?;
+
+    // 4. Batched API: requests of 1,000 drafts from one caller (sealing + hashing + insert, no waiting).
+    let store = SqliteStore::open(dir.path().join("batched.db"), SqliteOptions::default())?;
+    let all = drafts(events, &clock, &ids)?;
+    let start = Instant::now();
+    for chunk in all.chunks(1000) {
+        store.append(AppendRequest::new(chunk.to_vec()))?;
+    }
+    let batched_rate = events as f64 / start.elapsed().as_secs_f64();
+    drop(store);
+
+    println!();
+    println!("single append, 1 writer (one fsync each): p50 {:.0} µs  p99 {:.0} µs  ({} samples)",
+        micros(percentile(&lat, 0.5)), micros(percentile(&lat, 0.99)), lat.len());
+    println!("group commit, {threads} writers: {gc_rate:.0} events/s  ({} transactions, mean {mean_batch:.1} events each)",
+        stats.transactions);
+    println!("  append latency under load: p50 {:.0} µs  p99 {:.0} µs",
+        micros(percentile(&loaded, 0.5)), micros(percentile(&loaded, 0.99)));
+    println!("raw rusqlite, same rows, {batch} per transaction: {raw_same:.0} rows/s");
+    println!("  RATIO group commit / raw (same batch size): {:.2}x  (goal >= 0.5x)", gc_rate / raw_same);
+    println!("batched API, 1,000 per request: {batched_rate:.0} events/s");
+    println!("raw rusqlite, same rows, 1,000 per transaction: {raw_1000:.0} rows/s");
+    println!("  RATIO batched / raw (1,000 per transaction): {:.2}x", batched_rate / raw_1000);
+    Ok(exit::OK)
+}

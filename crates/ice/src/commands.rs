@@ -1,0 +1,402 @@
+//! Command implementations: thin shells over `ice-runtime`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ice_core::intake::RawEvent;
+use ice_core::{ErrorCode, EventId, EventKind, Principal, PrincipalKind, RunId, RunState, Seq, Timestamp};
+use ice_runtime::{IceHome, Runtime};
+use ice_store::{EventQuery, verify_ledger};
+
+use crate::cli::{Cli, Command, DebugCommand, EmitArgs, LogArgs, RunCommand};
+use crate::render::{self, CliError};
+use crate::{bench, demo, exit};
+
+/// Runs one parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    let explicit = cli.dir.clone();
+    let home = || -> Result<IceHome, CliError> { Ok(IceHome::discover(explicit.as_deref(), &cwd()?)?) };
+    match cli.command {
+        Command::Init { dir, store } => init(dir.or(explicit), store.as_deref()),
+        Command::Run(cmd) => run_command(&home()?, cmd),
+        Command::Emit(args) => emit(&home()?, &args),
+        Command::Log(args) => log(&home()?, &args),
+        Command::Inspect { id, json } => inspect(&home()?, &id, json),
+        Command::Verify { json } => verify(&home()?, json),
+        Command::Kinds => {
+            kinds();
+            Ok(exit::OK)
+        }
+        Command::Demo { keep } => demo::run(keep.as_deref()),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Debug(DebugCommand::AppendLoad { events, threads }) => append_load(&home()?, events, threads),
+    }
+}
+
+fn cwd() -> Result<PathBuf, CliError> {
+    std::env::current_dir()
+        .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot read the current directory: {e}")))
+}
+
+fn init(dir: Option<PathBuf>, store: Option<&str>) -> Result<u8, CliError> {
+    let dir = match dir {
+        Some(d) => d,
+        None => cwd()?,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", dir.display()))
+    })?;
+    let (home, rt) = IceHome::init(&dir, store)?;
+    let head = rt.with_state(|s| s.head())?;
+    println!("initialised ICE in {}", home.dir().display());
+    println!("  store:       {}", rt.store().describe());
+    println!("  runtime key: {}", home.public_key()?);
+    if let Some(h) = head {
+        println!("  head:        seq {} {}", h.seq, h.hash);
+    }
+    println!("next: ice run create --label \"my first run\"");
+    Ok(exit::OK)
+}
+
+fn actor(home: &IceHome, given: Option<&str>) -> Result<Principal, CliError> {
+    match given {
+        Some(p) => Ok(p.parse()?),
+        None => Ok(home.default_actor()?),
+    }
+}
+
+/// Resolves a run id, or a unique prefix or suffix of one (at least 4 characters; tables show the suffix).
+pub fn resolve_run(rt: &Runtime, text: &str) -> Result<RunId, CliError> {
+    if let Ok(id) = text.parse::<RunId>() {
+        return Ok(id);
+    }
+    let prefix = text.trim().to_ascii_lowercase();
+    if prefix.len() < 4 {
+        return Err(CliError::Coded(
+            ErrorCode::BadArgument,
+            format!("`{text}` is not a run id (or a prefix or suffix of 4+ characters)"),
+        ));
+    }
+    let matches: Vec<RunId> = rt.with_state(|s| {
+        s.runs()
+            .map(|r| r.id)
+            .filter(|id| {
+                let full = id.to_string();
+                full.starts_with(&prefix) || full.ends_with(&prefix)
+            })
+            .collect()
+    })?;
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::Coded(ErrorCode::NotFound, format!("no run id starts or ends with `{text}`"))),
+        many => Err(CliError::Coded(
+            ErrorCode::BadArgument,
+            format!("`{text}` matches {} runs; give more characters", many.len()),
+        )),
+    }
+}
+
+fn print_run(r: &ice_core::RunRecord, json: bool) {
+    if json {
+        println!("{}", render::run_json(r));
+    } else {
+        println!("{}  {}", r.id, r.state);
+    }
+}
+
+fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    match cmd {
+        RunCommand::Create { label, actor: who, json } => {
+            let r = rt.create_run(&actor(home, who.as_deref())?, label)?;
+            print_run(&r, json);
+        }
+        RunCommand::Advance { run, to, reason, actor: who, json } => {
+            let to = to.as_deref().map(str::parse::<RunState>).transpose()?;
+            let id = resolve_run(&rt, &run)?;
+            let r = rt.advance_run(&actor(home, who.as_deref())?, id, to, reason)?;
+            print_run(&r, json);
+        }
+        RunCommand::Terminate { run, reason, actor: who, json } => {
+            let id = resolve_run(&rt, &run)?;
+            let r = rt.terminate_run(&actor(home, who.as_deref())?, id, reason)?;
+            print_run(&r, json);
+        }
+        RunCommand::List { json } => {
+            let runs: Vec<_> = rt.with_state(|s| s.runs().cloned().collect())?;
+            if json {
+                for r in &runs {
+                    println!("{}", render::run_json(r));
+                }
+            } else {
+                println!("{}", render::run_header());
+                for r in &runs {
+                    println!("{}", render::run_row(r));
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn read_payload(arg: &str) -> Result<String, CliError> {
+    let Some(path) = arg.strip_prefix('@') else { return Ok(arg.to_owned()) };
+    let mut text = String::new();
+    let res = if path == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(Path::new(path)).map(|t| text = t)
+    };
+    res.map_err(|e| CliError::Coded(ErrorCode::BadArgument, format!("cannot read payload from {path}: {e}")))?;
+    Ok(text)
+}
+
+fn emit(home: &IceHome, args: &EmitArgs) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    // A run prefix is a CLI convenience; anything unresolvable goes to the pipeline as given, to be refused there.
+    let run_id = args.run.as_deref().map(|r| resolve_run(&rt, r).map_or_else(|_| r.to_owned(), |id| id.to_string()));
+    let raw = RawEvent {
+        kind: args.kind.clone(),
+        origin: args.origin.clone(),
+        run_id,
+        payload: read_payload(&args.payload)?,
+        causes: args.causes.clone(),
+        time: args.time.clone(),
+    };
+    let e = rt.submit(&raw)?;
+    if args.json {
+        println!("{}", e.to_json());
+    } else {
+        println!("appended {} at seq {} (event {})", e.kind, e.seq, e.event_id);
+    }
+    Ok(exit::OK)
+}
+
+fn parse_since(text: &str, now: Timestamp) -> Result<(Seq, Option<Timestamp>), CliError> {
+    let t = text.trim();
+    if let Ok(seq) = t.parse::<u64>() {
+        return Ok((Seq(seq.saturating_sub(1)), None));
+    }
+    let unit = t.chars().last().and_then(|u| match u {
+        's' => Some(1i64),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        _ => None,
+    });
+    if let (Some(mult), Ok(n)) = (unit, t[..t.len().saturating_sub(1)].parse::<i64>()) {
+        return Ok((Seq(0), Some(now.plus_micros(-n.saturating_mul(mult).saturating_mul(1_000_000)))));
+    }
+    let time = Timestamp::parse_rfc3339(t).map_err(|_| {
+        CliError::Coded(ErrorCode::BadArgument, format!("--since `{text}` is not a seq, an RFC 3339 time or an age like 10m"))
+    })?;
+    Ok((Seq(0), Some(time)))
+}
+
+fn log(home: &IceHome, args: &LogArgs) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let store = rt.store().clone();
+    let run = args.run.as_deref().map(|r| resolve_run(&rt, r)).transpose()?;
+    let kind = args.kind.as_deref().map(str::parse::<EventKind>).transpose()?;
+    let (after, since) = match &args.since {
+        Some(s) => parse_since(s, rt.clock().now())?,
+        None => (Seq(0), None),
+    };
+    let base = EventQuery { after, until: None, run, kind, since, limit: 10_000 };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if !args.json {
+        writeln!(out, "{}", render::event_header()).ok();
+    }
+    let print = |out: &mut std::io::StdoutLock<'_>, e: &ice_core::Event| {
+        let line = if args.json { e.to_json().to_string() } else { render::event_row(e) };
+        // A closed pipe (e.g. `| head`) ends the output quietly.
+        writeln!(out, "{line}").is_ok()
+    };
+    // Without --follow, --limit keeps the most recent N events; collect then print the tail.
+    let mut last = after;
+    let mut shown: Vec<ice_core::Event> = Vec::new();
+    loop {
+        let batch = store.read(&EventQuery { after: last, ..base.clone() })?;
+        let Some(end) = batch.last().map(|e| e.seq) else { break };
+        last = end;
+        shown.extend(batch);
+        if let Some(limit) = args.limit
+            && shown.len() > limit
+        {
+            shown.drain(..shown.len() - limit);
+        }
+    }
+    for e in &shown {
+        if !print(&mut out, e) {
+            return Ok(exit::OK);
+        }
+    }
+    out.flush().ok();
+    if !args.follow {
+        return Ok(exit::OK);
+    }
+    // --follow: read from the head onwards; scan position is the last seq seen by any filter.
+    let mut cursor = store.head()?.map_or(Seq(0), |h| h.seq).max(last);
+    loop {
+        let head = store.wait_for_append(cursor, Duration::from_secs(1))?;
+        if head <= cursor {
+            continue;
+        }
+        let batch = store.read(&EventQuery { after: cursor, until: Some(head), ..base.clone() })?;
+        for e in &batch {
+            if !print(&mut out, e) {
+                return Ok(exit::OK);
+            }
+        }
+        out.flush().ok();
+        cursor = head;
+    }
+}
+
+fn inspect(home: &IceHome, id: &str, json: bool) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    if let Ok(eid) = id.parse::<EventId>()
+        && let Some(e) = rt.store().get(eid)?
+    {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+        } else {
+            println!("event {}", e.event_id);
+            println!("  seq        {}", e.seq);
+            println!("  kind       {} ({})", e.kind, e.kind.family().as_str());
+            println!("  origin     {}", e.origin);
+            println!("  time       {}", e.time);
+            println!("  run        {}", e.run_id.map_or_else(|| "-".to_owned(), |r| r.to_string()));
+            for c in &e.causes {
+                println!("  cause      {c}");
+            }
+            println!("  prev_hash  {}", e.prev_hash);
+            println!("  hash       {}", e.hash);
+            let pretty = serde_json::to_string_pretty(&e.payload.to_value()).unwrap_or_default();
+            println!("  payload    {}", pretty.replace('\n', "\n             "));
+        }
+        return Ok(exit::OK);
+    }
+    let run = match resolve_run(&rt, id) {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(CliError::Coded(ErrorCode::NotFound, format!("`{id}` is neither an event id nor a run id in this ledger")));
+        }
+    };
+    let Some(record) = rt.run(run)? else {
+        return Err(CliError::Coded(ErrorCode::NotFound, format!("`{id}` is neither an event id nor a run id in this ledger")));
+    };
+    let events = rt.store().read(&EventQuery { run: Some(run), limit: usize::MAX, ..EventQuery::default() })?;
+    if json {
+        let mut v = render::run_json(&record);
+        v["history"] = events.iter().map(ice_core::Event::to_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("run {}", record.id);
+        println!("  state      {}", record.state);
+        println!("  label      {}", record.label.as_deref().unwrap_or("-"));
+        println!("  created    {} by {}", record.created_at, record.created_by);
+        if let Some(r) = &record.last_reason {
+            println!("  reason     {r}");
+        }
+        println!("  history ({} events):", events.len());
+        println!("{}", render::event_header());
+        for e in &events {
+            println!("{}", render::event_row(e));
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn verify(home: &IceHome, json: bool) -> Result<u8, CliError> {
+    let store = home.open_store()?;
+    let started = std::time::Instant::now();
+    let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
+    let result = verify_ledger(&*store, &mut |p| bar.set_position(p.checked))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(summary) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "events": summary.events, "head_seq": summary.head.seq.0,
+                        "head_hash": summary.head.hash.to_hex(), "seconds": secs})
+                );
+            } else {
+                println!(
+                    "ok: {} events verified in {:.3}s; head seq {} hash {}",
+                    summary.events, secs, summary.head.seq, summary.head.hash
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(f) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "first_bad_seq": f.seq.0, "code": f.code.as_str(), "reason": f.message})
+                );
+            } else {
+                println!("FAILED at seq {}: [{}] {}", f.seq, f.code, f.message);
+                eprintln!("  hint: {}", f.code.hint());
+            }
+            Ok(exit::CHECK_FAILED)
+        }
+    }
+}
+
+fn kinds() {
+    println!("{:<20}  {:<11}  {:<9}  EMITTED BY", "KIND", "FAMILY", "RUN");
+    for k in EventKind::ALL {
+        let who: Vec<&str> =
+            PrincipalKind::ALL.iter().filter(|p| k.may_be_emitted_by(**p)).map(|p| p.as_str()).collect();
+        let scope = match k.run_scope() {
+            ice_core::RunScope::Required => "required",
+            ice_core::RunScope::Optional => "optional",
+            ice_core::RunScope::Forbidden => "none",
+        };
+        println!("{:<20}  {:<11}  {:<9}  {}", k.as_str(), k.family().as_str(), scope, who.join(", "));
+    }
+}
+
+/// Appends agent events from several threads through the runtime, printing each acknowledged event id.
+fn append_load(home: &IceHome, events: usize, threads: usize) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let run = rt.create_run(&Principal::runtime(), Some("append-load".into()))?;
+    println!("run {}", run.id);
+    let per = events.div_ceil(threads.max(1));
+    let stdout = std::io::stdout();
+    std::thread::scope(|s| {
+        for t in 0..threads.max(1) {
+            let (rt, stdout) = (&rt, &stdout);
+            s.spawn(move || {
+                for i in 0..per {
+                    let raw = RawEvent {
+                        kind: "ObservationRecorded".into(),
+                        origin: format!("agent:load-{t}"),
+                        run_id: Some(run.id.to_string()),
+                        payload: format!(r#"{{"thread":{t},"i":{i},"note":"load"}}"#),
+                        ..RawEvent::default()
+                    };
+                    match rt.submit(&raw) {
+                        // Printed only after the append returned, i.e. after the durable commit.
+                        Ok(e) => {
+                            let mut out = stdout.lock();
+                            if writeln!(out, "ack {}", e.event_id).and_then(|()| out.flush()).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("append failed: {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(exit::OK)
+}
