@@ -188,7 +188,7 @@ mod tests {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
-            (-(MAX_SAFE_INTEGER as i64)..(MAX_SAFE_INTEGER as i64)).prop_map(|i| Value::from(i)),
+            (-(MAX_SAFE_INTEGER as i64)..(MAX_SAFE_INTEGER as i64)).prop_map(Value::from),
             (-1e15f64..1e15f64).prop_map(Value::from),
             ".{0,12}".prop_map(Value::String),
         ];

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     OriginNotAuthorized,
     /// A declared time is earlier than the ledger head's time.
     TimeWentBackwards,
+    /// A declared time is further in the future than the allowed clock skew.
+    TimeInFuture,
     /// A causal parent named by the event is not in the ledger.
     UnknownCause,
     /// The event names a run that does not exist.
@@ -74,6 +76,7 @@ impl ErrorCode {
             Self::UnknownKind => "ICE-E0110",
             Self::OriginNotAuthorized => "ICE-E0120",
             Self::TimeWentBackwards => "ICE-E0130",
+            Self::TimeInFuture => "ICE-E0131",
             Self::UnknownCause => "ICE-E0140",
             Self::UnknownRun => "ICE-E0150",
             Self::RunScopeMismatch => "ICE-E0151",
@@ -113,6 +116,9 @@ impl ErrorCode {
                 "agents may emit only cognitive events and proposals; runtime-only kinds are emitted by ICE itself"
             }
             Self::TimeWentBackwards => "omit the explicit time to let the runtime clock stamp the event",
+            Self::TimeInFuture => {
+                "declared times may lead the runtime clock by at most 5 minutes; omit the time to use the clock"
+            }
             Self::UnknownCause => "causes must be event ids already in the ledger; check them with `ice inspect ID`",
             Self::UnknownRun => "create the run first with `ice run create`, or check the id with `ice run list`",
             Self::RunScopeMismatch => "run-scoped kinds need --run; ledger-wide kinds must not have one",

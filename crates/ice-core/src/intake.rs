@@ -18,6 +18,10 @@ use crate::kind::{EventKind, RunScope};
 use crate::payloads;
 use crate::principal::{Principal, PrincipalKind};
 
+/// How far a declared time may lead the runtime clock. Without a bound, one submission far in the future would
+/// drag every later clock-stamped event's time with it (sealing never lets time go backwards).
+pub const MAX_FUTURE_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
+
 /// An event as submitted from outside (CLI, HTTP, an agent): every field still untrusted text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEvent {
@@ -42,7 +46,17 @@ pub fn intake(raw: &RawEvent, clock: &dyn Clock, ids: &dyn IdSource) -> Result<D
     let run_id = raw.run_id.as_deref().map(str::parse::<RunId>).transpose()?;
     let causes = raw.causes.iter().map(|c| c.parse::<EventId>()).collect::<Result<Vec<_>, _>>()?;
     let (time, time_source) = match &raw.time {
-        Some(t) => (Timestamp::parse_rfc3339(t)?, TimeSource::Declared),
+        Some(t) => {
+            let declared = Timestamp::parse_rfc3339(t)?;
+            let limit = clock.now().plus_micros(MAX_FUTURE_SKEW_MICROS);
+            if declared > limit {
+                return Err(Rejection::new(
+                    ErrorCode::TimeInFuture,
+                    format!("declared time {declared} is more than 5 minutes ahead of the runtime clock"),
+                ));
+            }
+            (declared, TimeSource::Declared)
+        }
         None => (clock.now(), TimeSource::Clock),
     };
     let payload = CanonicalJson::parse(&raw.payload)?;

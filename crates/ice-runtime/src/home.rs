@@ -131,20 +131,19 @@ impl IceHome {
     pub fn discover(explicit: Option<&Path>, cwd: &Path) -> Result<Self, HomeError> {
         let dir = match explicit {
             Some(d) => d.join(ICE_DIR),
-            None => cwd
-                .ancestors()
-                .map(|a| a.join(ICE_DIR))
-                .find(|d| d.join("config.toml").is_file())
-                .ok_or_else(|| {
+            None => {
+                cwd.ancestors().map(|a| a.join(ICE_DIR)).find(|d| d.join("config.toml").is_file()).ok_or_else(|| {
                     HomeError::new(
                         ErrorCode::NotInitialized,
                         format!("no {ICE_DIR}/ found in {} or any parent directory", cwd.display()),
                     )
-                })?,
+                })?
+            }
         };
         let path = dir.join("config.toml");
         let text = fs::read_to_string(&path).map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotInitialized } else { ErrorCode::BadConfig };
+            let code =
+                if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotInitialized } else { ErrorCode::BadConfig };
             HomeError::new(code, format!("cannot read {}: {e}", path.display()))
         })?;
         let config: Config = toml::from_str(&text)
@@ -164,7 +163,10 @@ impl IceHome {
         if ice.join("keys").join("runtime.key").exists() {
             return Err(HomeError::new(
                 ErrorCode::AlreadyInitialized,
-                format!("{} is a partly initialised ICE directory (no config.toml); remove it and run `ice init` again", ice.display()),
+                format!(
+                    "{} is a partly initialised ICE directory (no config.toml); remove it and run `ice init` again",
+                    ice.display()
+                ),
             ));
         }
         let io = |what: &str, e: std::io::Error| HomeError::new(ErrorCode::StoreUnavailable, format!("{what}: {e}"));
@@ -216,17 +218,17 @@ impl IceHome {
             .synchronous
             .parse()
             .map_err(|e: String| HomeError::new(ErrorCode::BadConfig, format!("store.synchronous: {e}")))?;
-        let options =
-            SqliteOptions { synchronous, max_batch_events: self.config.store.max_batch_events, ..SqliteOptions::default() };
+        let options = SqliteOptions {
+            synchronous,
+            max_batch_events: self.config.store.max_batch_events,
+            ..SqliteOptions::default()
+        };
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = Path::new(path);
             let path = if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) };
             return Ok(SqliteStore::open(path, options)?);
         }
-        Err(HomeError::new(
-            ErrorCode::BadConfig,
-            format!("store URL `{url}` is not supported: use sqlite:PATH"),
-        ))
+        Err(HomeError::new(ErrorCode::BadConfig, format!("store URL `{url}` is not supported: use sqlite:PATH")))
     }
 
     /// Opens the runtime over the configured store with the system clock and ids.

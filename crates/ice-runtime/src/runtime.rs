@@ -96,7 +96,8 @@ impl Runtime {
 
     fn catch_up_locked(&self, st: &mut LedgerState) -> Result<(), RuntimeError> {
         loop {
-            let batch = self.store.read(&EventQuery { after: st.last_seq(), limit: CATCH_UP_BATCH, ..Default::default() })?;
+            let batch =
+                self.store.read(&EventQuery { after: st.last_seq(), limit: CATCH_UP_BATCH, ..Default::default() })?;
             let n = batch.len();
             for e in &batch {
                 st.apply(e).map_err(|r| RuntimeError::Corrupt { seq: e.seq.0, message: r.to_string() })?;
@@ -162,21 +163,29 @@ impl Runtime {
                 "to": to.map(RunState::as_str), "reason": reason})
         };
         // The payload names the run's current state, so it is built under the state lock, from caught-up state.
-        self.commit_with(&|st: &LedgerState| {
-            let current = st
-                .run(run)
-                .ok_or_else(|| Rejection::new(ErrorCode::UnknownRun, format!("run {run} does not exist")))?
-                .state;
-            // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
-            let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
-            let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
-            self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &payload)
-        }, &attempt)?;
+        self.commit_with(
+            &|st: &LedgerState| {
+                let current = st
+                    .run(run)
+                    .ok_or_else(|| Rejection::new(ErrorCode::UnknownRun, format!("run {run} does not exist")))?
+                    .state;
+                // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
+                let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
+                let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
+                self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &payload)
+            },
+            &attempt,
+        )?;
         self.run(run)?.ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: format!("run {run} vanished") })
     }
 
     /// Ends a run from any non-terminal state (a reason is required unless it is COMMITTED or ABORTED).
-    pub fn terminate_run(&self, actor: &Principal, run: RunId, reason: Option<String>) -> Result<RunRecord, RuntimeError> {
+    pub fn terminate_run(
+        &self,
+        actor: &Principal,
+        run: RunId,
+        reason: Option<String>,
+    ) -> Result<RunRecord, RuntimeError> {
         self.advance_run(actor, run, Some(RunState::Terminated), reason)
     }
 
@@ -188,8 +197,7 @@ impl Runtime {
         run: Option<RunId>,
         payload: &T,
     ) -> Result<Event, RuntimeError> {
-        let attempt =
-            || serde_json::json!({"kind": kind.as_str(), "origin": origin.to_string(), "run_id": run.map(|r| r.to_string())});
+        let attempt = || serde_json::json!({"kind": kind.as_str(), "origin": origin.to_string(), "run_id": run.map(|r| r.to_string())});
         match self.internal(kind, origin.clone(), run, payload) {
             Ok(draft) => self.commit(draft),
             Err(rejection) => Err(self.refuse(rejection, attempt(), run)),
@@ -249,9 +257,9 @@ impl Runtime {
                         Some(st) => self.catch_up_locked(st)?,
                         None => self.catch_up()?,
                     }
-                    return events
-                        .pop()
-                        .ok_or_else(|| RuntimeError::Store(StoreError::Unavailable("the append returned no event".into())));
+                    return events.pop().ok_or_else(|| {
+                        RuntimeError::Store(StoreError::Unavailable("the append returned no event".into()))
+                    });
                 }
                 Err(StoreError::HeadConflict { .. }) => continue,
                 Err(StoreError::Rejected { rejection, .. }) => {

@@ -57,7 +57,7 @@ pub fn decode(row: &Row<'_>) -> Result<Result<Event, StoreError>, rusqlite::Erro
         Ok(o) => o,
         Err(e) => return Ok(corrupt(format!("origin: {e}"))),
     };
-    if causes.len() % 16 != 0 {
+    if !causes.len().is_multiple_of(16) {
         return Ok(corrupt("causes are not a whole number of 16-byte ids".into()));
     }
     let causes =

@@ -2,6 +2,10 @@
 //!
 //! A backend's test module implements [`Harness`] (a fresh ledger location per test) and invokes
 //! [`conformance_suite!`](crate::conformance_suite), which expands to one `#[test]` per check below.
+//!
+//! This module is a test suite compiled into the library so every backend crate can call it; like any test it
+//! reports failure by panicking, hence the lint exemption.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -117,7 +117,11 @@ fn append(events: usize, threads: usize, latency_samples: usize) -> Result<u8, C
     let (clock, ids) = (SystemClock, SystemIds);
     let threads = threads.max(1);
     println!("ice bench append: {events} events, {threads} appending threads, synchronous=FULL, WAL");
-    println!("machine: {} cores; ledger in {}", std::thread::available_parallelism().map_or(1, |n| n.get()), dir.path().display());
+    println!(
+        "machine: {} cores; ledger in {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        dir.path().display()
+    );
 
     // 1. Single-append latency: one appender, one event per transaction (an fsync each).
     let store = SqliteStore::open(dir.path().join("latency.db"), SqliteOptions::default())?;
@@ -186,12 +190,21 @@ fn append(events: usize, threads: usize, latency_samples: usize) -> Result<u8, C
     drop(store);
 
     println!();
-    println!("single append, 1 writer (one fsync each): p50 {:.0} µs  p99 {:.0} µs  ({} samples)",
-        micros(percentile(&lat, 0.5)), micros(percentile(&lat, 0.99)), lat.len());
-    println!("group commit, {threads} writers: {gc_rate:.0} events/s  ({} transactions, mean {mean_batch:.1} events each)",
-        stats.transactions);
-    println!("  append latency under load: p50 {:.0} µs  p99 {:.0} µs",
-        micros(percentile(&loaded, 0.5)), micros(percentile(&loaded, 0.99)));
+    println!(
+        "single append, 1 writer (one fsync each): p50 {:.0} µs  p99 {:.0} µs  ({} samples)",
+        micros(percentile(&lat, 0.5)),
+        micros(percentile(&lat, 0.99)),
+        lat.len()
+    );
+    println!(
+        "group commit, {threads} writers: {gc_rate:.0} events/s  ({} transactions, mean {mean_batch:.1} events each)",
+        stats.transactions
+    );
+    println!(
+        "  append latency under load: p50 {:.0} µs  p99 {:.0} µs",
+        micros(percentile(&loaded, 0.5)),
+        micros(percentile(&loaded, 0.99))
+    );
     println!("raw rusqlite, same rows, {batch} per transaction: {raw_same:.0} rows/s");
     println!("  RATIO group commit / raw (same batch size): {:.2}x  (goal >= 0.5x)", gc_rate / raw_same);
     println!("batched API, 1,000 per request: {batched_rate:.0} events/s");

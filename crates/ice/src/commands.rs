@@ -44,9 +44,8 @@ fn init(dir: Option<PathBuf>, store: Option<&str>) -> Result<u8, CliError> {
         Some(d) => d,
         None => cwd()?,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", dir.display()))
-    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", dir.display())))?;
     let (home, rt) = IceHome::init(&dir, store)?;
     let head = rt.with_state(|s| s.head())?;
     println!("initialised ICE in {}", home.dir().display());
@@ -189,7 +188,10 @@ fn parse_since(text: &str, now: Timestamp) -> Result<(Seq, Option<Timestamp>), C
         return Ok((Seq(0), Some(now.plus_micros(-n.saturating_mul(mult).saturating_mul(1_000_000)))));
     }
     let time = Timestamp::parse_rfc3339(t).map_err(|_| {
-        CliError::Coded(ErrorCode::BadArgument, format!("--since `{text}` is not a seq, an RFC 3339 time or an age like 10m"))
+        CliError::Coded(
+            ErrorCode::BadArgument,
+            format!("--since `{text}` is not a seq, an RFC 3339 time or an age like 10m"),
+        )
     })?;
     Ok((Seq(0), Some(time)))
 }
@@ -282,11 +284,17 @@ fn inspect(home: &IceHome, id: &str, json: bool) -> Result<u8, CliError> {
     let run = match resolve_run(&rt, id) {
         Ok(r) => r,
         Err(_) => {
-            return Err(CliError::Coded(ErrorCode::NotFound, format!("`{id}` is neither an event id nor a run id in this ledger")));
+            return Err(CliError::Coded(
+                ErrorCode::NotFound,
+                format!("`{id}` is neither an event id nor a run id in this ledger"),
+            ));
         }
     };
     let Some(record) = rt.run(run)? else {
-        return Err(CliError::Coded(ErrorCode::NotFound, format!("`{id}` is neither an event id nor a run id in this ledger")));
+        return Err(CliError::Coded(
+            ErrorCode::NotFound,
+            format!("`{id}` is neither an event id nor a run id in this ledger"),
+        ));
     };
     let events = rt.store().read(&EventQuery { run: Some(run), limit: usize::MAX, ..EventQuery::default() })?;
     if json {

@@ -107,12 +107,7 @@ fn scenario(rt: &Runtime) -> Result<(), CliError> {
     println!("  ReasoningRecorded at seq {} (caused by seq {})", note.seq, plan.seq);
 
     step("agent:planner tries to mark its own run COMMITTED (a runtime event): refused");
-    show_refusal(rt.submit(&agent_event(
-        &id,
-        "RunTransitioned",
-        planner,
-        r#"{"from":"EXECUTING","to":"COMMITTED"}"#,
-    )))?;
+    show_refusal(rt.submit(&agent_event(&id, "RunTransitioned", planner, r#"{"from":"EXECUTING","to":"COMMITTED"}"#)))?;
 
     step("agent:planner sends a malformed payload: refused");
     show_refusal(rt.submit(&agent_event(&id, "ReasoningRecorded", planner, r#"{"note": "unterminated"#)))?;

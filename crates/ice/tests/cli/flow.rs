@@ -1,0 +1,141 @@
+//! The happy path: init, runs through their lifecycle, log, inspect, verify.
+
+use serde_json::Value;
+
+use crate::{Ice, stderr, stdout};
+
+const ENVELOPE: &[&str] =
+    &["seq", "event_id", "run_id", "kind", "origin", "time", "time_us", "causes", "payload", "prev_hash", "hash"];
+
+#[test]
+fn init_run_lifecycle_log_verify() {
+    let ice = Ice::init();
+    let run = ice.create_run();
+    for expected in ["PROVISIONED", "CONTEXT_READY", "EXECUTING", "VALIDATING", "COMMITTED", "TERMINATED"] {
+        let out = ice.ok(&["run", "advance", &run, "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["state"], expected);
+    }
+    let verify = ice.ok(&["verify"]);
+    assert!(verify.starts_with("ok: 8 events"), "{verify}");
+
+    let events = ice.events();
+    assert_eq!(events.len(), 8);
+    for (i, e) in events.iter().enumerate() {
+        for field in ENVELOPE {
+            assert!(e.get(field).is_some(), "event {i} lacks {field}: {e}");
+        }
+        assert_eq!(e["seq"], i as u64 + 1);
+        if i > 0 {
+            assert_eq!(e["prev_hash"], events[i - 1]["hash"], "chain link at {i}");
+        }
+    }
+    assert_eq!(events[0]["kind"], "LedgerInitialized");
+    assert_eq!(events[1]["kind"], "RunCreated");
+    assert_eq!(events[7]["payload"]["to"], "TERMINATED");
+
+    // Filters.
+    let by_kind = ice.ok(&["log", "--json", "--kind", "RunTransitioned"]);
+    assert_eq!(by_kind.lines().count(), 6);
+    let by_run = ice.ok(&["log", "--json", "--run", &run[run.len() - 8..]]);
+    assert_eq!(by_run.lines().count(), 7);
+    let since = ice.ok(&["log", "--json", "--since", "7"]);
+    assert_eq!(since.lines().count(), 2);
+    let since_age = ice.ok(&["log", "--json", "--since", "1h"]);
+    assert_eq!(since_age.lines().count(), 8);
+    let limited = ice.ok(&["log", "--json", "--limit", "3"]);
+    assert_eq!(limited.lines().next().map(|l| l.contains("\"seq\":6")), Some(true), "{limited}");
+    let table = ice.ok(&["log"]);
+    assert!(table.contains("RunTransitioned") && table.contains("SEQ"), "{table}");
+
+    // Inspect an event and a run.
+    let id = events[2]["event_id"].as_str().unwrap();
+    let shown = ice.ok(&["inspect", id]);
+    assert!(shown.contains("RunTransitioned") && shown.contains("PROVISIONED"), "{shown}");
+    let shown = ice.ok(&["inspect", &run]);
+    assert!(shown.contains("TERMINATED") && shown.contains("history (7 events)"), "{shown}");
+    let missing = ice.run(&["inspect", "01900000-0000-7000-8000-000000000000"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+
+    let list = ice.ok(&["run", "list", "--json"]);
+    assert!(list.contains("\"state\":\"TERMINATED\""), "{list}");
+}
+
+#[test]
+fn illegal_transitions_are_refused_and_recorded() {
+    let ice = Ice::init();
+    let run = ice.create_run();
+    let out = ice.run(&["run", "advance", &run, "--to", "EXECUTING"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("ICE-E0201"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("recorded: TransitionRejected"), "{}", stderr(&out));
+
+    // Terminating early needs a reason.
+    let out = ice.run(&["run", "terminate", &run]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("ICE-E0203"), "{}", stderr(&out));
+    ice.ok(&["run", "terminate", &run, "--reason", "no longer needed"]);
+
+    // Nothing may happen to a terminated run.
+    let out = ice.run(&["run", "advance", &run]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("ICE-E0202"), "{}", stderr(&out));
+
+    let kinds: Vec<String> = ice.events().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "LedgerInitialized",
+            "RunCreated",
+            "TransitionRejected",
+            "TransitionRejected",
+            "RunTransitioned",
+            "TransitionRejected"
+        ]
+    );
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn init_twice_and_missing_home_are_clear_errors() {
+    let ice = Ice::init();
+    let again = std::process::Command::new(crate::bin()).arg("init").arg(ice.path()).output().unwrap();
+    assert_eq!(again.status.code(), Some(3));
+    assert!(stderr(&again).contains("ICE-E0402"), "{}", stderr(&again));
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::bin()).arg("--dir").arg(empty.path()).arg("verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("ICE-E0401") && stderr(&out).contains("hint:"), "{}", stderr(&out));
+}
+
+#[test]
+fn follow_prints_new_events() {
+    use std::io::{BufRead, BufReader};
+    let ice = Ice::init();
+    let mut child = std::process::Command::new(crate::bin())
+        .arg("--dir")
+        .arg(ice.path())
+        .args(["log", "--json", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("LedgerInitialized"), "{first}");
+    let run = ice.create_run();
+    let next = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(next.contains("RunCreated") && next.contains(&run), "{next}");
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let out = std::process::Command::new(crate::bin()).arg("demo").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in ["ICE-E0120", "ICE-E0101", "ICE-E0110", "ICE-E0140", "ICE-E0201", "ok: 21 events"] {
+        assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
+    }
+}

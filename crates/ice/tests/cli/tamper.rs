@@ -1,0 +1,104 @@
+//! Tampering with the SQLite file behind ICE's back (an attacker who can drop the append-only triggers):
+//! `ice verify` names the first bad seq and exits 1.
+
+use rusqlite::Connection;
+
+use crate::{Ice, stdout};
+
+/// A ledger of 10 events: init + run + 6 transitions + 2 agent notes.
+fn ledger() -> Ice {
+    let ice = Ice::init();
+    let run = ice.create_run();
+    for _ in 0..3 {
+        ice.ok(&["run", "advance", &run]);
+    }
+    for note in ["one", "two"] {
+        let payload = format!(r#"{{"note":"{note}"}}"#);
+        ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", &payload]);
+    }
+    for _ in 0..3 {
+        ice.ok(&["run", "advance", &run]);
+    }
+    assert!(ice.ok(&["verify"]).starts_with("ok: 10 events"));
+    ice
+}
+
+fn attacker(ice: &Ice) -> Connection {
+    let c = Connection::open(ice.db()).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
+         DROP TRIGGER chain_head_forward; DROP TRIGGER chain_head_no_delete;",
+    )
+    .unwrap();
+    c
+}
+
+fn assert_fails_at(ice: &Ice, seq: u64, code: &str) {
+    let out = ice.run(&["verify"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "verify must fail: {text}");
+    assert!(text.contains(&format!("FAILED at seq {seq}:")), "expected first bad seq {seq}: {text}");
+    assert!(text.contains(code), "expected {code}: {text}");
+    let json = ice.run(&["verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&json).trim()).unwrap();
+    assert_eq!(v["first_bad_seq"], seq);
+    assert_eq!(v["ok"], false);
+}
+
+#[test]
+fn flipping_one_payload_byte_is_detected() {
+    let ice = ledger();
+    let c = attacker(&ice);
+    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 6", [], |r| r.get(0)).unwrap();
+    let flipped = payload.replacen("one", "onf", 1);
+    assert_ne!(payload, flipped);
+    c.execute("UPDATE events SET payload = ?1 WHERE seq = 6", [flipped]).unwrap();
+    assert_fails_at(&ice, 6, "ICE-E0501");
+}
+
+#[test]
+fn deleting_a_row_is_detected() {
+    let ice = ledger();
+    attacker(&ice).execute("DELETE FROM events WHERE seq = 5", []).unwrap();
+    assert_fails_at(&ice, 5, "ICE-E0503");
+}
+
+#[test]
+fn swapping_two_rows_is_detected() {
+    let ice = ledger();
+    let c = attacker(&ice);
+    c.execute_batch(
+        "UPDATE events SET seq = -1 WHERE seq = 6;
+         UPDATE events SET seq = 6 WHERE seq = 7;
+         UPDATE events SET seq = 7 WHERE seq = -1;",
+    )
+    .unwrap();
+    assert_fails_at(&ice, 6, "ICE-E050");
+}
+
+#[test]
+fn truncating_the_tail_is_detected() {
+    let ice = ledger();
+    attacker(&ice).execute("DELETE FROM events WHERE seq > 7", []).unwrap();
+    assert_fails_at(&ice, 8, "ICE-E0505");
+}
+
+#[test]
+fn an_undecodable_row_is_reported_not_panicked_on() {
+    let ice = ledger();
+    attacker(&ice).execute("UPDATE events SET origin = 'robot:x' WHERE seq = 3", []).unwrap();
+    assert_fails_at(&ice, 3, "ICE-E0501");
+}
+
+#[test]
+fn history_cannot_be_rewritten_while_the_triggers_stand() {
+    let ice = ledger();
+    let c = Connection::open(ice.db()).unwrap();
+    let err = c.execute("UPDATE events SET payload = '{}' WHERE seq = 2", []).unwrap_err();
+    assert!(err.to_string().contains("ICE-E0304"), "{err}");
+    let err = c.execute("DELETE FROM events WHERE seq > 5", []).unwrap_err();
+    assert!(err.to_string().contains("ICE-E0304"), "{err}");
+    let err = c.execute("UPDATE chain_head SET seq = 5", []).unwrap_err();
+    assert!(err.to_string().contains("ICE-E0304"), "{err}");
+    ice.ok(&["verify"]);
+}
