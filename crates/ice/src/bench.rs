@@ -99,7 +99,7 @@ fn raw_insert(path: &Path, events: &[Event], batch: usize) -> Result<f64, CliErr
                     e.kind.as_str(),
                     e.origin.to_string(),
                     e.time.0,
-                    Vec::<u8>::new(),
+                    Vec::<u8>::new(), // benchmark drafts carry no causes
                     e.payload.as_str(),
                     e.prev_hash.0,
                     e.hash.0,
