@@ -14,6 +14,7 @@ pub mod intake;
 pub mod kind;
 pub mod payloads;
 pub mod principal;
+pub mod proposal;
 pub mod run;
 pub mod state;
 
@@ -26,5 +27,6 @@ pub use ids::{EventHash, EventId, RunId, Seq, Timestamp};
 pub use intake::RawEvent;
 pub use kind::{EventKind, Family, RunScope};
 pub use principal::{Principal, PrincipalKind};
+pub use proposal::{Access, Classification, Cost, Dimension, EffectScope, Nondeterminism, Proposal, Risk};
 pub use run::RunState;
 pub use state::{LedgerState, RunRecord};
