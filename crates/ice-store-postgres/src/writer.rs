@@ -1,0 +1,207 @@
+//! Group commit: one writer task per store. Concurrent appenders queue requests; the writer drains the queue
+//! into one transaction, locks the chain head row (`SELECT ... FOR UPDATE`, which serializes it against every
+//! other process writing the same ledger), seals every request onto the head it read, writes all sealed events
+//! with one batched INSERT, moves the head and NOTIFYs listeners in the same statement, commits, and only then
+//! answers each caller. A refused request is skipped without disturbing the others in its batch; a database
+//! error fails the whole batch.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+
+use deadpool_postgres::Object;
+use ice_core::{ChainHead, Event, EventId, seal_job};
+use ice_store::{AppendRequest, StoreError};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::types::ToSql;
+
+use crate::connection::{Db, pg_error};
+use crate::notify::CHANNEL;
+use crate::rows::{self, Columns, sql_seq};
+
+/// One queued append and where to send its answer.
+pub(crate) struct Job {
+    /// The request.
+    pub(crate) request: AppendRequest,
+    /// Answer channel; the caller blocks on its receiver.
+    pub(crate) reply: Sender<JobResult>,
+}
+
+type JobResult = Result<Vec<Event>, StoreError>;
+
+const LOCK_HEAD: &str = "SELECT seq, hash, time FROM chain_head WHERE id = 1 FOR UPDATE";
+const FIND_IDS: &str = "SELECT event_id FROM events WHERE event_id = ANY($1)";
+/// The data-modifying CTE runs to completion whatever the outer statement reads, so events, head and the
+/// notification (delivered at COMMIT) go out in one round trip.
+const APPEND: &str = "
+WITH appended AS (
+    INSERT INTO events (seq, event_id, run_id, kind, origin, time, causes, payload, prev_hash, hash)
+    SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::bigint[],
+                         $7::bytea[], $8::text[], $9::bytea[], $10::bytea[])
+)
+UPDATE chain_head SET seq = $11, hash = $12, time = $13 WHERE id = 1
+RETURNING pg_notify($14, seq::text)";
+
+/// Runs until every sender is dropped.
+pub(crate) async fn run(db: Db, mut jobs: UnboundedReceiver<Job>, max_batch_events: usize) {
+    while let Some(first) = jobs.recv().await {
+        let mut n = first.request.drafts.len();
+        let mut batch = vec![first];
+        while n < max_batch_events {
+            match jobs.try_recv() {
+                Ok(j) => {
+                    n += j.request.drafts.len();
+                    batch.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&db, &batch).await;
+        for (job, result) in batch.into_iter().zip(results) {
+            // A caller that went away has dropped its receiver; its events are durable regardless.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Why a batch failed as a whole.
+enum BatchError {
+    /// Nothing was written: a statement failed before COMMIT, or the server answered COMMIT with an error.
+    Failed(String),
+    /// COMMIT was sent but not confirmed: the batch may or may not be durable.
+    Unconfirmed(String),
+    /// A store-level problem (corrupt head) that every job in the batch reports as is.
+    Store(StoreError),
+}
+
+async fn commit_batch(db: &Db, batch: &[Job]) -> Vec<JobResult> {
+    let fail_all = |e: StoreError| batch.iter().map(|_| Err(e.clone())).collect();
+    let mut client = match db.client().await {
+        Ok(c) => c,
+        Err(e) => return fail_all(e),
+    };
+    let commit_sent = AtomicBool::new(false);
+    let outcome = tokio::time::timeout(db.timeout(), seal_and_commit(&mut client, batch, &commit_sent)).await;
+    match outcome {
+        Ok(Ok(results)) => results,
+        Ok(Err(BatchError::Failed(e))) => fail_all(db.unavailable("append failed (nothing was written) on", e)),
+        Ok(Err(BatchError::Unconfirmed(e))) => fail_all(
+            db.unavailable("append outcome unknown (COMMIT was not confirmed; read the ledger before retrying) on", e),
+        ),
+        Ok(Err(BatchError::Store(e))) => fail_all(e),
+        Err(_) => {
+            // The transaction may still be running server-side: close the connection (which rolls it back unless
+            // COMMIT already happened) rather than return it to the pool.
+            drop(Object::take(client));
+            let what = if commit_sent.load(Ordering::SeqCst) {
+                "append outcome unknown (COMMIT was sent but not confirmed in time; read the ledger before \
+                 retrying) on"
+            } else {
+                "append failed (no answer in time; nothing was written) on"
+            };
+            fail_all(db.unavailable(what, format!("{:?} elapsed", db.timeout())))
+        }
+    }
+}
+
+async fn seal_and_commit(
+    client: &mut Object,
+    batch: &[Job],
+    commit_sent: &AtomicBool,
+) -> Result<Vec<JobResult>, BatchError> {
+    let failed = |e: tokio_postgres::Error| BatchError::Failed(pg_error(&e));
+    let tx = client.transaction().await.map_err(failed)?;
+    // Prepared (once per connection) before the lock is taken, so no round trip is spent on them while holding it.
+    let lock_head = tx.prepare_cached(LOCK_HEAD).await.map_err(failed)?;
+    let find_ids = tx.prepare_cached(FIND_IDS).await.map_err(failed)?;
+    let append = tx.prepare_cached(APPEND).await.map_err(failed)?;
+
+    // Every id the seal may ask about: the drafts' own ids and their causes.
+    let mut asked: HashSet<&[u8]> = HashSet::new();
+    for d in batch.iter().flat_map(|j| &j.request.drafts) {
+        asked.insert(d.event_id.as_bytes());
+        asked.extend(d.causes.iter().map(|c| c.as_bytes().as_slice()));
+    }
+    let asked: Vec<&[u8]> = asked.into_iter().collect();
+    let ids_param: [&(dyn ToSql + Sync); 1] = [&asked];
+    // Pipelined, in this order (biased): the server runs the id lookup only after the head lock is granted, and
+    // in READ COMMITTED each statement takes a fresh snapshot, so the lookup sees every event committed by the
+    // writer we may have waited for. One round trip instead of two.
+    let (head_row, found) =
+        tokio::try_join!(biased; tx.query_opt(&lock_head, &[]), tx.query(&find_ids, &ids_param)).map_err(failed)?;
+    let Some(head_row) = head_row else {
+        return Err(BatchError::Store(StoreError::Schema(
+            "the chain_head row (id = 1) is missing: the schema was altered outside ICE".into(),
+        )));
+    };
+    let mut head = rows::decode_head(&head_row).map_err(BatchError::Store)?;
+    let start_seq = head.seq;
+    let mut committed: HashSet<EventId> = HashSet::with_capacity(found.len());
+    for row in &found {
+        let id: &[u8] = row.try_get(0).map_err(failed)?;
+        if let Ok(id) = <[u8; 16]>::try_from(id) {
+            committed.insert(EventId::from_bytes(id));
+        }
+    }
+
+    let mut results: Vec<JobResult> = Vec::with_capacity(batch.len());
+    let mut in_batch: HashSet<EventId> = HashSet::new();
+    for job in batch {
+        if let Some(expected) = job.request.expect_head
+            && expected != head.seq
+        {
+            results.push(Err(StoreError::HeadConflict { expected, actual: head.seq }));
+            continue;
+        }
+        let sealed = seal_job(&head, &job.request.drafts, &mut |id| in_batch.contains(id) || committed.contains(id));
+        match sealed {
+            Ok(events) => {
+                in_batch.extend(events.iter().map(|e| e.event_id));
+                if let Some(last) = events.last() {
+                    head = ChainHead::after(last);
+                }
+                results.push(Ok(events));
+            }
+            Err((index, rejection)) => results.push(Err(StoreError::Rejected { index, rejection })),
+        }
+    }
+
+    if head.seq != start_seq {
+        let mut cols = Columns::default();
+        for e in results.iter().filter_map(|r| r.as_ref().ok()).flatten() {
+            cols.push(e);
+        }
+        tx.query_one(
+            &append,
+            &[
+                &cols.seq,
+                &cols.event_id,
+                &cols.run_id,
+                &cols.kind,
+                &cols.origin,
+                &cols.time,
+                &cols.causes,
+                &cols.payload,
+                &cols.prev_hash,
+                &cols.hash,
+                &sql_seq(head.seq),
+                &head.hash.0.as_slice(),
+                &head.time.0,
+                &CHANNEL,
+            ],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    // A batch of refusals only commits an empty transaction; keeping one path keeps the lock release simple.
+    commit_sent.store(true, Ordering::SeqCst);
+    tx.commit().await.map_err(|e| {
+        if e.as_db_error().is_some() {
+            // The server answered COMMIT with an error: the transaction was rolled back.
+            BatchError::Failed(pg_error(&e))
+        } else {
+            BatchError::Unconfirmed(pg_error(&e))
+        }
+    })?;
+    Ok(results)
+}
