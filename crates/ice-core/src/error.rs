@@ -64,6 +64,36 @@ pub enum ErrorCode {
     NotFound,
     /// A command-line argument has an invalid value.
     BadArgument,
+    /// The kind has its own command (proposals, grants, policies, budgets) and cannot be emitted raw.
+    KindHasOwnCommand,
+    /// A policy file does not parse.
+    PolicyParse,
+    /// A policy does not validate against the schema.
+    PolicyValidation,
+    /// The policy schema is missing or invalid.
+    PolicySchema,
+    /// Two policies share an `@id`.
+    PolicyDuplicateId,
+    /// A policy test case file is invalid.
+    PolicyCases,
+    /// The policy directory is unreadable or holds no policies.
+    PolicyDir,
+    /// The action catalog (`policy.toml`) is invalid or does not match the schema.
+    PolicyCatalog,
+    /// A proposal names an action that is not in the action catalog.
+    UnknownAction,
+    /// A resource string is not normalised.
+    BadResource,
+    /// The named grant does not exist.
+    UnknownGrant,
+    /// The grant cannot be revoked (not revocable, already revoked or expired).
+    GrantNotRevocable,
+    /// A budget definition is invalid.
+    BadBudget,
+    /// The named proposal does not exist or has nothing to settle.
+    UnknownProposal,
+    /// No policy set has been activated.
+    NoActivePolicy,
 }
 
 impl ErrorCode {
@@ -92,6 +122,21 @@ impl ErrorCode {
             Self::BadConfig => "ICE-E0403",
             Self::NotFound => "ICE-E0404",
             Self::BadArgument => "ICE-E0405",
+            Self::KindHasOwnCommand => "ICE-E0121",
+            Self::PolicyParse => "ICE-E0601",
+            Self::PolicyValidation => "ICE-E0602",
+            Self::PolicySchema => "ICE-E0603",
+            Self::PolicyDuplicateId => "ICE-E0604",
+            Self::PolicyCases => "ICE-E0605",
+            Self::PolicyDir => "ICE-E0606",
+            Self::PolicyCatalog => "ICE-E0607",
+            Self::NoActivePolicy => "ICE-E0608",
+            Self::UnknownAction => "ICE-E0701",
+            Self::BadResource => "ICE-E0702",
+            Self::UnknownGrant => "ICE-E0703",
+            Self::GrantNotRevocable => "ICE-E0704",
+            Self::BadBudget => "ICE-E0705",
+            Self::UnknownProposal => "ICE-E0706",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -137,6 +182,28 @@ impl ErrorCode {
             Self::BadConfig => "fix .ice/config.toml (see README.md, section Configuration)",
             Self::NotFound => "list what exists with `ice log` or `ice run list`",
             Self::BadArgument => "see `ice help` for the accepted values",
+            Self::KindHasOwnCommand => {
+                "submit proposals with `ice propose`; grants, budgets and policies have their own commands"
+            }
+            Self::PolicyParse => "fix the Cedar syntax at the position shown; `ice policy validate` re-checks",
+            Self::PolicyValidation => "make the policy match .ice/policies/schema.cedarschema (or extend the schema)",
+            Self::PolicySchema => "provide a valid .ice/policies/schema.cedarschema",
+            Self::PolicyDuplicateId => "give every policy a unique @id(\"...\")",
+            Self::PolicyCases => "see README.md, section Policy tests, for the case file format",
+            Self::PolicyDir => "put *.cedar files, schema.cedarschema and policy.toml in the policy directory",
+            Self::PolicyCatalog => "declare every action in policy.toml [actions.NAME] and in the Cedar schema",
+            Self::NoActivePolicy => "activate a policy set with `ice policy activate`",
+            Self::UnknownAction => {
+                "list the actions with `ice policy show`; add new ones to policy.toml and the schema"
+            }
+            Self::BadResource => "use a normalised resource such as file:/sandbox/report.md (no . or .. segments)",
+            Self::UnknownGrant => "list grants with `ice grant list --all`",
+            Self::GrantNotRevocable => "only live, revocable grants can be revoked",
+            Self::BadBudget => {
+                "budgets are --scope run:ID|agent:KIND:NAME|global, --dimension wall_ms|tokens|money_micros|calls|bytes, \
+                 --limit N, --period total|day"
+            }
+            Self::UnknownProposal => "list proposals with `ice log --kind ProposalSubmitted`",
             Self::HashMismatch | Self::BrokenLink | Self::SequenceGap | Self::TimeRegression => {
                 "the ledger was modified outside ICE; restore it from a verified copy and investigate"
             }

@@ -63,7 +63,11 @@ pub fn intake(raw: &RawEvent, clock: &dyn Clock, ids: &dyn IdSource) -> Result<D
     // 2. taxonomy
     let kind: EventKind = raw.kind.trim().parse()?;
     check_scope(kind, run_id)?;
-    check_typed_payload(kind, &payload)?;
+    // A submitted proposal carries only what the agent declares; the runtime completes and checks it (args hash,
+    // classification) when deciding, so its full schema applies to the recorded event, not to the submission.
+    if kind != EventKind::ProposalSubmitted {
+        check_typed_payload(kind, &payload)?;
+    }
     // 3. origin authority
     check_authority(kind, &origin)?;
     Ok(Draft { event_id: ids.event_id(), run_id, kind, origin, time, time_source, causes, payload })
@@ -117,7 +121,7 @@ fn check_typed_payload(kind: EventKind, payload: &CanonicalJson) -> Result<(), R
         EventKind::RunCreated => parse::<payloads::RunCreated>(kind, payload),
         EventKind::RunTransitioned => parse::<payloads::RunTransitioned>(kind, payload),
         EventKind::TransitionRejected => parse::<payloads::TransitionRejected>(kind, payload),
-        _ => Ok(()),
+        _ => crate::authority::check_payload(kind, payload.as_str()),
     }
 }
 

@@ -102,6 +102,8 @@ kinds! {
     Reconfigured => Runtime, Forbidden;
     /// A suspended agent was resumed.
     AgentResumed => Runtime, Forbidden;
+    /// A run was contained: every later proposal in it is denied.
+    RunContained => Runtime, Required;
 
     /// An agent submitted a proposal (intent to act).
     ProposalSubmitted => Cognitive, Required;
@@ -179,6 +181,15 @@ kinds! {
 }
 
 impl EventKind {
+    /// Whether folding this kind can change what admission or a decision depends on. Agents' cognitive notes and
+    /// rejection records cannot; everything else (runs, proposals and decisions, grants, budgets, policies,
+    /// suspensions, effects, memory, checkpoints) can. Serialised appends only conflict with kinds that can.
+    pub fn changes_state(self) -> bool {
+        let free =
+            (self.family() == Family::Cognitive && self != Self::ProposalSubmitted) || self == Self::TransitionRejected;
+        !free
+    }
+
     /// Whether a principal of this kind may emit events of this kind (origin authority).
     ///
     /// Agents may emit only cognitive events (proposals included). Rejections, ledger initialisation and

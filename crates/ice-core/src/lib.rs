@@ -4,11 +4,15 @@
 //! Nothing here does I/O, reads the system clock or draws randomness: time and ids are injected
 //! ([`Clock`], [`IdSource`]). That is what makes replay exact.
 
+pub mod authority;
+pub mod budget;
 pub mod canonical;
 pub mod chain;
 pub mod clock;
+pub mod decision;
 pub mod error;
 pub mod event;
+pub mod grant;
 pub mod ids;
 pub mod intake;
 pub mod kind;

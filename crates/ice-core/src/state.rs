@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::authority::AuthorityState;
 use crate::chain::ChainHead;
 use crate::error::{ErrorCode, Rejection};
 use crate::event::{Draft, Event};
@@ -44,9 +45,10 @@ pub struct RunRecord {
 }
 
 /// All state derived from a ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LedgerState {
     runs: BTreeMap<RunId, RunRecord>,
+    authority: AuthorityState,
     head: Option<ChainHead>,
     events: u64,
     rejections: u64,
@@ -78,6 +80,11 @@ impl LedgerState {
         self.rejections
     }
 
+    /// Proposals, grants, budgets, suspensions and the active policy.
+    pub fn authority(&self) -> &AuthorityState {
+        &self.authority
+    }
+
     /// One run.
     pub fn run(&self, id: RunId) -> Option<&RunRecord> {
         self.runs.get(&id)
@@ -91,7 +98,8 @@ impl LedgerState {
     /// Checks the state-dependent rules for a draft: the run it names exists (a new one for `RunCreated`) and
     /// is not terminated, and a `RunTransitioned` starts from the run's current state and is legal.
     pub fn admit(&self, d: &Draft) -> Result<(), Rejection> {
-        self.check(d.kind, d.run_id, d.payload.as_str(), true)
+        self.check(d.kind, d.run_id, d.payload.as_str(), true)?;
+        self.authority.check(d.kind, d.payload.as_str(), d.time, true)
     }
 
     fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str, admitting: bool) -> Result<(), Rejection> {
@@ -140,6 +148,8 @@ impl LedgerState {
             return Err(Rejection::new(ErrorCode::SequenceGap, format!("fold expected seq {expected}, got {}", e.seq)));
         }
         self.check(e.kind, e.run_id, e.payload.as_str(), false)?;
+        self.authority.check(e.kind, e.payload.as_str(), e.time, false)?;
+        self.authority.apply(e)?;
         match e.kind {
             EventKind::RunCreated => {
                 let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();

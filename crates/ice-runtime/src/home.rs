@@ -6,6 +6,7 @@
 //!   ledger.db            the SQLite ledger (default store)
 //!   keys/runtime.key     ed25519 secret key, hex, mode 0600 (signs checkpoints)
 //!   keys/runtime.pub     ed25519 public key, hex (also recorded in the LedgerInitialized event)
+//!   policies/            Cedar policies, schema.cedarschema and policy.toml (activated by `ice init`)
 //! ```
 
 use std::fs;
@@ -180,8 +181,15 @@ impl IceHome {
         );
         let public = write_key_pair(&ice.join("keys"))?;
         let home = Self { dir: ice.clone(), config };
+        let policies = ice.join("policies");
+        crate::policy::write_defaults(&policies)
+            .map_err(|e| io(&format!("cannot write the default policies to {}", policies.display()), e))?;
         let runtime = home.open_runtime_with(Arc::new(SystemClock), Arc::new(SystemIds))?;
-        runtime.initialize(&public)?;
+        // A shared (PostgreSQL) ledger may already be initialised by another instance: join it as it is.
+        if runtime.with_state(|s| s.event_count())? == 0 {
+            runtime.initialize(&public)?;
+            runtime.activate_policy(&Principal::runtime(), &policies)?;
+        }
         // Written last: until it exists, the directory does not count as initialised.
         fs::write(ice.join("config.toml"), text).map_err(|e| io("cannot write config.toml", e))?;
         Ok((home, runtime))
@@ -211,7 +219,12 @@ impl IceHome {
 
     /// Opens the configured store.
     pub fn open_store(&self) -> Result<Arc<dyn Store>, HomeError> {
-        let url = self.store_url();
+        self.open_store_url(&self.store_url())
+    }
+
+    /// Opens a store by URL (`sqlite:PATH`, relative to `.ice/`, or `postgres://...`) with this home's tuning.
+    pub fn open_store_url(&self, url: &str) -> Result<Arc<dyn Store>, HomeError> {
+        let url = url.to_owned();
         let synchronous: Synchronous = self
             .config
             .store
@@ -228,7 +241,30 @@ impl IceHome {
             let path = if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) };
             return Ok(SqliteStore::open(path, options)?);
         }
-        Err(HomeError::new(ErrorCode::BadConfig, format!("store URL `{url}` is not supported: use sqlite:PATH")))
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return self.open_postgres(&url);
+        }
+        Err(HomeError::new(
+            ErrorCode::BadConfig,
+            format!("store URL `{}` is not supported: use sqlite:PATH or postgres://USER@HOST:PORT/DB", redact(&url)),
+        ))
+    }
+
+    #[cfg(feature = "postgres")]
+    fn open_postgres(&self, url: &str) -> Result<Arc<dyn Store>, HomeError> {
+        let options = ice_store_postgres::PostgresOptions {
+            max_batch_events: self.config.store.max_batch_events,
+            ..ice_store_postgres::PostgresOptions::default()
+        };
+        Ok(ice_store_postgres::PostgresStore::open(url, options)?)
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn open_postgres(&self, url: &str) -> Result<Arc<dyn Store>, HomeError> {
+        Err(HomeError::new(
+            ErrorCode::BadConfig,
+            format!("`{}`: this ice was built without the `postgres` feature", redact(url)),
+        ))
     }
 
     /// Opens the runtime over the configured store with the system clock and ids.
@@ -247,6 +283,20 @@ impl IceHome {
         fs::read_to_string(&path)
             .map(|s| s.trim().to_owned())
             .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("cannot read {}: {e}", path.display())))
+    }
+}
+
+/// A store URL with any password replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -5,10 +5,11 @@
 //! a refusal at any step is itself recorded as `TransitionRejected` and returned with its code.
 //!
 //! State-changing transitions (run creation and lifecycle moves) are serialised: the runtime holds its state lock,
-//! catches up from the ledger, admits the draft, and appends with `expect_head` so that a writer in another
-//! process that appended first causes a retry instead of an illegal sequence. Other events are admitted under the
+//! catches up from the ledger, admits the draft, and appends with `unchanged_since` so that a state change by a
+//! writer in another process that appended first causes a retry instead of an illegal sequence. Other events are admitted under the
 //! lock but appended outside it, so concurrent submitters share group-commit transactions.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ice_core::intake::{self, RawEvent};
@@ -17,7 +18,15 @@ use ice_core::{
     RunRecord, RunState, payloads,
 };
 use ice_store::{AppendRequest, EventQuery, Store, StoreError};
+
+use crate::policy::PolicyHandle;
 use serde_json::Value;
+
+/// Kinds whose admission does not depend on state that can race, so they need not be serialised: agents'
+/// cognitive notes (not proposals, which are decided) and rejection records.
+fn is_free_kind(kind: EventKind) -> bool {
+    !kind.changes_state()
+}
 
 /// How many times a serialised transition is retried after another writer moved the head.
 const MAX_CONFLICT_RETRIES: usize = 16;
@@ -65,17 +74,24 @@ pub struct Runtime {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     state: Mutex<LedgerState>,
+    policies: Mutex<HashMap<String, PolicyHandle>>,
 }
 
 impl Runtime {
     /// Opens a runtime over a store, folding the whole ledger into derived state.
     pub fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Self, RuntimeError> {
-        let rt = Self { store, clock, ids, state: Mutex::new(LedgerState::new()) };
+        let rt =
+            Self { store, clock, ids, state: Mutex::new(LedgerState::new()), policies: Mutex::new(HashMap::new()) };
         {
             let mut st = rt.lock();
             rt.catch_up_locked(&mut st)?;
         }
         Ok(rt)
+    }
+
+    /// A fresh event id from the injected id source.
+    pub fn fresh_event_id(&self) -> ice_core::EventId {
+        self.ids.event_id()
     }
 
     /// The store under this runtime.
@@ -92,6 +108,11 @@ impl Runtime {
         // A panic while holding the lock cannot leave the fold half-applied (apply is all-or-nothing), so a
         // poisoned lock is still consistent.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Compiled policy bundles by hash (compiling Cedar is slow; deciding with a compiled set is not).
+    pub(crate) fn policy_cache(&self) -> MutexGuard<'_, HashMap<String, PolicyHandle>> {
+        self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn catch_up_locked(&self, st: &mut LedgerState) -> Result<(), RuntimeError> {
@@ -121,14 +142,33 @@ impl Runtime {
         Ok(f(&st))
     }
 
+    /// Reads derived state as folded so far, without reading the ledger (for hot paths that caught up already).
+    pub fn with_state_cached<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> T {
+        f(&self.lock())
+    }
+
     /// One run's current record.
     pub fn run(&self, id: RunId) -> Result<Option<RunRecord>, RuntimeError> {
         self.with_state(|s| s.run(id).cloned())
     }
 
-    /// Submits an untrusted event (the generic intake used by `ice emit` and, later, agents).
+    /// Submits an untrusted event (the generic intake used by `ice emit` and, later, agents). Agents' cognitive
+    /// events are appended; a `ProposalSubmitted` is decided through [`Runtime::propose`] (the returned event is
+    /// its `DecisionMade`); every other kind has its own governed method and is refused here.
     pub fn submit(&self, raw: &RawEvent) -> Result<Event, RuntimeError> {
         match intake::intake(raw, &*self.clock, &*self.ids) {
+            Ok(draft) if draft.kind == EventKind::ProposalSubmitted => {
+                let input = crate::authority::ProposalInput::from_raw(raw, &draft.payload.to_value());
+                self.propose(&input).map(|o| o.decision_event)
+            }
+            Ok(draft) if !is_free_kind(draft.kind) => {
+                let rejection = Rejection::new(
+                    ErrorCode::KindHasOwnCommand,
+                    format!("{} events are recorded by their own command, not submitted raw", draft.kind),
+                );
+                let run = draft.run_id;
+                Err(self.refuse(rejection, intake::attempt_summary(raw), run))
+            }
             Ok(draft) => self.commit(draft),
             Err(rejection) => {
                 let run = raw.run_id.as_deref().and_then(|r| r.parse::<RunId>().ok());
@@ -165,14 +205,16 @@ impl Runtime {
         // The payload names the run's current state, so it is built under the state lock, from caught-up state.
         self.commit_with(
             &|st: &LedgerState| {
-                let current = st
-                    .run(run)
-                    .ok_or_else(|| Rejection::new(ErrorCode::UnknownRun, format!("run {run} does not exist")))?
-                    .state;
-                // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
-                let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
-                let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
-                self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &payload)
+                Ok(vec![{
+                    let current = st
+                        .run(run)
+                        .ok_or_else(|| Rejection::new(ErrorCode::UnknownRun, format!("run {run} does not exist")))?
+                        .state;
+                    // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
+                    let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
+                    let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
+                    self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &payload)?
+                }])
             },
             &attempt,
         )?;
@@ -204,7 +246,7 @@ impl Runtime {
         }
     }
 
-    fn internal<T: serde::Serialize>(
+    pub(crate) fn internal<T: serde::Serialize>(
         &self,
         kind: EventKind,
         origin: Principal,
@@ -217,21 +259,30 @@ impl Runtime {
 
     fn commit(&self, draft: Draft) -> Result<Event, RuntimeError> {
         let summary = intake::draft_summary(&draft);
-        self.commit_with(&|_: &LedgerState| Ok(draft.clone()), &|| summary.clone())
+        let mut events = self.commit_with(&|_: &LedgerState| Ok(vec![draft.clone()]), &|| summary.clone())?;
+        events.pop().ok_or_else(|| RuntimeError::Store(StoreError::Unavailable("the append returned no event".into())))
     }
 
-    /// Builds a draft from caught-up state, admits it and appends it (see the module docs). State-changing kinds
-    /// append with `expect_head` while holding the state lock and are rebuilt and retried if another writer moved
-    /// the head; other kinds are appended outside the lock so concurrent submitters share a group commit.
-    fn commit_with(
+    /// Builds drafts from caught-up state, admits them and appends them atomically (see the module docs).
+    ///
+    /// The first draft is admitted against state; the drafts after it in a bundle (a decision and what it
+    /// records) are derived by the runtime from that same state, and the fold checks them again when the bundle
+    /// commits. State-changing bundles append with `unchanged_since` while holding the state lock and are rebuilt and
+    /// retried if another writer moved the head; bundles of free kinds (agents' cognitive notes, rejections) are
+    /// appended outside the lock so concurrent submitters share a group commit.
+    pub(crate) fn commit_with(
         &self,
-        make: &dyn Fn(&LedgerState) -> Result<Draft, Rejection>,
+        make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
         attempt: &dyn Fn() -> Value,
-    ) -> Result<Event, RuntimeError> {
+    ) -> Result<Vec<Event>, RuntimeError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let mut st = self.lock();
             self.catch_up_locked(&mut st)?;
-            let draft = match make(&st).and_then(|d| st.admit(&d).map(|()| d)) {
+            let admitted = make(&st).and_then(|drafts| match drafts.first() {
+                Some(first) => st.admit(first).map(|()| drafts),
+                None => Err(Rejection::new(ErrorCode::BadArgument, "nothing to append")),
+            });
+            let drafts = match admitted {
                 Ok(d) => d,
                 Err(rejection) => {
                     let run = attempt()
@@ -243,23 +294,21 @@ impl Runtime {
                     return Err(self.refuse(rejection, attempt(), run));
                 }
             };
-            let serial = matches!(draft.kind, EventKind::RunCreated | EventKind::RunTransitioned);
-            let run = draft.run_id.filter(|r| st.run(*r).is_some());
+            let serial = drafts.iter().any(|d| !is_free_kind(d.kind));
+            let run = drafts[0].run_id.filter(|r| st.run(*r).is_some());
             let (request, mut held) = if serial {
-                (AppendRequest::expecting(vec![draft], st.last_seq()), Some(st))
+                (AppendRequest::unchanged_since(drafts, st.last_seq()), Some(st))
             } else {
                 drop(st);
-                (AppendRequest::new(vec![draft]), None)
+                (AppendRequest::new(drafts), None)
             };
             match self.store.append(request) {
-                Ok(mut events) => {
+                Ok(events) => {
                     match held.as_mut() {
                         Some(st) => self.catch_up_locked(st)?,
                         None => self.catch_up()?,
                     }
-                    return events.pop().ok_or_else(|| {
-                        RuntimeError::Store(StoreError::Unavailable("the append returned no event".into()))
-                    });
+                    return Ok(events);
                 }
                 Err(StoreError::HeadConflict { .. }) => continue,
                 Err(StoreError::Rejected { rejection, .. }) => {
@@ -275,7 +324,7 @@ impl Runtime {
     }
 
     /// Records a refusal as `TransitionRejected` and returns the error to hand back to the caller.
-    fn refuse(&self, rejection: Rejection, attempt: Value, run: Option<RunId>) -> RuntimeError {
+    pub(crate) fn refuse(&self, rejection: Rejection, attempt: Value, run: Option<RunId>) -> RuntimeError {
         let record = intake::rejection_draft(&rejection, attempt, run, &*self.clock, &*self.ids)
             .ok()
             .and_then(|d| self.store.append(AppendRequest::new(vec![d])).ok())

@@ -2,7 +2,6 @@
 //! what only this backend has: privileges, several writer processes on one chain, LISTEN/NOTIFY, connection
 //! failures, and use from inside an async runtime.
 
-mod cluster;
 mod multi_writer;
 
 use std::sync::Arc;
@@ -15,8 +14,8 @@ use ice_store::conformance::Harness;
 use ice_store::{AppendRequest, EventQuery, Store, StoreError, verify_ledger};
 use tokio_postgres::error::SqlState;
 
-use self::cluster::{APP_ROLE, OWNER, cluster};
 use crate::{PostgresOptions, PostgresStore};
+use ice_testkit::pg::{APP_ROLE, OWNER, cluster};
 
 const T0: i64 = 1_800_000_000_000_000;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
 use deadpool_postgres::Object;
-use ice_core::{ChainHead, Event, EventId, seal_job};
+use ice_core::{ChainHead, Event, EventId, Seq, seal_job};
 use ice_store::{AppendRequest, StoreError};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::types::ToSql;
@@ -31,6 +31,8 @@ type JobResult = Result<Vec<Event>, StoreError>;
 
 const LOCK_HEAD: &str = "SELECT seq, hash, time FROM chain_head WHERE id = 1 FOR UPDATE";
 const FIND_IDS: &str = "SELECT event_id FROM events WHERE event_id = ANY($1)";
+/// The first state-changing event after a seq ($2: the kinds that change no state).
+const FIRST_CHANGE: &str = "SELECT seq FROM events WHERE seq > $1 AND kind <> ALL($2) ORDER BY seq LIMIT 1";
 /// The data-modifying CTE runs to completion whatever the outer statement reads, so events, head and the
 /// notification (delivered at COMMIT) go out in one round trip.
 const APPEND: &str = "
@@ -115,6 +117,7 @@ async fn seal_and_commit(
     let lock_head = tx.prepare_cached(LOCK_HEAD).await.map_err(failed)?;
     let find_ids = tx.prepare_cached(FIND_IDS).await.map_err(failed)?;
     let append = tx.prepare_cached(APPEND).await.map_err(failed)?;
+    let first_change = tx.prepare_cached(FIRST_CHANGE).await.map_err(failed)?;
 
     // Every id the seal may ask about: the drafts' own ids and their causes.
     let mut asked: HashSet<&[u8]> = HashSet::new();
@@ -146,12 +149,29 @@ async fn seal_and_commit(
 
     let mut results: Vec<JobResult> = Vec::with_capacity(batch.len());
     let mut in_batch: HashSet<EventId> = HashSet::new();
+    // For `unchanged_since`: the first state-changing event after a seq, committed or sealed in this batch.
+    let free_kinds = AppendRequest::free_kinds();
+    let mut batch_state_seq: Option<Seq> = None;
     for job in batch {
-        if let Some(expected) = job.request.expect_head
-            && expected != head.seq
-        {
-            results.push(Err(StoreError::HeadConflict { expected, actual: head.seq }));
-            continue;
+        if let Some(since) = job.request.unchanged_since {
+            let changed = if since > head.seq {
+                Some(head.seq)
+            } else {
+                match batch_state_seq.filter(|s| *s > since) {
+                    Some(s) => Some(s),
+                    None => {
+                        let row = tx.query_opt(&first_change, &[&sql_seq(since), &free_kinds]).await.map_err(failed)?;
+                        match row {
+                            Some(r) => Some(Seq(u64::try_from(r.try_get::<_, i64>(0).map_err(failed)?).unwrap_or(0))),
+                            None => None,
+                        }
+                    }
+                }
+            };
+            if let Some(actual) = changed {
+                results.push(Err(StoreError::HeadConflict { expected: since, actual }));
+                continue;
+            }
         }
         let sealed = seal_job(&head, &job.request.drafts, &mut |id| in_batch.contains(id) || committed.contains(id));
         match sealed {
@@ -159,6 +179,9 @@ async fn seal_and_commit(
                 in_batch.extend(events.iter().map(|e| e.event_id));
                 if let Some(last) = events.last() {
                     head = ChainHead::after(last);
+                }
+                if let Some(e) = events.iter().rev().find(|e| e.kind.changes_state()) {
+                    batch_state_seq = Some(e.seq);
                 }
                 results.push(Ok(events));
             }

@@ -66,6 +66,11 @@ pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, 
 
 type JobResult = Result<Vec<Event>, StoreError>;
 
+fn first_change_sql() -> String {
+    let free: Vec<String> = AppendRequest::free_kinds().iter().map(|k| format!("'{k}'")).collect();
+    format!("SELECT seq FROM events WHERE seq > ?1 AND kind NOT IN ({}) ORDER BY seq LIMIT 1", free.join(", "))
+}
+
 fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
@@ -84,12 +89,26 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         let mut in_batch: HashSet<EventId> = HashSet::new();
+        // For `unchanged_since`: the first state-changing event after a seq, committed or sealed in this batch.
+        let mut first_change = tx.prepare_cached(&first_change_sql())?;
+        let mut batch_state_seq: Option<ice_core::Seq> = None;
         for job in batch {
-            if let Some(expected) = job.request.expect_head
-                && expected != head.seq
-            {
-                results.push(Err(StoreError::HeadConflict { expected, actual: head.seq }));
-                continue;
+            if let Some(since) = job.request.unchanged_since {
+                let changed = if since > head.seq {
+                    Some(head.seq)
+                } else {
+                    match batch_state_seq.filter(|s| *s > since) {
+                        Some(s) => Some(s),
+                        None => first_change
+                            .query_row([sql_seq(since)], |r| r.get::<_, i64>(0))
+                            .optional()?
+                            .map(|s| ice_core::Seq(u64::try_from(s).unwrap_or(0))),
+                    }
+                };
+                if let Some(actual) = changed {
+                    results.push(Err(StoreError::HeadConflict { expected: since, actual }));
+                    continue;
+                }
             }
             let mut db_error = None;
             let sealed = seal_job(&head, &job.request.drafts, &mut |id| {
@@ -127,6 +146,9 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
                     }
                     if let Some(last) = events.last() {
                         head = ChainHead::after(last);
+                    }
+                    if let Some(e) = events.iter().rev().find(|e| e.kind.changes_state()) {
+                        batch_state_seq = Some(e.seq);
                     }
                     results.push(Ok(events));
                 }

@@ -55,8 +55,8 @@ macro_rules! conformance_suite {
                 $crate::conformance::seal_refusals_write_nothing(&($make));
             }
             #[test]
-            fn expect_head_is_enforced() {
-                $crate::conformance::expect_head_is_enforced(&($make));
+            fn unchanged_since_is_enforced() {
+                $crate::conformance::unchanged_since_is_enforced(&($make));
             }
             #[test]
             fn history_is_append_only() {
@@ -244,18 +244,36 @@ pub fn seal_refusals_write_nothing(h: &dyn Harness) {
     verify_ledger(&*store, &mut |_| {}).expect("store ok").expect("verifies");
 }
 
-/// `expect_head` appends only while the head is where the caller expects it.
-pub fn expect_head_is_enforced(h: &dyn Harness) {
+/// `unchanged_since` refuses an append once a state-changing event follows the seq it was based on, and only
+/// then: agents' notes appended meanwhile do not conflict.
+pub fn unchanged_since_is_enforced(h: &dyn Harness) {
     let ids = SequentialIds::new(5);
     let run = Some(ids.run_id());
     let store = h.open();
-    let d = || draft(&ids, EventKind::ReasoningRecorded, run, T0, "x");
-    store.append(AppendRequest::expecting(vec![d()], Seq(0))).expect("head at 0");
-    store.append(AppendRequest::expecting(vec![d(), d()], Seq(1))).expect("head at 1");
-    let err = store.append(AppendRequest::expecting(vec![d()], Seq(1))).expect_err("head moved");
-    assert_eq!(err, StoreError::HeadConflict { expected: Seq(1), actual: Seq(3) });
+    let note = || draft(&ids, EventKind::ReasoningRecorded, run, T0, "note");
+    let change = || draft(&ids, EventKind::RunTransitioned, run, T0, "change");
+    store.append(AppendRequest::unchanged_since(vec![change()], Seq(0))).expect("nothing before");
+    store.append(AppendRequest::new(vec![note(), note()])).expect("notes");
+    // Notes after seq 1 do not conflict with state derived up to seq 1.
+    store.append(AppendRequest::unchanged_since(vec![change()], Seq(1))).expect("only notes since seq 1");
+    // The state change at seq 4 does.
+    let err = store.append(AppendRequest::unchanged_since(vec![change()], Seq(3))).expect_err("seq 4 changed state");
+    assert_eq!(err, StoreError::HeadConflict { expected: Seq(3), actual: Seq(4) });
     assert_eq!(err.code(), ErrorCode::HeadConflict);
-    assert_eq!(all_events(&*store).len(), 3);
+    assert_eq!(all_events(&*store).len(), 4, "the refused append wrote nothing");
+    // Concurrent serialised appenders based on the same seq: exactly one wins, whatever the batching.
+    let base = store.head().expect("head").expect("non-empty").seq;
+    let wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let d = change();
+                s.spawn(move || usize::from(store.append(AppendRequest::unchanged_since(vec![d], base)).is_ok()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    assert_eq!(wins, 1);
 }
 
 /// The backend itself refuses UPDATE and DELETE of stored events.

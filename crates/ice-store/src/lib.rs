@@ -18,20 +18,27 @@ pub use verify::{VerifyProgress, verify_ledger};
 pub struct AppendRequest {
     /// The drafts, sealed in this order.
     pub drafts: Vec<Draft>,
-    /// If set, the append succeeds only while the ledger head is exactly this seq (optimistic concurrency for
-    /// callers that validated against state derived up to that seq).
-    pub expect_head: Option<Seq>,
+    /// If set, the append succeeds only if no state-changing event (see [`EventKind::changes_state`]) was
+    /// appended after this seq: optimistic concurrency for callers that validated against state derived up to
+    /// it. Agents' notes and rejection records appended meanwhile do not conflict, so a busy ledger does not
+    /// starve serialised transitions.
+    pub unchanged_since: Option<Seq>,
 }
 
 impl AppendRequest {
     /// An unconditional append.
     pub fn new(drafts: Vec<Draft>) -> Self {
-        Self { drafts, expect_head: None }
+        Self { drafts, unchanged_since: None }
     }
 
-    /// An append that fails with [`StoreError::HeadConflict`] if the head is not at `seq`.
-    pub fn expecting(drafts: Vec<Draft>, seq: Seq) -> Self {
-        Self { drafts, expect_head: Some(seq) }
+    /// An append that fails with [`StoreError::HeadConflict`] if a state-changing event was appended after `seq`.
+    pub fn unchanged_since(drafts: Vec<Draft>, seq: Seq) -> Self {
+        Self { drafts, unchanged_since: Some(seq) }
+    }
+
+    /// The kinds that never conflict with [`AppendRequest::unchanged_since`] (for backends' queries).
+    pub fn free_kinds() -> Vec<&'static str> {
+        EventKind::ALL.iter().filter(|k| !k.changes_state()).map(|k| k.as_str()).collect()
     }
 }
 
@@ -70,12 +77,15 @@ pub enum StoreError {
         /// Why.
         rejection: Rejection,
     },
-    /// The head was not where the request expected it.
-    #[error("{}: the ledger head is at seq {actual}, the append expected seq {expected}", ErrorCode::HeadConflict)]
+    /// A state-changing event was appended after the seq the request was based on.
+    #[error(
+        "{}: seq {actual} changed state after seq {expected}, which the append was based on",
+        ErrorCode::HeadConflict
+    )]
     HeadConflict {
-        /// The seq the caller expected.
+        /// The seq the caller's state was derived up to.
         expected: Seq,
-        /// The seq the head was at.
+        /// The first state-changing event after it.
         actual: Seq,
     },
     /// The backend could not be reached, read or written.
@@ -112,6 +122,8 @@ impl StoreError {
 /// Contract (checked by [`conformance`]):
 /// - `append` seals with [`ice_core::seal_job`] under the backend's write lock: seqs are gapless, each event's
 ///   `prev_hash` is its predecessor's hash, and the recorded head moves in the same transaction.
+/// - `unchanged_since` is checked under the same lock, against committed events and those sealed earlier in the
+///   same batch.
 /// - `append` returns only after the events are durable; concurrent callers may share one transaction.
 /// - A refused request writes nothing.
 /// - History is append-only: the backend refuses UPDATE and DELETE of events at the storage level.

@@ -34,6 +34,7 @@ pub fn progress_bar(total: u64, message: &'static str) -> ProgressBar {
 pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
     match cmd {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
+        BenchCommand::Decide { iterations } => decide(iterations),
     }
 }
 
@@ -210,5 +211,130 @@ fn append(events: usize, threads: usize, latency_samples: usize) -> Result<u8, C
     println!("batched API, 1,000 per request: {batched_rate:.0} events/s");
     println!("raw rusqlite, same rows, 1,000 per transaction: {raw_1000:.0} rows/s");
     println!("  RATIO batched / raw (1,000 per transaction): {:.2}x", batched_rate / raw_1000);
+    Ok(exit::OK)
+}
+
+fn summarize(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    (micros(percentile(samples, 0.5)), micros(percentile(samples, 0.99)))
+}
+
+/// In-process decide (classification + grants + Cedar + budget; nothing appended, so no fsync) against bare
+/// `cedar_policy::Authorizer::is_authorized` on the same request, prebuilt, in the same run.
+fn decide(iterations: usize) -> Result<u8, CliError> {
+    use ice_core::budget::{BudgetKey, BudgetScope, Period};
+    use ice_core::{Classification, Cost, Dimension};
+    use ice_policy::PolicyRequest;
+    use ice_runtime::{GrantInput, IceHome, ProposalInput};
+
+    let dir = tempfile::tempdir().map_err(bench_err)?;
+    let (_, rt) = IceHome::init(dir.path(), None)?;
+    let alice: Principal = "human:alice".parse()?;
+    let run = rt.create_run(&alice, Some("bench".into()))?;
+    for _ in 0..3 {
+        rt.advance_run(&alice, run.id, None, None)?;
+    }
+    let agent: Principal = "agent:bench".parse()?;
+    // A realistic amount of state: 50 grants for other agents, one for the bench agent, and budgets.
+    for i in 0..50 {
+        let g = GrantInput {
+            principal: format!("agent:other-{i}").parse()?,
+            run: None,
+            actions: vec!["fs.*".into()],
+            resource: "file:/sandbox/".into(),
+            ttl_micros: None,
+            max_uses: None,
+            revocable: true,
+        };
+        rt.issue_grant(&alice, &g)?;
+    }
+    let g = GrantInput {
+        principal: agent.clone(),
+        run: Some(run.id),
+        actions: vec!["fs.write".into()],
+        resource: "file:/sandbox/".into(),
+        ttl_micros: Some(3_600_000_000),
+        max_uses: None,
+        revocable: true,
+    };
+    rt.issue_grant(&alice, &g)?;
+    rt.set_budget(
+        &alice,
+        BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Day },
+        1_000_000,
+    )?;
+    rt.set_budget(
+        &alice,
+        BudgetKey {
+            scope: BudgetScope::Agent { principal: agent.clone() },
+            dimension: Dimension::Calls,
+            period: Period::Total,
+        },
+        1_000_000,
+    )?;
+
+    let input = ProposalInput {
+        actor: agent.to_string(),
+        run: Some(run.id.to_string()),
+        action: "fs.write".into(),
+        resource: "file:/sandbox/report.md".into(),
+        args: r#"{"path":"/sandbox/report.md","content":"quarterly summary"}"#.into(),
+        purpose: "write the report".into(),
+        cost_estimate: Cost::of(Dimension::Calls, 1),
+        ..ProposalInput::default()
+    };
+    let first = rt.dry_run(&input)?;
+    println!(
+        "ice bench decide: {iterations} iterations; {} policies; verdict {}",
+        rt.active_policy()?.engine.policy_ids().len(),
+        first.verdict.as_str()
+    );
+
+    let policy = rt.active_policy()?;
+    let args: serde_json::Value = serde_json::from_str(&input.args).map_err(bench_err)?;
+    let classification: Classification = policy.catalog.actions["fs.write"];
+    let cost = Cost::of(Dimension::Calls, 1);
+    let request = PolicyRequest {
+        principal: &agent,
+        action: "fs.write",
+        resource: "file:/sandbox/report.md",
+        run_id: Some(run.id),
+        run_state: Some(ice_core::RunState::Executing),
+        classification,
+        cost: &cost,
+        time: rt.now(),
+        args: &args,
+    };
+    let prepared = policy.engine.prepare(&request).map_err(bench_err)?;
+
+    let time_it = |f: &mut dyn FnMut()| {
+        for _ in 0..iterations.min(1000) {
+            f();
+        }
+        let mut samples = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            f();
+            samples.push(t.elapsed());
+        }
+        samples
+    };
+    let mut bare = time_it(&mut || {
+        std::hint::black_box(policy.engine.is_authorized_prepared(&prepared));
+    });
+    let mut evaluate = time_it(&mut || {
+        std::hint::black_box(policy.engine.evaluate(&request));
+    });
+    let prepared_proposal = rt.prepare_proposal(&input)?;
+    let mut full = time_it(&mut || {
+        std::hint::black_box(rt.decide_prepared(&prepared_proposal).ok());
+    });
+    let (bare50, bare99) = summarize(&mut bare);
+    let (ev50, ev99) = summarize(&mut evaluate);
+    let (full50, full99) = summarize(&mut full);
+    println!("bare cedar is_authorized (prebuilt request):   p50 {bare50:.1} µs  p99 {bare99:.1} µs");
+    println!("ice-policy evaluate (builds request + verdict): p50 {ev50:.1} µs  p99 {ev99:.1} µs");
+    println!("ice decide (catalog + grants + Cedar + budget): p50 {full50:.1} µs  p99 {full99:.1} µs");
+    println!("  RATIO decide / bare cedar (p50): {:.2}x  (goal <= 2x; p50 goal < 25 µs)", full50 / bare50);
     Ok(exit::OK)
 }

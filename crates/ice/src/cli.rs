@@ -17,8 +17,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok · 1 check failed (verify) · 2 usage · 3 refused (recorded as \
-TransitionRejected) · 4 not initialised / not found · 5 store or configuration error";
+const EXIT_CODES: &str = "Exit codes: 0 ok (propose: allowed) · 1 check failed (verify, policy test) · 2 usage · \
+3 refused (recorded as TransitionRejected) · 4 not initialised / not found · 5 store or configuration error · \
+6 propose: denied or suspended · 7 propose: approval required";
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
@@ -36,6 +37,20 @@ pub enum Command {
     Run(RunCommand),
     /// Submit one event through the validation pipeline (what an agent does).
     Emit(EmitArgs),
+    /// Submit a proposal (an intent to act) and print the decision with its reasons.
+    Propose(ProposeArgs),
+    /// Issue, revoke and list capability grants.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Validate, test, activate and show Cedar policy sets.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show, set and settle budgets.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+    /// Suspend and list agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Show the ledger.
     Log(LogArgs),
     /// Show one event (by event id) or one run (by run id or unique prefix) in full.
@@ -59,6 +74,15 @@ pub enum Command {
         /// Keep the demo ledger in this directory instead of a temporary one.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+    },
+    /// Copy a whole ledger to another (empty) store and prove the copy: same events, same hashes, verified.
+    Migrate {
+        /// Source store URL (default: the configured store).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// Destination store URL (`sqlite:PATH` or `postgres://...`); must be empty.
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
     /// Benchmarks (print ratios against a baseline measured in the same run).
     #[command(subcommand)]
@@ -171,6 +195,191 @@ pub struct LogArgs {
     pub follow: bool,
 }
 
+/// `ice propose`
+#[derive(Debug, Args)]
+pub struct ProposeArgs {
+    /// The proposing principal (usually agent:NAME).
+    #[arg(long = "as", value_name = "PRINCIPAL")]
+    pub actor: Option<String>,
+    /// Run id (or unique prefix/suffix).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Action name from the catalog (see `ice policy show`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Resource, e.g. file:/sandbox/report.md.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Args: a JSON object, or @FILE.
+    #[arg(long)]
+    pub args: Option<String>,
+    /// What it is for.
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Cost estimate, e.g. calls=1,tokens=500.
+    #[arg(long)]
+    pub cost: Option<String>,
+    /// Declared nondeterminism: none, low, high.
+    #[arg(long)]
+    pub nondeterminism: Option<String>,
+    /// A JSON proposal file (fields: actor, run, action, resource, args, purpose, cost_estimate,
+    /// nondeterminism); flags override its fields.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ice grant ...`
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Issue a grant.
+    Issue {
+        /// Who receives it (e.g. agent:planner).
+        #[arg(long)]
+        to: String,
+        /// Action or pattern (repeatable, or comma-separated): fs.write, fs.*, *.
+        #[arg(long = "action", value_delimiter = ',', required = true)]
+        actions: Vec<String>,
+        /// Resource prefix, or a pattern with * (e.g. file:/sandbox/ or file:/sandbox/*.md).
+        #[arg(long)]
+        resource: String,
+        /// Limit the grant to one run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Time to live: 30s, 10m, 2h, 7d.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Most allowed decisions that may use it.
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// Make the grant irrevocable.
+        #[arg(long)]
+        irrevocable: bool,
+        /// Issuing authority (a human or the runtime).
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant (effective for every later decision).
+    Revoke {
+        /// Grant id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "revoked by operator")]
+        reason: String,
+        /// Revoking authority.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// List grants (live ones; --all for every grant).
+    List {
+        /// Include expired, used-up and revoked grants.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ice policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and validate a policy directory against its schema and catalog (writes nothing).
+    Validate {
+        /// Policy directory (default .ice/policies).
+        policies: Option<PathBuf>,
+    },
+    /// Run table-driven policy test cases (request → expected outcome) against a policy directory.
+    Test {
+        /// Case file (TOML).
+        cases: PathBuf,
+        /// Policy directory (default .ice/policies).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Validate and activate a policy directory (recorded as PolicyActivated).
+    Activate {
+        /// Policy directory (default .ice/policies).
+        policies: Option<PathBuf>,
+        /// Activating authority.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// Show the active policy set: hash, policies, actions and their classification.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ice budget ...`
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Show every budget with its limit, spend and open reservations.
+    Show {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a budget limit.
+    Set {
+        /// run:RUN_ID, agent:KIND:NAME or global.
+        #[arg(long)]
+        scope: String,
+        /// wall_ms, tokens, money_micros, calls or bytes.
+        #[arg(long)]
+        dimension: String,
+        /// The limit.
+        #[arg(long)]
+        limit: u64,
+        /// total (default) or day.
+        #[arg(long, default_value = "total")]
+        period: String,
+        /// Setting authority.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// Settle a proposal's reservation with its actual cost (until effectors report outcomes themselves).
+    Settle {
+        /// Proposal id.
+        proposal: String,
+        /// Actual cost, e.g. calls=1,tokens=120.
+        #[arg(long, default_value = "")]
+        actual: String,
+        /// Settling authority.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+}
+
+/// `ice agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Suspend an agent: every later proposal from it is denied.
+    Suspend {
+        /// The agent (agent:NAME).
+        agent: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Suspending authority.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// List suspended agents.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `ice bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -186,6 +395,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2_000)]
         latency_samples: usize,
     },
+    /// In-process decide (grant + Cedar + budget, no fsync) vs bare Cedar is_authorized on the same request.
+    Decide {
+        /// Decisions to time.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
 }
 
 /// `ice debug ...` (hidden)
@@ -199,5 +414,32 @@ pub enum DebugCommand {
         /// Appending threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+    },
+    /// Submit the same proposal many times from several threads; print each verdict on stdout.
+    ProposeLoad {
+        /// Proposals in total.
+        #[arg(long)]
+        count: usize,
+        /// Proposing threads.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Proposing principal.
+        #[arg(long = "as")]
+        actor: String,
+        /// Run id.
+        #[arg(long)]
+        run: String,
+        /// Action.
+        #[arg(long)]
+        action: String,
+        /// Resource.
+        #[arg(long)]
+        resource: String,
+        /// Args JSON.
+        #[arg(long)]
+        args: String,
+        /// Cost estimate.
+        #[arg(long, default_value = "calls=1")]
+        cost: String,
     },
 }

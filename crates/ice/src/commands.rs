@@ -11,7 +11,7 @@ use ice_store::{EventQuery, verify_ledger};
 
 use crate::cli::{Cli, Command, DebugCommand, EmitArgs, LogArgs, RunCommand};
 use crate::render::{self, CliError};
-use crate::{bench, demo, exit};
+use crate::{authority_cmds, bench, demo, exit};
 
 /// Runs one parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
@@ -21,6 +21,11 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Init { dir, store } => init(dir.or(explicit), store.as_deref()),
         Command::Run(cmd) => run_command(&home()?, cmd),
         Command::Emit(args) => emit(&home()?, &args),
+        Command::Propose(args) => authority_cmds::propose(&home()?, &args),
+        Command::Grant(cmd) => authority_cmds::grant(&home()?, cmd),
+        Command::Policy(cmd) => authority_cmds::policy(&home()?, cmd),
+        Command::Budget(cmd) => authority_cmds::budget(&home()?, cmd),
+        Command::Agent(cmd) => authority_cmds::agent(&home()?, cmd),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),
         Command::Verify { json } => verify(&home()?, json),
@@ -30,7 +35,21 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Demo { keep } => demo::run(keep.as_deref()),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Migrate { from, to } => crate::migrate::run(&home()?, from.as_deref(), &to),
         Command::Debug(DebugCommand::AppendLoad { events, threads }) => append_load(&home()?, events, threads),
+        Command::Debug(DebugCommand::ProposeLoad { count, threads, actor, run, action, resource, args, cost }) => {
+            let input = ice_runtime::ProposalInput {
+                actor,
+                run: Some(run),
+                action,
+                resource,
+                args,
+                purpose: "load".into(),
+                cost_estimate: ice_core::Cost::parse_pairs(&cost)?,
+                ..ice_runtime::ProposalInput::default()
+            };
+            propose_load(&home()?, &input, count, threads)
+        }
     }
 }
 
@@ -58,7 +77,7 @@ fn init(dir: Option<PathBuf>, store: Option<&str>) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
-fn actor(home: &IceHome, given: Option<&str>) -> Result<Principal, CliError> {
+pub fn actor(home: &IceHome, given: Option<&str>) -> Result<Principal, CliError> {
     match given {
         Some(p) => Ok(p.parse()?),
         None => Ok(home.default_actor()?),
@@ -139,7 +158,8 @@ fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
-fn read_payload(arg: &str) -> Result<String, CliError> {
+/// Reads `@FILE` (or `@-` for stdin), or returns the argument itself.
+pub fn read_payload(arg: &str) -> Result<String, CliError> {
     let Some(path) = arg.strip_prefix('@') else { return Ok(arg.to_owned()) };
     let mut text = String::new();
     let res = if path == "-" {
@@ -172,20 +192,32 @@ fn emit(home: &IceHome, args: &EmitArgs) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
+fn age_micros(t: &str) -> Option<i64> {
+    let unit = match t.chars().last()? {
+        's' => 1i64,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let n: i64 = t[..t.len() - 1].parse().ok().filter(|n| *n >= 0)?;
+    Some(n.saturating_mul(unit).saturating_mul(1_000_000))
+}
+
+/// Parses a duration such as `30s`, `10m`, `2h`, `7d` into microseconds.
+pub fn parse_age_micros(text: &str) -> Result<i64, CliError> {
+    age_micros(text.trim()).ok_or_else(|| {
+        CliError::Coded(ErrorCode::BadArgument, format!("`{text}` is not a duration like 30s, 10m, 2h or 7d"))
+    })
+}
+
 fn parse_since(text: &str, now: Timestamp) -> Result<(Seq, Option<Timestamp>), CliError> {
     let t = text.trim();
     if let Ok(seq) = t.parse::<u64>() {
         return Ok((Seq(seq.saturating_sub(1)), None));
     }
-    let unit = t.chars().last().and_then(|u| match u {
-        's' => Some(1i64),
-        'm' => Some(60),
-        'h' => Some(3600),
-        'd' => Some(86_400),
-        _ => None,
-    });
-    if let (Some(mult), Ok(n)) = (unit, t[..t.len().saturating_sub(1)].parse::<i64>()) {
-        return Ok((Seq(0), Some(now.plus_micros(-n.saturating_mul(mult).saturating_mul(1_000_000)))));
+    if let Some(age) = age_micros(t) {
+        return Ok((Seq(0), Some(now.plus_micros(-age))));
     }
     let time = Timestamp::parse_rfc3339(t).map_err(|_| {
         CliError::Coded(
@@ -399,6 +431,40 @@ fn append_load(home: &IceHome, events: usize, threads: usize) -> Result<u8, CliE
                         }
                         Err(e) => {
                             eprintln!("append failed: {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(exit::OK)
+}
+
+/// Submits `count` copies of a proposal from `threads` threads, printing `VERDICT PROPOSAL_ID` per decision.
+fn propose_load(
+    home: &IceHome,
+    input: &ice_runtime::ProposalInput,
+    count: usize,
+    threads: usize,
+) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stdout = std::io::stdout();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < count {
+                    match rt.propose(input) {
+                        Ok(o) => {
+                            let mut out = stdout.lock();
+                            let line = format!("{} {}", o.decision.verdict.as_str(), o.proposal.event_id);
+                            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("propose failed: {e}");
                             return;
                         }
                     }

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::intake::RawEvent;
-use ice_core::{Principal, RunState};
-use ice_runtime::{IceHome, Runtime, RuntimeError};
+use ice_core::{Cost, Dimension, Principal, RunState};
+use ice_runtime::{GrantInput, IceHome, ProposalInput, Runtime, RuntimeError};
 use ice_store::{EventQuery, verify_ledger};
 
 use crate::exit;
@@ -61,6 +62,7 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     let (home, rt) = IceHome::init(&dir, None)?;
     println!("  ledger {} (runtime key {}…)", rt.store().describe(), &home.public_key()?[..16]);
     scenario(&rt)?;
+    authority_scenario(&rt)?;
 
     step("audit trail (ice log)");
     let events = rt.store().read(&EventQuery { limit: usize::MAX, ..EventQuery::default() })?;
@@ -138,5 +140,96 @@ fn scenario(rt: &Runtime) -> Result<(), CliError> {
     println!("  → {} ({})", r.state, r.last_reason.unwrap_or_default());
     let r = rt.terminate_run(&alice, second.id, None)?;
     println!("  → {}", r.state);
+    Ok(())
+}
+
+fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) -> Result<(), CliError> {
+    let input = ProposalInput {
+        actor: "agent:planner".into(),
+        run: Some(run.into()),
+        action: action.into(),
+        resource: resource.into(),
+        args: args.into(),
+        purpose: "draft the Q3 summary".into(),
+        cost_estimate: Cost::of(Dimension::Calls, 1),
+        ..ProposalInput::default()
+    };
+    let o = rt.propose(&input)?;
+    println!("  {} {action} {resource}", o.decision.verdict.as_str().to_uppercase());
+    for r in &o.decision.reasons {
+        let ids = if r.kind.starts_with("policy") { format!(" [{}]", r.ids.join(", ")) } else { String::new() };
+        println!("    {:<18} {}{ids}", r.kind, r.detail);
+    }
+    Ok(())
+}
+
+/// Proposals decided by grants, Cedar policy and budgets.
+fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
+    let alice: Principal = "human:alice".parse()?;
+    let planner: Principal = "agent:planner".parse()?;
+    step("a third run: agent:planner will now propose actions (the default policy set is active)");
+    let run = rt.create_run(&alice, Some("draft the Q3 summary".into()))?;
+    for _ in 0..3 {
+        rt.advance_run(&alice, run.id, None, None)?;
+    }
+    let id = run.id.to_string();
+
+    step("agent:planner proposes to write a file, holding no grant: DENY");
+    propose(
+        rt,
+        &id,
+        "fs.write",
+        "file:/sandbox/q3-summary.md",
+        r#"{"path":"/sandbox/q3-summary.md","content":"Q3: revenue up 4%"}"#,
+    )?;
+
+    step("human:alice grants agent:planner fs.* on file:/sandbox/ for this run (1 hour) and a budget of 2 calls");
+    let grant = GrantInput {
+        principal: planner.clone(),
+        run: Some(run.id),
+        actions: vec!["fs.*".into()],
+        resource: "file:/sandbox/".into(),
+        ttl_micros: Some(3_600_000_000),
+        max_uses: None,
+        revocable: true,
+    };
+    let g = rt.issue_grant(&alice, &grant)?;
+    println!("  grant {} (seq {})", g.event_id, g.seq);
+    let key =
+        BudgetKey { scope: BudgetScope::Run { run_id: run.id }, dimension: Dimension::Calls, period: Period::Total };
+    rt.set_budget(&alice, key, 2)?;
+
+    step("the same proposal again: ALLOW (grant + Cedar permit + budget reserved)");
+    propose(
+        rt,
+        &id,
+        "fs.write",
+        "file:/sandbox/q3-summary.md",
+        r#"{"path":"/sandbox/q3-summary.md","content":"Q3: revenue up 4%"}"#,
+    )?;
+
+    step(
+        "agent:planner proposes to read file:/sandbox/secrets/api-key: the grant covers it, a Cedar forbid does not: DENY",
+    );
+    propose(rt, &id, "fs.read", "file:/sandbox/secrets/api-key", r#"{"path":"/sandbox/secrets/api-key"}"#)?;
+
+    step("two more writes against the 2-call budget: the second exceeds it: DENY");
+    propose(
+        rt,
+        &id,
+        "fs.append",
+        "file:/sandbox/q3-summary.md",
+        r#"{"path":"/sandbox/q3-summary.md","content":"\nCosts flat."}"#,
+    )?;
+    propose(
+        rt,
+        &id,
+        "fs.append",
+        "file:/sandbox/q3-summary.md",
+        r#"{"path":"/sandbox/q3-summary.md","content":"\nHiring paused."}"#,
+    )?;
+
+    step("agent:planner proposes to delete a file (irreversible): the policy asks for a human: REQUIRE_APPROVAL");
+    propose(rt, &id, "fs.delete", "file:/sandbox/old-draft.md", r#"{"path":"/sandbox/old-draft.md"}"#)?;
     Ok(())
 }

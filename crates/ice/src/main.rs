@@ -1,10 +1,12 @@
 //! `ice`: the command-line entry point. Every command goes through `ice-runtime`; this crate only parses
 //! arguments, renders output and maps errors to exit codes.
 
+mod authority_cmds;
 mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod migrate;
 mod render;
 
 use std::process::ExitCode;
@@ -27,6 +29,10 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 4;
     /// The store or configuration failed (I/O, schema, bad config).
     pub const STORE: u8 = 5;
+    /// `ice propose`: the proposal was recorded and denied (or the agent suspended).
+    pub const DENIED: u8 = 6;
+    /// `ice propose`: the proposal was recorded and needs a human approval.
+    pub const APPROVAL_REQUIRED: u8 = 7;
 }
 
 fn main() -> ExitCode {

@@ -67,7 +67,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         use ErrorCode as C;
         match self.code() {
-            C::NotInitialized | C::NotFound => exit::NOT_FOUND,
+            C::NotInitialized | C::NotFound | C::UnknownGrant | C::UnknownProposal => exit::NOT_FOUND,
             C::StoreUnavailable | C::SchemaMismatch | C::BadConfig | C::AppendOnlyViolation | C::HeadConflict => {
                 exit::STORE
             }

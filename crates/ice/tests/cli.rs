@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
 mod cli {
+    mod authority;
     mod bad_input;
     mod crash;
     mod flow;
+    mod postgres;
     mod tamper;
 }
 
@@ -21,8 +23,13 @@ pub struct Ice {
 impl Ice {
     /// `ice init` in a new temporary directory.
     pub fn init() -> Self {
+        Self::init_with(&[])
+    }
+
+    /// `ice init EXTRA...` in a new temporary directory.
+    pub fn init_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(bin()).arg("init").arg(dir.path()).output().expect("run ice init");
+        let out = Command::new(bin()).arg("init").arg(dir.path()).args(extra).output().expect("run ice init");
         assert!(out.status.success(), "ice init failed: {}", String::from_utf8_lossy(&out.stderr));
         Self { dir }
     }
@@ -61,6 +68,15 @@ impl Ice {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
+    }
+
+    /// Creates a run, advances it to EXECUTING and returns its id.
+    pub fn executing_run(&self) -> String {
+        let run = self.create_run();
+        for _ in 0..3 {
+            self.ok(&["run", "advance", &run]);
+        }
+        run
     }
 
     /// Creates a run and returns its id.

@@ -8,8 +8,8 @@ use std::time::Instant;
 use ice_core::{Event, EventId, IdSource, Seq, SequentialIds};
 use ice_store::{AppendRequest, EventQuery, Store, StoreError, verify_ledger};
 
-use super::cluster::APP_ROLE;
 use super::{PgHarness, T0, draft};
+use ice_testkit::pg::APP_ROLE;
 
 const STORES: u64 = 4;
 const THREADS_PER_STORE: u64 = 3;
@@ -40,7 +40,7 @@ fn writer_thread(store: &dyn Store, ids: &dyn IdSource, tag: &str) -> (Vec<Event
             }
         }
         let sealed = match expect {
-            Some(head) => match store.append(AppendRequest::expecting(drafts.clone(), head)) {
+            Some(head) => match store.append(AppendRequest::unchanged_since(drafts.clone(), head)) {
                 Err(StoreError::HeadConflict { .. }) => {
                     conflicts += 1;
                     store.append(AppendRequest::new(drafts)).expect("retried append")
@@ -104,7 +104,7 @@ fn several_writers_share_one_chain_without_forking() {
     assert_eq!((head.seq, head.hash), (Seq(expected as u64), stored[expected - 1].hash));
     eprintln!(
         "{STORES} stores x {THREADS_PER_STORE} threads: {expected} events in {elapsed:?} ({:.0} events/s), \
-         {conflicts} expect_head conflicts retried",
+         {conflicts} unchanged_since conflicts retried",
         expected as f64 / elapsed.as_secs_f64()
     );
 }

@@ -17,10 +17,10 @@ fn init_run_lifecycle_log_verify() {
         assert_eq!(v["state"], expected);
     }
     let verify = ice.ok(&["verify"]);
-    assert!(verify.starts_with("ok: 8 events"), "{verify}");
+    assert!(verify.starts_with("ok: 9 events"), "{verify}");
 
     let events = ice.events();
-    assert_eq!(events.len(), 8);
+    assert_eq!(events.len(), 9);
     for (i, e) in events.iter().enumerate() {
         for field in ENVELOPE {
             assert!(e.get(field).is_some(), "event {i} lacks {field}: {e}");
@@ -31,25 +31,26 @@ fn init_run_lifecycle_log_verify() {
         }
     }
     assert_eq!(events[0]["kind"], "LedgerInitialized");
-    assert_eq!(events[1]["kind"], "RunCreated");
-    assert_eq!(events[7]["payload"]["to"], "TERMINATED");
+    assert_eq!(events[1]["kind"], "PolicyActivated");
+    assert_eq!(events[2]["kind"], "RunCreated");
+    assert_eq!(events[8]["payload"]["to"], "TERMINATED");
 
     // Filters.
     let by_kind = ice.ok(&["log", "--json", "--kind", "RunTransitioned"]);
     assert_eq!(by_kind.lines().count(), 6);
     let by_run = ice.ok(&["log", "--json", "--run", &run[run.len() - 8..]]);
     assert_eq!(by_run.lines().count(), 7);
-    let since = ice.ok(&["log", "--json", "--since", "7"]);
+    let since = ice.ok(&["log", "--json", "--since", "8"]);
     assert_eq!(since.lines().count(), 2);
     let since_age = ice.ok(&["log", "--json", "--since", "1h"]);
-    assert_eq!(since_age.lines().count(), 8);
+    assert_eq!(since_age.lines().count(), 9);
     let limited = ice.ok(&["log", "--json", "--limit", "3"]);
-    assert_eq!(limited.lines().next().map(|l| l.contains("\"seq\":6")), Some(true), "{limited}");
+    assert_eq!(limited.lines().next().map(|l| l.contains("\"seq\":7")), Some(true), "{limited}");
     let table = ice.ok(&["log"]);
     assert!(table.contains("RunTransitioned") && table.contains("SEQ"), "{table}");
 
     // Inspect an event and a run.
-    let id = events[2]["event_id"].as_str().unwrap();
+    let id = events[3]["event_id"].as_str().unwrap();
     let shown = ice.ok(&["inspect", id]);
     assert!(shown.contains("RunTransitioned") && shown.contains("PROVISIONED"), "{shown}");
     let shown = ice.ok(&["inspect", &run]);
@@ -86,6 +87,7 @@ fn illegal_transitions_are_refused_and_recorded() {
         kinds,
         [
             "LedgerInitialized",
+            "PolicyActivated",
             "RunCreated",
             "TransitionRejected",
             "TransitionRejected",
@@ -124,7 +126,7 @@ fn follow_prints_new_events() {
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("LedgerInitialized"), "{first}");
     let run = ice.create_run();
-    let next = lines.next().unwrap().unwrap();
+    let next = lines.map_while(Result::ok).find(|l| !l.contains("PolicyActivated")).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(next.contains("RunCreated") && next.contains(&run), "{next}");
@@ -135,7 +137,20 @@ fn demo_runs_end_to_end() {
     let out = std::process::Command::new(crate::bin()).arg("demo").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for needle in ["ICE-E0120", "ICE-E0101", "ICE-E0110", "ICE-E0140", "ICE-E0201", "ok: 21 events"] {
+    for needle in [
+        "ICE-E0120",
+        "ICE-E0101",
+        "ICE-E0110",
+        "ICE-E0140",
+        "ICE-E0201",
+        "DENY fs.write",
+        "no_grant",
+        "ALLOW fs.write",
+        "policy_forbid",
+        "budget_exceeded",
+        "REQUIRE_APPROVAL fs.delete",
+        "ok: 44 events",
+    ] {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use crate::{Ice, stdout};
 
-/// A ledger of 10 events: init + run + 6 transitions + 2 agent notes.
+/// A ledger of 11 events: init + policy activation + run + 6 transitions + 2 agent notes.
 fn ledger() -> Ice {
     let ice = Ice::init();
     let run = ice.create_run();
@@ -19,7 +19,7 @@ fn ledger() -> Ice {
     for _ in 0..3 {
         ice.ok(&["run", "advance", &run]);
     }
-    assert!(ice.ok(&["verify"]).starts_with("ok: 10 events"));
+    assert!(ice.ok(&["verify"]).starts_with("ok: 11 events"));
     ice
 }
 
@@ -49,18 +49,18 @@ fn assert_fails_at(ice: &Ice, seq: u64, code: &str) {
 fn flipping_one_payload_byte_is_detected() {
     let ice = ledger();
     let c = attacker(&ice);
-    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 6", [], |r| r.get(0)).unwrap();
+    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 7", [], |r| r.get(0)).unwrap();
     let flipped = payload.replacen("one", "onf", 1);
     assert_ne!(payload, flipped);
-    c.execute("UPDATE events SET payload = ?1 WHERE seq = 6", [flipped]).unwrap();
-    assert_fails_at(&ice, 6, "ICE-E0501");
+    c.execute("UPDATE events SET payload = ?1 WHERE seq = 7", [flipped]).unwrap();
+    assert_fails_at(&ice, 7, "ICE-E0501");
 }
 
 #[test]
 fn deleting_a_row_is_detected() {
     let ice = ledger();
-    attacker(&ice).execute("DELETE FROM events WHERE seq = 5", []).unwrap();
-    assert_fails_at(&ice, 5, "ICE-E0503");
+    attacker(&ice).execute("DELETE FROM events WHERE seq = 6", []).unwrap();
+    assert_fails_at(&ice, 6, "ICE-E0503");
 }
 
 #[test]
@@ -68,26 +68,26 @@ fn swapping_two_rows_is_detected() {
     let ice = ledger();
     let c = attacker(&ice);
     c.execute_batch(
-        "UPDATE events SET seq = -1 WHERE seq = 6;
-         UPDATE events SET seq = 6 WHERE seq = 7;
-         UPDATE events SET seq = 7 WHERE seq = -1;",
+        "UPDATE events SET seq = -1 WHERE seq = 7;
+         UPDATE events SET seq = 7 WHERE seq = 8;
+         UPDATE events SET seq = 8 WHERE seq = -1;",
     )
     .unwrap();
-    assert_fails_at(&ice, 6, "ICE-E050");
+    assert_fails_at(&ice, 7, "ICE-E050");
 }
 
 #[test]
 fn truncating_the_tail_is_detected() {
     let ice = ledger();
-    attacker(&ice).execute("DELETE FROM events WHERE seq > 7", []).unwrap();
-    assert_fails_at(&ice, 8, "ICE-E0505");
+    attacker(&ice).execute("DELETE FROM events WHERE seq > 8", []).unwrap();
+    assert_fails_at(&ice, 9, "ICE-E0505");
 }
 
 #[test]
 fn an_undecodable_row_is_reported_not_panicked_on() {
     let ice = ledger();
-    attacker(&ice).execute("UPDATE events SET origin = 'robot:x' WHERE seq = 3", []).unwrap();
-    assert_fails_at(&ice, 3, "ICE-E0501");
+    attacker(&ice).execute("UPDATE events SET origin = 'robot:x' WHERE seq = 4", []).unwrap();
+    assert_fails_at(&ice, 4, "ICE-E0501");
 }
 
 #[test]

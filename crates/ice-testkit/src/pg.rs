@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL cluster shared by every test in this binary: initdb into a fresh directory under /tmp,
+//! A throwaway PostgreSQL cluster shared by every test in a test binary: initdb into a fresh directory under /tmp,
 //! start it on a free loopback port, and stop and delete it when the test process exits (however it exits).
 //! Each harness then gets its own database in it, so parallel tests stay isolated.
 //!

@@ -1,0 +1,292 @@
+//! Derived authority state: proposals and their decisions, grants, budgets, suspended agents, contained runs and
+//! the active policy set — folded from decision, capability and related runtime events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::budget::{BudgetReserved, BudgetSet, BudgetSettled, Budgets};
+use crate::decision::{Decision, Verdict};
+use crate::error::{ErrorCode, Rejection};
+use crate::event::Event;
+use crate::grant::{Grant, GrantIssued, GrantRef, GrantStatus};
+use crate::ids::{EventId, RunId, Timestamp};
+use crate::kind::EventKind;
+use crate::principal::Principal;
+use crate::proposal::Proposal;
+
+/// Payload of `PolicyActivated`: the complete policy bundle (so replay needs nothing but the ledger) and its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyActivated {
+    /// Hash of the bundle (policy files, schema, action catalog).
+    pub hash: String,
+    /// The bundle as written by `ice-runtime` (files, schema, catalog).
+    pub bundle: Value,
+    /// Policy ids in the set.
+    pub policies: Vec<String>,
+}
+
+/// Payload of `AgentSuspended` / `AgentResumed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatusChange {
+    /// The agent.
+    pub principal: Principal,
+    /// Why.
+    pub reason: String,
+    /// The proposal whose decision triggered it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<EventId>,
+}
+
+/// Payload of `RunContained`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunContained {
+    /// Why.
+    pub reason: String,
+    /// The proposal whose decision triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<EventId>,
+}
+
+/// A proposal as derived state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProposalRecord {
+    /// Id (the `ProposalSubmitted` event id).
+    pub id: EventId,
+    /// Who proposed.
+    pub actor: Principal,
+    /// In which run.
+    pub run: Option<RunId>,
+    /// Action.
+    pub action: String,
+    /// Resource.
+    pub resource: String,
+    /// blake3 of the canonical args.
+    pub args_hash: String,
+    /// When.
+    pub submitted_at: Timestamp,
+    /// The decision, once made.
+    pub verdict: Option<Verdict>,
+}
+
+/// The policy set in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivePolicy {
+    /// Bundle hash.
+    pub hash: String,
+    /// The bundle.
+    pub bundle: Value,
+    /// The `PolicyActivated` event.
+    pub event_id: EventId,
+}
+
+/// Everything the decision procedure reads.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthorityState {
+    proposals: BTreeMap<EventId, ProposalRecord>,
+    grants: BTreeMap<EventId, Grant>,
+    budgets: Budgets,
+    suspended: BTreeMap<Principal, String>,
+    contained: BTreeSet<RunId>,
+    policy: Option<ActivePolicy>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(e_kind: EventKind, payload: &str) -> Result<T, Rejection> {
+    serde_json::from_str(payload)
+        .map_err(|err| Rejection::new(ErrorCode::BadPayloadStructure, format!("{e_kind} payload: {err}")))
+}
+
+impl AuthorityState {
+    /// Proposals by id.
+    pub fn proposals(&self) -> &BTreeMap<EventId, ProposalRecord> {
+        &self.proposals
+    }
+
+    /// Grants by id.
+    pub fn grants(&self) -> &BTreeMap<EventId, Grant> {
+        &self.grants
+    }
+
+    /// Budgets.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// Why the principal is suspended, if it is.
+    pub fn suspended(&self, p: &Principal) -> Option<&str> {
+        self.suspended.get(p).map(String::as_str)
+    }
+
+    /// Suspended principals and why.
+    pub fn suspended_agents(&self) -> &BTreeMap<Principal, String> {
+        &self.suspended
+    }
+
+    /// Whether the run is contained.
+    pub fn is_contained(&self, run: RunId) -> bool {
+        self.contained.contains(&run)
+    }
+
+    /// The active policy set.
+    pub fn policy(&self) -> Option<&ActivePolicy> {
+        self.policy.as_ref()
+    }
+
+    /// Checks the authority rules an event of this kind must satisfy against current state (used by both
+    /// admission and the fold; none of these can race, because decisions are serialised). Time-dependent rules
+    /// (a grant's expiry) are checked only when `admitting`: sealing may lift an event's time past the moment
+    /// it was admitted at, and the fold must still accept it.
+    pub fn check(&self, kind: EventKind, payload: &str, now: Timestamp, admitting: bool) -> Result<(), Rejection> {
+        match kind {
+            EventKind::DecisionMade => {
+                let d: Decision = parse(kind, payload)?;
+                match self.proposals.get(&d.proposal_id) {
+                    None => Err(Rejection::new(
+                        ErrorCode::UnknownProposal,
+                        format!("proposal {} does not exist", d.proposal_id),
+                    )),
+                    Some(p) if p.verdict.is_some() => Err(Rejection::new(
+                        ErrorCode::UnknownProposal,
+                        format!("proposal {} already has a decision", d.proposal_id),
+                    )),
+                    Some(_) => Ok(()),
+                }
+            }
+            EventKind::GrantUsed | EventKind::GrantRevoked | EventKind::GrantExpired => {
+                let r: GrantRef = parse(kind, payload)?;
+                let g = self.grants.get(&r.grant_id).ok_or_else(|| {
+                    Rejection::new(ErrorCode::UnknownGrant, format!("grant {} does not exist", r.grant_id))
+                })?;
+                let status = g.status(now);
+                let ok = match kind {
+                    EventKind::GrantUsed if admitting => status == GrantStatus::Live,
+                    EventKind::GrantUsed => g.revoked.is_none() && g.terms.max_uses.is_none_or(|m| g.uses < m),
+                    EventKind::GrantRevoked => g.terms.revocable && g.revoked.is_none(),
+                    _ => !g.expiry_recorded && (!admitting || status == GrantStatus::Expired),
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Rejection::new(
+                        ErrorCode::GrantNotRevocable,
+                        format!(
+                            "grant {} is {status:?} (revocable: {}); {kind} does not apply",
+                            r.grant_id, g.terms.revocable
+                        )
+                        .to_lowercase(),
+                    ))
+                }
+            }
+            EventKind::BudgetSettled | EventKind::BudgetReleased => {
+                let s: BudgetSettled = parse(kind, payload)?;
+                if self.budgets.reservation(s.proposal_id).is_none() {
+                    return Err(Rejection::new(
+                        ErrorCode::UnknownProposal,
+                        format!("proposal {} has no open budget reservation", s.proposal_id),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Folds one event (already checked).
+    pub fn apply(&mut self, e: &Event) -> Result<(), Rejection> {
+        let payload = e.payload.as_str();
+        match e.kind {
+            EventKind::ProposalSubmitted => {
+                let p: Proposal = parse(e.kind, payload)?;
+                self.proposals.insert(
+                    e.event_id,
+                    ProposalRecord {
+                        id: e.event_id,
+                        actor: e.origin.clone(),
+                        run: e.run_id,
+                        action: p.action,
+                        resource: p.resource,
+                        args_hash: p.args_hash,
+                        submitted_at: e.time,
+                        verdict: None,
+                    },
+                );
+            }
+            EventKind::DecisionMade => {
+                let d: Decision = parse(e.kind, payload)?;
+                if let Some(p) = self.proposals.get_mut(&d.proposal_id) {
+                    p.verdict = Some(d.verdict);
+                }
+            }
+            EventKind::GrantIssued => {
+                let terms: GrantIssued = parse(e.kind, payload)?;
+                self.grants.insert(
+                    e.event_id,
+                    Grant {
+                        id: e.event_id,
+                        run: e.run_id,
+                        terms,
+                        issued_by: e.origin.clone(),
+                        issued_at: e.time,
+                        uses: 0,
+                        revoked: None,
+                        expiry_recorded: false,
+                    },
+                );
+            }
+            EventKind::GrantUsed | EventKind::GrantRevoked | EventKind::GrantExpired => {
+                let r: GrantRef = parse(e.kind, payload)?;
+                if let Some(g) = self.grants.get_mut(&r.grant_id) {
+                    match e.kind {
+                        EventKind::GrantUsed => g.uses += 1,
+                        EventKind::GrantRevoked => g.revoked = Some(r.reason.unwrap_or_default()),
+                        _ => g.expiry_recorded = true,
+                    }
+                }
+            }
+            EventKind::BudgetSet => self.budgets.apply_set(&parse::<BudgetSet>(e.kind, payload)?),
+            EventKind::BudgetReserved => self.budgets.apply_reserved(&parse::<BudgetReserved>(e.kind, payload)?),
+            EventKind::BudgetSettled | EventKind::BudgetReleased => {
+                self.budgets.apply_settled(&parse::<BudgetSettled>(e.kind, payload)?);
+            }
+            EventKind::AgentSuspended => {
+                let s: AgentStatusChange = parse(e.kind, payload)?;
+                self.suspended.insert(s.principal, s.reason);
+            }
+            EventKind::AgentResumed => {
+                let s: AgentStatusChange = parse(e.kind, payload)?;
+                self.suspended.remove(&s.principal);
+            }
+            EventKind::RunContained => {
+                if let Some(run) = e.run_id {
+                    self.contained.insert(run);
+                }
+            }
+            EventKind::PolicyActivated => {
+                let p: PolicyActivated = parse(e.kind, payload)?;
+                self.policy = Some(ActivePolicy { hash: p.hash, bundle: p.bundle, event_id: e.event_id });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Validates the typed payload of an authority kind (used at intake).
+pub fn check_payload(kind: EventKind, payload: &str) -> Result<(), Rejection> {
+    match kind {
+        EventKind::ProposalSubmitted => parse::<Proposal>(kind, payload).map(drop),
+        EventKind::DecisionMade => parse::<Decision>(kind, payload).map(drop),
+        EventKind::GrantIssued => parse::<GrantIssued>(kind, payload).map(drop),
+        EventKind::GrantUsed | EventKind::GrantRevoked | EventKind::GrantExpired => {
+            parse::<GrantRef>(kind, payload).map(drop)
+        }
+        EventKind::BudgetSet => parse::<BudgetSet>(kind, payload).map(drop),
+        EventKind::BudgetReserved => parse::<BudgetReserved>(kind, payload).map(drop),
+        EventKind::BudgetSettled | EventKind::BudgetReleased => parse::<BudgetSettled>(kind, payload).map(drop),
+        EventKind::AgentSuspended | EventKind::AgentResumed => parse::<AgentStatusChange>(kind, payload).map(drop),
+        EventKind::RunContained => parse::<RunContained>(kind, payload).map(drop),
+        EventKind::PolicyActivated => parse::<PolicyActivated>(kind, payload).map(drop),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,182 @@
+//! Policy bundles: the Cedar policies and schema (compiled by `ice-policy`) plus the action catalog and
+//! consequences (`policy.toml`). A bundle is activated by recording it whole in a `PolicyActivated` event, so
+//! the ledger alone says which rules were in force for every decision.
+//!
+//! ```toml
+//! # .ice/policies/policy.toml
+//! [actions."fs.write"]          # every action an agent may propose, classified by the runtime, not the agent
+//! scope = "external"            # internal | external
+//! access = "write"              # read | write | irreversible
+//! risk = "medium"               # low | medium | high | critical
+//!
+//! [consequences]                # what a violation leads to: deny (default) | suspend | escalate | contain
+//! no_grant = "deny"
+//! policy_forbid = "deny"
+//! no_permit = "deny"
+//! policy_error = "deny"
+//! budget_exceeded = "deny"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ice_core::decision::Consequences;
+use ice_core::{Classification, ErrorCode, Rejection};
+use ice_policy::{PolicyEngine, PolicySource};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// File name of the action catalog inside a policy directory.
+pub const CATALOG_FILE: &str = "policy.toml";
+
+/// `policy.toml`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActionCatalog {
+    /// Classification per action name.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Classification>,
+    /// Consequence per violation.
+    #[serde(default)]
+    pub consequences: Consequences,
+}
+
+/// The default `policy.toml` written by `ice init`.
+pub const DEFAULT_CATALOG: &str = r#"# Actions agents may propose, classified by the runtime (never by the agent), and what violations lead to.
+# Every action here must also be declared in schema.cedarschema. See README.md, section Policies.
+
+[actions."fs.read"]
+scope = "external"
+access = "read"
+risk = "low"
+
+[actions."fs.list"]
+scope = "external"
+access = "read"
+risk = "low"
+
+[actions."fs.write"]
+scope = "external"
+access = "write"
+risk = "medium"
+
+[actions."fs.append"]
+scope = "external"
+access = "write"
+risk = "medium"
+
+[actions."fs.delete"]
+scope = "external"
+access = "irreversible"
+risk = "high"
+
+[actions."process.exec"]
+scope = "external"
+access = "irreversible"
+risk = "high"
+
+[actions."http.request"]
+scope = "external"
+access = "write"
+risk = "medium"
+
+[actions."model.call"]
+scope = "internal"
+access = "read"
+risk = "low"
+
+[consequences]
+no_grant = "deny"
+policy_forbid = "deny"
+no_permit = "deny"
+policy_error = "deny"
+budget_exceeded = "deny"
+"#;
+
+/// A policy bundle as recorded in `PolicyActivated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyBundle {
+    /// Cedar files and schema.
+    pub source: PolicySource,
+    /// `policy.toml` text.
+    pub catalog: String,
+}
+
+impl PolicyBundle {
+    /// Reads a policy directory: `*.cedar`, `schema.cedarschema`, `policy.toml`.
+    pub fn load_dir(dir: &Path) -> Result<Self, Rejection> {
+        let source = PolicySource::load_dir(dir).map_err(policy_rejection)?;
+        let path = dir.join(CATALOG_FILE);
+        let catalog = std::fs::read_to_string(&path)
+            .map_err(|e| Rejection::new(ErrorCode::PolicyCatalog, format!("cannot read {}: {e}", path.display())))?;
+        Ok(Self { source, catalog })
+    }
+
+    /// blake3 over the Cedar source hash and the catalog text.
+    pub fn hash(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ice.policy-bundle.v1\n");
+        h.update(self.source.hash().as_bytes());
+        h.update(&(self.catalog.len() as u64).to_be_bytes());
+        h.update(self.catalog.as_bytes());
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Compiles and cross-checks the bundle: Cedar parses and validates, the catalog parses, and every catalog
+    /// action is declared in the schema.
+    pub fn compile(&self) -> Result<CompiledPolicy, Rejection> {
+        let engine = PolicyEngine::compile(&self.source).map_err(policy_rejection)?;
+        let catalog: ActionCatalog = toml::from_str(&self.catalog)
+            .map_err(|e| Rejection::new(ErrorCode::PolicyCatalog, format!("{CATALOG_FILE} is invalid: {e}")))?;
+        let declared = engine.actions();
+        let missing: Vec<&String> = catalog.actions.keys().filter(|a| !declared.contains(a)).collect();
+        if !missing.is_empty() {
+            return Err(Rejection::new(
+                ErrorCode::PolicyCatalog,
+                format!("{CATALOG_FILE} classifies actions the Cedar schema does not declare: {missing:?}"),
+            ));
+        }
+        Ok(CompiledPolicy { hash: self.hash(), engine, catalog })
+    }
+
+    /// The bundle as JSON (the `bundle` field of `PolicyActivated`).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Reads a bundle back from a `PolicyActivated` payload.
+    pub fn from_value(v: &Value) -> Result<Self, Rejection> {
+        serde_json::from_value(v.clone()).map_err(|e| {
+            Rejection::new(ErrorCode::PolicyCatalog, format!("the recorded policy bundle cannot be read: {e}"))
+        })
+    }
+}
+
+/// A bundle ready to decide with.
+pub struct CompiledPolicy {
+    /// Bundle hash.
+    pub hash: String,
+    /// The Cedar engine.
+    pub engine: PolicyEngine,
+    /// Classification and consequences.
+    pub catalog: ActionCatalog,
+}
+
+/// Shared handle to a compiled bundle.
+pub type PolicyHandle = Arc<CompiledPolicy>;
+
+/// An `ice-policy` error as a core rejection (same stable code and message).
+pub fn policy_rejection(e: ice_policy::PolicyError) -> Rejection {
+    Rejection::new(e.error_code(), e.message())
+}
+
+/// Writes the default policy directory (Cedar files, schema, catalog) for `ice init`.
+pub fn write_defaults(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("schema.cedarschema"), ice_policy::DEFAULT_SCHEMA)?;
+    for (name, text) in ice_policy::DEFAULT_POLICIES {
+        std::fs::write(dir.join(name), text)?;
+    }
+    std::fs::write(dir.join(CATALOG_FILE), DEFAULT_CATALOG)
+}

@@ -1,0 +1,84 @@
+//! Shared fixture for runtime tests: a fresh SQLite ledger with the default policy set active, a fake clock and
+//! deterministic ids.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::new_without_default, dead_code)]
+
+use std::sync::Arc;
+
+use ice_core::{Event, EventKind, LedgerState, ManualClock, Principal, SequentialIds, Timestamp};
+use ice_runtime::Runtime;
+use ice_store::{EventQuery, Store};
+use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+/// One hour in microseconds.
+pub const HOUR: i64 = 3_600_000_000;
+
+/// A ledger under test.
+pub struct Ledger {
+    /// The runtime under test.
+    pub rt: Runtime,
+    /// Its clock (advance it to test expiry).
+    pub clock: Arc<ManualClock>,
+    /// A human authority.
+    pub alice: Principal,
+    _dir: tempfile::TempDir,
+}
+
+impl Ledger {
+    /// Durable (synchronous=FULL), as users run it.
+    pub fn new() -> Self {
+        Self::build(Synchronous::Full, &|c| c.to_owned())
+    }
+
+    /// No fsync: for property tests that open hundreds of ledgers.
+    pub fn fast() -> Self {
+        Self::build(Synchronous::Off, &|c| c.to_owned())
+    }
+
+    /// With an edited policy.toml.
+    pub fn with_catalog_edit(edit: impl Fn(&str) -> String) -> Self {
+        Self::build(Synchronous::Full, &edit)
+    }
+
+    fn build(synchronous: Synchronous, edit: &dyn Fn(&str) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        ice_runtime::policy::write_defaults(&policies).unwrap();
+        let catalog = policies.join(ice_runtime::policy::CATALOG_FILE);
+        std::fs::write(&catalog, edit(&std::fs::read_to_string(&catalog).unwrap())).unwrap();
+        let options = SqliteOptions { synchronous, ..SqliteOptions::default() };
+        let store: Arc<dyn Store> = SqliteStore::open(dir.path().join("ledger.db"), options).unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_900_000_000)));
+        let rt = Runtime::open(store, clock.clone(), Arc::new(SequentialIds::new(7))).unwrap();
+        rt.initialize("00").unwrap();
+        rt.activate_policy(&Principal::runtime(), &policies).unwrap();
+        Self { rt, clock, alice: "human:alice".parse().unwrap(), _dir: dir }
+    }
+
+    /// A run advanced to EXECUTING; returns its id.
+    pub fn executing_run(&self) -> String {
+        let run = self.rt.create_run(&self.alice, None).unwrap();
+        for _ in 0..3 {
+            self.rt.advance_run(&self.alice, run.id, None, None).unwrap();
+        }
+        run.id.to_string()
+    }
+
+    /// Every event of a kind.
+    pub fn events(&self, kind: EventKind) -> Vec<Event> {
+        self.rt.store().read(&EventQuery { kind: Some(kind), limit: usize::MAX, ..EventQuery::default() }).unwrap()
+    }
+
+    /// Number of events in the ledger.
+    pub fn count(&self) -> usize {
+        self.rt.store().read(&EventQuery { limit: usize::MAX, ..EventQuery::default() }).unwrap().len()
+    }
+
+    /// Folds the whole ledger into fresh state and checks it equals the live state.
+    pub fn fold_from_scratch(&self) {
+        let mut fresh = LedgerState::new();
+        for e in self.rt.store().read(&EventQuery { limit: usize::MAX, ..EventQuery::default() }).unwrap() {
+            fresh.apply(&e).unwrap_or_else(|r| panic!("seq {} does not fold: {r}", e.seq));
+        }
+        assert_eq!(self.rt.with_state(Clone::clone).unwrap(), fresh, "live state equals a fold from scratch");
+    }
+}

@@ -1,0 +1,319 @@
+//! `ice propose`, `ice grant`, `ice policy`, `ice budget`, `ice agent`: thin shells over the runtime's
+//! authority methods.
+
+use std::path::{Path, PathBuf};
+
+use ice_core::budget::{BudgetKey, BudgetScope, Period};
+use ice_core::decision::Verdict;
+use ice_core::grant::GrantStatus;
+use ice_core::{Cost, Dimension, ErrorCode, EventId, Nondeterminism, Principal};
+use ice_runtime::policy::{PolicyBundle, policy_rejection};
+use ice_runtime::{DecisionOutcome, GrantInput, IceHome, ProposalInput, Runtime};
+use serde_json::{Value, json};
+
+use crate::cli::{AgentCommand, BudgetCommand, GrantCommand, PolicyCommand, ProposeArgs};
+use crate::commands::{actor, parse_age_micros, read_payload, resolve_run};
+use crate::exit;
+use crate::render::CliError;
+
+/// Exit code for a recorded decision.
+pub fn verdict_exit(v: Verdict) -> u8 {
+    match v {
+        Verdict::Allow => exit::OK,
+        Verdict::Deny | Verdict::Suspend => exit::DENIED,
+        Verdict::RequireApproval => exit::APPROVAL_REQUIRED,
+    }
+}
+
+fn bad(msg: impl Into<String>) -> CliError {
+    CliError::Coded(ErrorCode::BadArgument, msg.into())
+}
+
+/// Prints a decision in human or JSON form.
+pub fn print_decision(o: &DecisionOutcome, json_out: bool) {
+    let d = &o.decision;
+    if json_out {
+        let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+        v["proposal_id"] = json!(o.proposal.event_id.to_string());
+        v["decision_event_id"] = json!(o.decision_event.event_id.to_string());
+        v["decision_seq"] = json!(o.decision_event.seq.0);
+        println!("{v}");
+        return;
+    }
+    println!("{}  proposal {} (seq {})", d.verdict.as_str().to_uppercase(), o.proposal.event_id, o.proposal.seq);
+    for r in &d.reasons {
+        let ids = if r.ids.is_empty() { String::new() } else { format!(" [{}]", r.ids.join(", ")) };
+        println!("  {:<18} {}{ids}", r.kind, r.detail);
+    }
+    println!("  policy set {}", &d.policy_hash[..16.min(d.policy_hash.len())]);
+}
+
+fn string_field(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// `ice propose`.
+pub fn propose(home: &IceHome, args: &ProposeArgs) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let file: Value = match &args.file {
+        Some(p) => serde_json::from_str(&read_payload(&format!("@{}", p.display()))?).map_err(|e| {
+            CliError::Coded(ErrorCode::MalformedJson, format!("{} is not a JSON object: {e}", p.display()))
+        })?,
+        None => json!({}),
+    };
+    let actor_text = match args.actor.clone().or_else(|| string_field(&file, "actor")) {
+        Some(a) => a,
+        None => home.default_actor()?.to_string(),
+    };
+    // A prefix or suffix is resolved here; anything else goes to the runtime as given, to be refused there.
+    let run = args
+        .run
+        .clone()
+        .or_else(|| string_field(&file, "run"))
+        .map(|r| resolve_run(&rt, &r).map_or(r, |id| id.to_string()));
+    let args_text = match &args.args {
+        Some(a) => read_payload(a)?,
+        None => file.get("args").map_or_else(|| "{}".to_owned(), Value::to_string),
+    };
+    let cost_estimate = match &args.cost {
+        Some(c) => Cost::parse_pairs(c)?,
+        None => file
+            .get("cost_estimate")
+            .map(|c| serde_json::from_value(c.clone()).map_err(|e| bad(format!("cost_estimate: {e}"))))
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    let nondeterminism: Nondeterminism =
+        match args.nondeterminism.clone().or_else(|| string_field(&file, "nondeterminism")) {
+            Some(n) => serde_json::from_value(json!(n))
+                .map_err(|_| bad(format!("--nondeterminism `{n}`: none, low or high")))?,
+            None => Nondeterminism::None,
+        };
+    let input = ProposalInput {
+        actor: actor_text,
+        run,
+        action: args
+            .action
+            .clone()
+            .or_else(|| string_field(&file, "action"))
+            .ok_or_else(|| bad("--action is required"))?,
+        resource: args
+            .resource
+            .clone()
+            .or_else(|| string_field(&file, "resource"))
+            .ok_or_else(|| bad("--resource is required"))?,
+        args: args_text,
+        purpose: args.purpose.clone().or_else(|| string_field(&file, "purpose")).unwrap_or_default(),
+        cost_estimate,
+        nondeterminism,
+    };
+    let outcome = rt.propose(&input)?;
+    print_decision(&outcome, args.json);
+    Ok(verdict_exit(outcome.decision.verdict))
+}
+
+fn parse_event_id(text: &str) -> Result<EventId, CliError> {
+    Ok(text.parse::<EventId>()?)
+}
+
+/// `ice grant ...`.
+pub fn grant(home: &IceHome, cmd: GrantCommand) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    match cmd {
+        GrantCommand::Issue { to, actions, resource, run, ttl, max_uses, irrevocable, actor: who, json: json_out } => {
+            let run = run.as_deref().map(|r| resolve_run(&rt, r)).transpose()?;
+            let ttl_micros = ttl.as_deref().map(parse_age_micros).transpose()?;
+            let input = GrantInput {
+                principal: to.parse()?,
+                run,
+                actions,
+                resource,
+                ttl_micros,
+                max_uses,
+                revocable: !irrevocable,
+            };
+            let e = rt.issue_grant(&actor(home, who.as_deref())?, &input)?;
+            if json_out {
+                println!("{}", e.to_json());
+            } else {
+                println!("grant {} issued to {} (seq {})", e.event_id, input.principal, e.seq);
+            }
+        }
+        GrantCommand::Revoke { id, reason, actor: who } => {
+            let e = rt.revoke_grant(&actor(home, who.as_deref())?, parse_event_id(&id)?, &reason)?;
+            println!("grant {id} revoked (seq {})", e.seq);
+        }
+        GrantCommand::List { all, json: json_out } => {
+            let now = rt.now();
+            let grants: Vec<_> = rt.with_state(|s| s.authority().grants().values().cloned().collect())?;
+            if !json_out {
+                println!(
+                    "{:<36}  {:<8}  {:<16}  {:<20}  {:<24}  {:>5}  EXPIRES",
+                    "GRANT", "STATUS", "PRINCIPAL", "ACTIONS", "RESOURCE", "USES"
+                );
+            }
+            for g in grants.iter().filter(|g| all || g.status(now) == GrantStatus::Live) {
+                let status = format!("{:?}", g.status(now)).to_lowercase();
+                let uses = g.terms.max_uses.map_or_else(|| g.uses.to_string(), |m| format!("{}/{m}", g.uses));
+                let expires = g.terms.expires_at.map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+                if json_out {
+                    let mut v = serde_json::to_value(g).unwrap_or(Value::Null);
+                    v["status"] = json!(status);
+                    println!("{v}");
+                } else {
+                    println!(
+                        "{:<36}  {:<8}  {:<16}  {:<20}  {:<24}  {:>5}  {expires}",
+                        g.id.to_string(),
+                        status,
+                        g.terms.principal.to_string(),
+                        g.terms.actions.join(","),
+                        g.terms.resource,
+                        uses
+                    );
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn policy_dir(home: &IceHome, dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| home.dir().join("policies"))
+}
+
+fn compile_dir(dir: &Path) -> Result<(PolicyBundle, ice_runtime::policy::CompiledPolicy), CliError> {
+    let bundle = PolicyBundle::load_dir(dir)?;
+    let compiled = bundle.compile()?;
+    Ok((bundle, compiled))
+}
+
+/// `ice policy ...`.
+pub fn policy(home: &IceHome, cmd: PolicyCommand) -> Result<u8, CliError> {
+    match cmd {
+        PolicyCommand::Validate { policies } => {
+            let dir = policy_dir(home, policies);
+            let (_, compiled) = compile_dir(&dir)?;
+            println!(
+                "ok: {} policies, {} actions, hash {}",
+                compiled.engine.policy_ids().len(),
+                compiled.catalog.actions.len(),
+                compiled.hash
+            );
+            Ok(exit::OK)
+        }
+        PolicyCommand::Test { cases, policies } => {
+            let dir = policy_dir(home, policies);
+            let (_, compiled) = compile_dir(&dir)?;
+            let text = std::fs::read_to_string(&cases).map_err(|e| {
+                CliError::Coded(ErrorCode::PolicyCases, format!("cannot read {}: {e}", cases.display()))
+            })?;
+            let report = ice_policy::run_policy_tests(&compiled.engine, &text).map_err(policy_rejection)?;
+            print!("{report}");
+            Ok(if report.all_passed() { exit::OK } else { exit::CHECK_FAILED })
+        }
+        PolicyCommand::Activate { policies, actor: who } => {
+            let rt = home.open_runtime()?;
+            let dir = policy_dir(home, policies);
+            let e = rt.activate_policy(&actor(home, who.as_deref())?, &dir)?;
+            let hash = e.payload.to_value()["hash"].as_str().unwrap_or_default().to_owned();
+            println!("activated policy set {hash} from {} (seq {})", dir.display(), e.seq);
+            Ok(exit::OK)
+        }
+        PolicyCommand::Show { json: json_out } => {
+            let rt = home.open_runtime()?;
+            let p = rt.active_policy()?;
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"hash": p.hash, "policies": p.engine.policy_ids(), "actions": p.catalog.actions,
+                        "consequences": p.catalog.consequences})
+                );
+            } else {
+                println!("active policy set {}", p.hash);
+                println!("policies: {}", p.engine.policy_ids().join(", "));
+                println!("{:<16}  {:<9}  {:<13}  RISK", "ACTION", "SCOPE", "ACCESS");
+                for (name, c) in &p.catalog.actions {
+                    println!(
+                        "{name:<16}  {:<9}  {:<13}  {}",
+                        format!("{:?}", c.scope).to_lowercase(),
+                        format!("{:?}", c.access).to_lowercase(),
+                        format!("{:?}", c.risk).to_lowercase()
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// `ice budget ...`.
+pub fn budget(home: &IceHome, cmd: BudgetCommand) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    match cmd {
+        BudgetCommand::Show { json: json_out } => show_budgets(&rt, json_out)?,
+        BudgetCommand::Set { scope, dimension, limit, period, actor: who } => {
+            let scope = match scope.strip_prefix("run:") {
+                Some(r) => BudgetScope::Run { run_id: resolve_run(&rt, r)? },
+                None => scope.parse()?,
+            };
+            let period: Period = serde_json::from_value(json!(period))
+                .map_err(|_| CliError::Coded(ErrorCode::BadBudget, "--period must be total or day".into()))?;
+            let key = BudgetKey { scope, dimension: dimension.parse::<Dimension>()?, period };
+            let e = rt.set_budget(&actor(home, who.as_deref())?, key.clone(), limit)?;
+            println!("budget {key} = {limit} (seq {})", e.seq);
+        }
+        BudgetCommand::Settle { proposal, actual, actor: who } => {
+            let e =
+                rt.settle(&actor(home, who.as_deref())?, parse_event_id(&proposal)?, Cost::parse_pairs(&actual)?)?;
+            println!("settled proposal {proposal} (seq {})", e.seq);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn show_budgets(rt: &Runtime, json_out: bool) -> Result<(), CliError> {
+    let now = rt.now();
+    let lines: Vec<_> = rt.with_state(|s| s.authority().budgets().lines().clone().into_iter().collect())?;
+    if !json_out {
+        println!("{:<60}  {:>12}  {:>12}  {:>12}  {:>12}", "BUDGET", "LIMIT", "SPENT", "RESERVED", "LEFT");
+    }
+    for (key, line) in lines {
+        let bucket = key.period.bucket(now);
+        let spent = line.spent.get(&bucket).copied().unwrap_or(0);
+        let reserved = line.reserved.get(&bucket).copied().unwrap_or(0);
+        let left = line.limit.saturating_sub(spent + reserved);
+        if json_out {
+            println!(
+                "{}",
+                json!({"budget": key.to_string(), "limit": line.limit, "spent": spent, "reserved": reserved, "left": left})
+            );
+        } else {
+            println!("{:<60}  {:>12}  {spent:>12}  {reserved:>12}  {left:>12}", key.to_string(), line.limit);
+        }
+    }
+    Ok(())
+}
+
+/// `ice agent ...`.
+pub fn agent(home: &IceHome, cmd: AgentCommand) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    match cmd {
+        AgentCommand::Suspend { agent, reason, actor: who } => {
+            let target: Principal = agent.parse()?;
+            let e = rt.suspend_agent(&actor(home, who.as_deref())?, &target, &reason)?;
+            println!("{target} suspended (seq {})", e.seq);
+        }
+        AgentCommand::List { json: json_out } => {
+            let suspended: Vec<_> =
+                rt.with_state(|s| s.authority().suspended_agents().clone().into_iter().collect())?;
+            for (p, why) in suspended {
+                if json_out {
+                    println!("{}", json!({"agent": p.to_string(), "state": "suspended", "reason": why}));
+                } else {
+                    println!("{p}  suspended  {why}");
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
