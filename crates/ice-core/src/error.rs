@@ -94,6 +94,42 @@ pub enum ErrorCode {
     UnknownProposal,
     /// No policy set has been activated.
     NoActivePolicy,
+    /// no execution permit for this effect.
+    NoPermit,
+    /// the permit was already used.
+    PermitUsed,
+    /// the permit expired.
+    PermitExpired,
+    /// the arguments differ from the allowed ones.
+    ArgsMismatch,
+    /// the permit was revoked.
+    PermitRevoked,
+    /// the path leaves the sandbox.
+    SandboxEscape,
+    /// not on the effector's allowlist.
+    NotAllowlisted,
+    /// an effector limit was exceeded.
+    EffectLimit,
+    /// the effector failed.
+    EffectFailed,
+    /// the target is not in the state the effect expected.
+    EffectConflict,
+    /// the effect's outcome is unknown.
+    OutcomeUnknown,
+    /// the resource does not name the effect's target.
+    ResourceMismatch,
+    /// no effector for this action.
+    NoEffector,
+    /// no such approval.
+    UnknownApproval,
+    /// the approval is no longer pending.
+    ApprovalClosed,
+    /// this principal may not answer the approval.
+    ApproverNotAuthorized,
+    /// the agent cannot be resumed.
+    ResumeNotAllowed,
+    /// nothing to roll back.
+    NothingToRollBack,
 }
 
 impl ErrorCode {
@@ -137,6 +173,24 @@ impl ErrorCode {
             Self::GrantNotRevocable => "ICE-E0704",
             Self::BadBudget => "ICE-E0705",
             Self::UnknownProposal => "ICE-E0706",
+            Self::NoPermit => "ICE-E0801",
+            Self::PermitUsed => "ICE-E0802",
+            Self::PermitExpired => "ICE-E0803",
+            Self::ArgsMismatch => "ICE-E0804",
+            Self::PermitRevoked => "ICE-E0805",
+            Self::SandboxEscape => "ICE-E0810",
+            Self::NotAllowlisted => "ICE-E0811",
+            Self::EffectLimit => "ICE-E0812",
+            Self::EffectFailed => "ICE-E0813",
+            Self::EffectConflict => "ICE-E0814",
+            Self::OutcomeUnknown => "ICE-E0815",
+            Self::ResourceMismatch => "ICE-E0816",
+            Self::NoEffector => "ICE-E0817",
+            Self::UnknownApproval => "ICE-E0820",
+            Self::ApprovalClosed => "ICE-E0821",
+            Self::ApproverNotAuthorized => "ICE-E0822",
+            Self::ResumeNotAllowed => "ICE-E0830",
+            Self::NothingToRollBack => "ICE-E0840",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -204,6 +258,42 @@ impl ErrorCode {
                  --limit N, --period total|day"
             }
             Self::UnknownProposal => "list proposals with `ice log --kind ProposalSubmitted`",
+            Self::NoPermit => {
+                "execute only what was allowed: `ice propose` must return allow (or an approval must be granted) first; list permits with `ice effects permits`"
+            }
+            Self::PermitUsed => "a permit is single use; propose again for another execution",
+            Self::PermitExpired => "permits expire; propose again (and have it approved again where policy asks)",
+            Self::ArgsMismatch => {
+                "execute with exactly the arguments that were allowed; changed arguments need a new proposal"
+            }
+            Self::PermitRevoked => "the permit was revoked (agent suspended or by command); propose again once allowed",
+            Self::SandboxEscape => {
+                "paths are relative to the sandbox root ([effects] sandbox in config.toml): no `..`, NUL bytes, over-long names or symlinks leading out"
+            }
+            Self::NotAllowlisted => {
+                "add the program, environment variable, method or host to the [effects] allowlists in config.toml"
+            }
+            Self::EffectLimit => "raise the effector's limit in config.toml ([effects]) or make the request smaller",
+            Self::EffectFailed => "see the message for the underlying error; the failure is recorded as EffectFailed",
+            Self::EffectConflict => "the target changed since the effect was planned; inspect it and propose again",
+            Self::OutcomeUnknown => {
+                "the effect may or may not have happened; check the target and record the outcome with `ice effects resolve`"
+            }
+            Self::ResourceMismatch => {
+                "the resource must name the effect's target, e.g. file:/notes/a.md for args {\"path\":\"/notes/a.md\"}"
+            }
+            Self::NoEffector => "no effector serves this action; see `ice effects list` for what is configured",
+            Self::UnknownApproval => "list pending approvals with `ice approvals list`",
+            Self::ApprovalClosed => "the approval was already answered or expired; propose again for a new one",
+            Self::ApproverNotAuthorized => {
+                "approvals are answered by humans listed in [approvals] approvers (or escalate_to once escalated) in config.toml, never by the proposer"
+            }
+            Self::ResumeNotAllowed => {
+                "record what changed with `ice agent reconfigure AGENT --change \"...\"` before `ice agent resume AGENT`"
+            }
+            Self::NothingToRollBack => {
+                "`ice rollback` takes a run id or an EffectCompleted event id; list effects with `ice effects list`"
+            }
             Self::HashMismatch | Self::BrokenLink | Self::SequenceGap | Self::TimeRegression => {
                 "the ledger was modified outside ICE; restore it from a verified copy and investigate"
             }

@@ -28,8 +28,10 @@ fn is_free_kind(kind: EventKind) -> bool {
     !kind.changes_state()
 }
 
-/// How many times a serialised transition is retried after another writer moved the head.
-const MAX_CONFLICT_RETRIES: usize = 16;
+/// How long a serialised transition keeps retrying after other writers changed state first. Each retry backs off
+/// (see [`Runtime::back_off`]); a wall-clock bound rather than a count, so a slow or oversubscribed machine does not
+/// turn ordinary contention into failures.
+const CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: usize = 10_000;
 
@@ -275,7 +277,10 @@ impl Runtime {
         make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
         attempt: &dyn Fn() -> Value,
     ) -> Result<Vec<Event>, RuntimeError> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        let started = std::time::Instant::now();
+        let mut round = 0u32;
+        while round == 0 || started.elapsed() < CONFLICT_RETRY_WINDOW {
+            round = round.saturating_add(1);
             let mut st = self.lock();
             self.catch_up_locked(&mut st)?;
             let admitted = make(&st).and_then(|drafts| match drafts.first() {
@@ -310,7 +315,10 @@ impl Runtime {
                     }
                     return Ok(events);
                 }
-                Err(StoreError::HeadConflict { .. }) => continue,
+                Err(StoreError::HeadConflict { .. }) => {
+                    drop(held);
+                    self.back_off(round);
+                }
                 Err(StoreError::Rejected { rejection, .. }) => {
                     drop(held);
                     return Err(self.refuse(rejection, attempt(), run));
@@ -319,8 +327,20 @@ impl Runtime {
             }
         }
         Err(RuntimeError::Store(StoreError::Unavailable(format!(
-            "the ledger head kept moving under concurrent writers; gave up after {MAX_CONFLICT_RETRIES} tries"
+            "the ledger head kept moving under concurrent writers; gave up after {round} tries in {}s",
+            CONFLICT_RETRY_WINDOW.as_secs()
         ))))
+    }
+
+    /// Waits before retrying a serialised append that lost a race to another writer: exponential from 50 µs,
+    /// capped at 20 ms, with jitter so that instances which collided do not collide again in lockstep.
+    fn back_off(&self, attempt: u32) {
+        use std::hash::{BuildHasher, Hasher};
+        let base_us = 50u64.saturating_mul(1 << attempt.min(9)).min(20_000);
+        // Jitter of 50–150 % of the base from std's randomly keyed hasher; not from the injected id source, whose
+        // sequence tests and replay may depend on.
+        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000;
+        std::thread::sleep(std::time::Duration::from_micros(base_us / 2 + base_us * jitter / 1000));
     }
 
     /// Records a refusal as `TransitionRejected` and returns the error to hand back to the caller.

@@ -31,6 +31,7 @@
 //! head move forward; privileges refuse them to the application role, which gets `SELECT, INSERT` on events
 //! and `SELECT, UPDATE` on the head only (see [`schema::grant_sql`] and [`PostgresOptions::app_role`]).
 
+mod bench;
 mod connection;
 mod notify;
 mod rows;

@@ -34,15 +34,25 @@ pub fn progress_bar(total: u64, message: &'static str) -> ProgressBar {
 pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
     match cmd {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
-        BenchCommand::Decide { iterations } => decide(iterations),
+        BenchCommand::Decide { iterations, policies } => decide(iterations, policies),
+        #[cfg(feature = "postgres")]
+        BenchCommand::Postgres { url, events, threads } => crate::bench_pg::run(&url, events, threads),
+        #[cfg(feature = "postgres")]
+        BenchCommand::PostgresWorker { url, events, threads } => crate::bench_pg::worker(&url, events, threads),
+        #[cfg(not(feature = "postgres"))]
+        BenchCommand::Postgres { .. } | BenchCommand::PostgresWorker { .. } => {
+            Err(CliError::Coded(ErrorCode::BadConfig, "this ice was built without the `postgres` feature".into()))
+        }
     }
 }
 
-fn bench_err(e: impl std::fmt::Display) -> CliError {
+/// A benchmark failure.
+pub fn bench_err(e: impl std::fmt::Display) -> CliError {
     CliError::Coded(ErrorCode::StoreUnavailable, format!("benchmark failed: {e}"))
 }
 
-fn drafts(n: usize, clock: &SystemClock, ids: &SystemIds) -> Result<Vec<Draft>, CliError> {
+/// `n` ~200-byte agent observations for one new run.
+pub fn drafts(n: usize, clock: &SystemClock, ids: &SystemIds) -> Result<Vec<Draft>, CliError> {
     let run = ids.run_id();
     (0..n)
         .map(|i| {
@@ -64,7 +74,8 @@ fn drafts(n: usize, clock: &SystemClock, ids: &SystemIds) -> Result<Vec<Draft>, 
         .collect()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The p-th percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -72,7 +83,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn micros(d: Duration) -> f64 {
+/// Microseconds as a float.
+pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -221,15 +233,30 @@ fn summarize(samples: &mut [Duration]) -> (f64, f64) {
 
 /// In-process decide (classification + grants + Cedar + budget; nothing appended, so no fsync) against bare
 /// `cedar_policy::Authorizer::is_authorized` on the same request, prebuilt, in the same run.
-fn decide(iterations: usize) -> Result<u8, CliError> {
+fn decide(iterations: usize, policies: usize) -> Result<u8, CliError> {
     use ice_core::budget::{BudgetKey, BudgetScope, Period};
     use ice_core::{Classification, Cost, Dimension};
     use ice_policy::PolicyRequest;
     use ice_runtime::{GrantInput, IceHome, ProposalInput};
 
     let dir = tempfile::tempdir().map_err(bench_err)?;
-    let (_, rt) = IceHome::init(dir.path(), None)?;
+    let (home, rt) = IceHome::init(dir.path(), None)?;
     let alice: Principal = "human:alice".parse()?;
+    // Grow the policy set with realistic guards that are evaluated on every request but do not match it.
+    let default_count = rt.active_policy()?.engine.policy_ids().len();
+    let extra: String = (0..policies.saturating_sub(default_count))
+        .map(|i| match i % 4 {
+            0 => format!("@id(\"bench-cost-{i}\") forbid (principal, action, resource) when {{ context.cost.calls > {} }};\n", 1000 + i),
+            1 => format!("@id(\"bench-path-{i}\") forbid (principal, action in Ice::Action::\"fs\", resource) when {{ resource.path like \"/restricted-{i}/*\" }};\n"),
+            2 => format!("@id(\"bench-agent-{i}\") forbid (principal == Ice::Agent::\"blocked-{i}\", action, resource);\n"),
+            _ => format!("@id(\"bench-risk-{i}\") forbid (principal, action, resource) when {{ context.classification.risk_level > 4 && context.time_us < {i} }};\n"),
+        })
+        .collect();
+    if !extra.is_empty() {
+        let policy_dir = home.dir().join("policies");
+        std::fs::write(policy_dir.join("bench-extra.cedar"), extra).map_err(bench_err)?;
+        rt.activate_policy(&alice, &policy_dir)?;
+    }
     let run = rt.create_run(&alice, Some("bench".into()))?;
     for _ in 0..3 {
         rt.advance_run(&alice, run.id, None, None)?;

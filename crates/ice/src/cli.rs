@@ -395,11 +395,39 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2_000)]
         latency_samples: usize,
     },
+    /// PostgreSQL appends/s with 1, 2 and 4 `ice` processes on one ledger vs raw batched INSERTs of the same rows.
+    Postgres {
+        /// The ledger database (it is appended to; use a scratch database).
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Events per measurement (split across the instances).
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Appending threads per instance.
+        #[arg(long, default_value_t = 16)]
+        threads: usize,
+    },
+    /// (internal) One instance of `ice bench postgres`.
+    #[command(hide = true)]
+    PostgresWorker {
+        /// The ledger database.
+        #[arg(long)]
+        url: String,
+        /// Events to append.
+        #[arg(long)]
+        events: usize,
+        /// Appending threads.
+        #[arg(long)]
+        threads: usize,
+    },
     /// In-process decide (grant + Cedar + budget, no fsync) vs bare Cedar is_authorized on the same request.
     Decide {
         /// Decisions to time.
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
+        /// Size of the policy set: the 4 default policies plus generated ones (DESIGN.md's Cedar figure used ~20).
+        #[arg(long, default_value_t = 20)]
+        policies: usize,
     },
 }
 

@@ -3,6 +3,8 @@
 
 mod authority_cmds;
 mod bench;
+#[cfg(feature = "postgres")]
+mod bench_pg;
 mod cli;
 mod commands;
 mod demo;

@@ -175,3 +175,16 @@ fn migrate_copies_a_sqlite_ledger_into_postgres_and_proves_it() {
     let again = ice.run(&["migrate", "--to", &url]);
     assert_eq!(again.status.code(), Some(2), "a non-empty destination is refused: {}", stderr(&again));
 }
+
+/// The PostgreSQL benchmark against a throwaway cluster (fsync off: it measures ICE and the lock protocol, not
+/// the disk). Not part of the suite; run it with
+/// `cargo test --release -p ice --test cli bench_postgres -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn bench_postgres() {
+    let c = cluster();
+    let url = c.url(OWNER, &c.create_database());
+    let out = Command::new(crate::bin()).args(["bench", "postgres", "--url", &url]).output().unwrap();
+    println!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success());
+}
