@@ -280,13 +280,14 @@ impl ErrorCode {
                 "the effect may or may not have happened; check the target and record the outcome with `ice effects resolve`"
             }
             Self::ResourceMismatch => {
-                "the resource must name the effect's target, e.g. file:/notes/a.md for args {\"path\":\"/notes/a.md\"}"
+                "the resource must name the effect's target, e.g. file:notes/a.md for args {\"path\":\"notes/a.md\"}"
             }
-            Self::NoEffector => "no effector serves this action; see `ice effects list` for what is configured",
+            Self::NoEffector => "no effector serves this action; `ice effects effectors` lists what is configured",
             Self::UnknownApproval => "list pending approvals with `ice approvals list`",
             Self::ApprovalClosed => "the approval was already answered or expired; propose again for a new one",
             Self::ApproverNotAuthorized => {
-                "approvals are answered by humans listed in [approvals] approvers (or escalate_to once escalated) in config.toml, never by the proposer"
+                "approvals are answered by humans listed in [approvals] approvers (or escalate_to once escalated) in \
+                 .ice/policies/policy.toml, never by the proposer"
             }
             Self::ResumeNotAllowed => {
                 "record what changed with `ice agent reconfigure AGENT --change \"...\"` before `ice agent resume AGENT`"

@@ -121,7 +121,8 @@ fn check_typed_payload(kind: EventKind, payload: &CanonicalJson) -> Result<(), R
         EventKind::RunCreated => parse::<payloads::RunCreated>(kind, payload),
         EventKind::RunTransitioned => parse::<payloads::RunTransitioned>(kind, payload),
         EventKind::TransitionRejected => parse::<payloads::TransitionRejected>(kind, payload),
-        _ => crate::authority::check_payload(kind, payload.as_str()),
+        _ => crate::authority::check_payload(kind, payload.as_str())
+            .and_then(|()| crate::effect::check_payload(kind, payload.as_str())),
     }
 }
 

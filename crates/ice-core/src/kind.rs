@@ -153,7 +153,7 @@ kinds! {
     /// An execution permit was revoked before use.
     PermitRevoked => Effect, Required;
     /// An effector refused to act (bad or missing permit, sandbox violation).
-    EffectRefused => Effect, Required;
+    EffectRefused => Effect, Optional;
     /// An effect began.
     EffectStarted => Effect, Required;
     /// An effect completed, with evidence.
@@ -182,11 +182,11 @@ kinds! {
 
 impl EventKind {
     /// Whether folding this kind can change what admission or a decision depends on. Agents' cognitive notes and
-    /// rejection records cannot; everything else (runs, proposals and decisions, grants, budgets, policies,
+    /// rejection records (`TransitionRejected`, `EffectRefused`) cannot; everything else (runs, proposals and decisions, grants, budgets, policies,
     /// suspensions, effects, memory, checkpoints) can. Serialised appends only conflict with kinds that can.
     pub fn changes_state(self) -> bool {
-        let free =
-            (self.family() == Family::Cognitive && self != Self::ProposalSubmitted) || self == Self::TransitionRejected;
+        let free = (self.family() == Family::Cognitive && self != Self::ProposalSubmitted)
+            || matches!(self, Self::TransitionRejected | Self::EffectRefused);
         !free
     }
 

@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod chain;
 pub mod clock;
 pub mod decision;
+pub mod effect;
 pub mod error;
 pub mod event;
 pub mod grant;

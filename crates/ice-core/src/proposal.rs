@@ -221,6 +221,9 @@ pub struct Proposal {
     pub cost_estimate: Cost,
     /// Declared nondeterminism.
     pub nondeterminism: Nondeterminism,
+    /// The completed effect this proposal undoes (rollback compensations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<crate::ids::EventId>,
 }
 
 /// Canonicalises proposal args (a JSON object, at most [`MAX_ARGS_BYTES`]) and returns them with their blake3.

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::authority::AuthorityState;
 use crate::chain::ChainHead;
+use crate::effect::EffectState;
 use crate::error::{ErrorCode, Rejection};
 use crate::event::{Draft, Event};
 use crate::ids::{RunId, Seq, Timestamp};
@@ -49,6 +50,7 @@ pub struct RunRecord {
 pub struct LedgerState {
     runs: BTreeMap<RunId, RunRecord>,
     authority: AuthorityState,
+    effects: EffectState,
     head: Option<ChainHead>,
     events: u64,
     rejections: u64,
@@ -85,6 +87,11 @@ impl LedgerState {
         &self.authority
     }
 
+    /// Permits, approvals, effects and reconfigurations.
+    pub fn effects(&self) -> &EffectState {
+        &self.effects
+    }
+
     /// One run.
     pub fn run(&self, id: RunId) -> Option<&RunRecord> {
         self.runs.get(&id)
@@ -99,7 +106,8 @@ impl LedgerState {
     /// is not terminated, and a `RunTransitioned` starts from the run's current state and is legal.
     pub fn admit(&self, d: &Draft) -> Result<(), Rejection> {
         self.check(d.kind, d.run_id, d.payload.as_str(), true)?;
-        self.authority.check(d.kind, d.payload.as_str(), d.time, true)
+        self.authority.check(d.kind, d.payload.as_str(), d.time, true)?;
+        self.effects.check(d.kind, d.payload.as_str(), d.time, true, &self.authority)
     }
 
     fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str, admitting: bool) -> Result<(), Rejection> {
@@ -149,7 +157,9 @@ impl LedgerState {
         }
         self.check(e.kind, e.run_id, e.payload.as_str(), false)?;
         self.authority.check(e.kind, e.payload.as_str(), e.time, false)?;
+        self.effects.check(e.kind, e.payload.as_str(), e.time, false, &self.authority)?;
         self.authority.apply(e)?;
+        self.effects.apply(e)?;
         match e.kind {
             EventKind::RunCreated => {
                 let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();

@@ -44,12 +44,22 @@ namespace Ice {
     },
   };
 
+  // Rollback's compensation: write back content held in ICE's blob store (args.blob is its blake3).
+  action "fs.restore" in ["fs"] appliesTo {
+    principal: [Agent, Human, Runtime, Policy, Effector],
+    resource: [Resource],
+    context: {
+      run_id: String, run_state: String, classification: Classification, cost: Cost, time_us: Long,
+      args: { path: String, blob: String },
+    },
+  };
+
   action "process.exec" appliesTo {
     principal: [Agent, Human, Runtime, Policy, Effector],
     resource: [Resource],
     context: {
       run_id: String, run_state: String, classification: Classification, cost: Cost, time_us: Long,
-      args: { argv: Set<String>, cwd?: String },
+      args: { argv: Set<String>, cwd?: String, stdin?: String, env?: Set<String> },  // env: ["NAME=value"]
     },
   };
 
@@ -58,7 +68,7 @@ namespace Ice {
     resource: [Resource],
     context: {
       run_id: String, run_state: String, classification: Classification, cost: Cost, time_us: Long,
-      args: { method: String, url: String, body?: String },
+      args: { method: String, url: String, body?: String, headers?: Set<String> },  // headers: ["Name: value"]
     },
   };
 
@@ -103,8 +113,8 @@ when { context.classification.risk == "critical" };
 @id("no-secrets")
 forbid (principal, action in Ice::Action::"fs", resource)
 when {
-  resource.path like "*/secrets/*" ||
-  context.args.path like "*/secrets/*"
+  resource.path like "secrets/*" || resource.path like "*/secrets/*" ||
+  context.args.path like "secrets/*" || context.args.path like "*/secrets/*"
 };
 "#;
 

@@ -15,7 +15,17 @@ fn default_set_compiles_with_its_ids_and_actions() {
     assert_eq!(e.policy_ids(), ["default-permit", "irreversible-needs-approval", "no-critical-risk", "no-secrets"]);
     assert_eq!(
         e.actions(),
-        ["fs.append", "fs.delete", "fs.list", "fs.read", "fs.write", "http.request", "model.call", "process.exec"]
+        [
+            "fs.append",
+            "fs.delete",
+            "fs.list",
+            "fs.read",
+            "fs.restore",
+            "fs.write",
+            "http.request",
+            "model.call",
+            "process.exec"
+        ]
     );
     assert_eq!(e.hash(), default_source().hash());
 }

@@ -45,6 +45,8 @@ pub struct ProposalInput {
     pub cost_estimate: Cost,
     /// Declared nondeterminism.
     pub nondeterminism: Nondeterminism,
+    /// The completed effect this proposal undoes (set by rollback).
+    pub compensates: Option<EventId>,
 }
 
 /// A recorded decision.
@@ -111,6 +113,7 @@ impl ProposalInput {
                 .get("nondeterminism")
                 .and_then(|c| serde_json::from_value(c.clone()).ok())
                 .unwrap_or_default(),
+            compensates: None,
         }
     }
 }
@@ -167,6 +170,7 @@ impl Runtime {
             purpose: input.purpose.clone(),
             cost_estimate: input.cost_estimate.clone(),
             nondeterminism: input.nondeterminism,
+            compensates: input.compensates,
         };
         Ok((actor, run, proposal))
     }
@@ -330,11 +334,16 @@ impl Runtime {
             let r = GrantRef { grant_id: g, proposal_id: Some(pid), reason: None };
             drafts.push(caused(self.internal(EventKind::GrantUsed, rt.clone(), run, &r)?));
         }
-        if let Some(charges) = plan.charges {
+        if let Some(charges) = plan.charges.clone() {
             let r = BudgetReserved { proposal_id: pid, charges };
             drafts.push(caused(self.internal(EventKind::BudgetReserved, rt.clone(), run, &r)?));
         }
+        if let Some(d) = self.handoff_draft(policy, actor, run, proposal, pid, &plan, did)? {
+            drafts.push(d);
+        }
         if plan.suspend_agent {
+            let why = format!("{actor} suspended by the decision on proposal {pid}");
+            drafts.extend(self.revoke_permits_drafts(st, actor, &why)?.into_iter().map(caused));
             let s = AgentStatusChange {
                 principal: actor.clone(),
                 reason: format!("consequence of {:?} on proposal {pid}", plan.decision.violation).to_lowercase(),
@@ -441,7 +450,45 @@ impl Runtime {
             return Err(self.refuse(r, json!({"kind": "AgentSuspended", "principal": agent.to_string()}), None));
         }
         let s = AgentStatusChange { principal: agent.clone(), reason: reason.to_owned(), proposal_id: None };
-        self.emit(EventKind::AgentSuspended, actor.clone(), None, &s)
+        let attempt = || json!({"kind": "AgentSuspended", "origin": actor.to_string(), "principal": agent.to_string()});
+        let events = self.commit_with(
+            &|st: &LedgerState| {
+                let first = self.internal(EventKind::AgentSuspended, actor.clone(), None, &s)?;
+                let sid = first.event_id;
+                let mut drafts = vec![first];
+                let why = format!("{agent} suspended: {reason}");
+                for mut d in self.revoke_permits_drafts(st, agent, &why)? {
+                    d.causes = vec![sid];
+                    drafts.push(d);
+                }
+                Ok(drafts)
+            },
+            &attempt,
+        )?;
+        events
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "suspend appended nothing".into() })
+    }
+
+    /// Records what changed about a suspended agent (`Reconfigured`); resuming requires one since the suspension.
+    pub fn reconfigure_agent(&self, actor: &Principal, agent: &Principal, change: &str) -> Result<Event, RuntimeError> {
+        if change.trim().is_empty() {
+            let r = Rejection::new(ErrorCode::ReasonRequired, "say what changed with --change \"...\"");
+            return Err(self.refuse(r, json!({"kind": "Reconfigured", "principal": agent.to_string()}), None));
+        }
+        let r = ice_core::effect::Reconfigured { principal: agent.clone(), change: change.to_owned() };
+        self.emit(EventKind::Reconfigured, actor.clone(), None, &r)
+    }
+
+    /// Resumes a suspended, reconfigured agent. Only humans (or the runtime) hold the authority to resume.
+    pub fn resume_agent(&self, actor: &Principal, agent: &Principal, reason: &str) -> Result<Event, RuntimeError> {
+        if !matches!(actor.kind, PrincipalKind::Human | PrincipalKind::Runtime) {
+            let r = Rejection::new(ErrorCode::OriginNotAuthorized, format!("{actor} may not resume agents"));
+            return Err(self.refuse(r, json!({"kind": "AgentResumed", "principal": agent.to_string()}), None));
+        }
+        let s = AgentStatusChange { principal: agent.clone(), reason: reason.to_owned(), proposal_id: None };
+        self.emit(EventKind::AgentResumed, actor.clone(), None, &s)
     }
 
     /// The current time on the runtime's clock.

@@ -64,6 +64,9 @@ pub struct Config {
     /// Runtime defaults.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Effectors: sandbox, allowlists, limits.
+    #[serde(default)]
+    pub effects: ice_effects::EffectsConfig,
 }
 
 /// The `[store]` table.
@@ -115,6 +118,7 @@ impl Config {
                 max_batch_events: default_max_batch(),
             },
             runtime: RuntimeConfig::default(),
+            effects: ice_effects::EffectsConfig::default(),
         }
     }
 }
@@ -274,7 +278,15 @@ impl IceHome {
 
     /// Opens the runtime with an injected clock and id source.
     pub fn open_runtime_with(&self, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Runtime, HomeError> {
-        Ok(Runtime::open(self.open_store()?, clock, ids)?)
+        let effectors = self.open_effectors()?;
+        Ok(Runtime::open(self.open_store()?, clock, ids)?.with_effectors(Arc::new(effectors)))
+    }
+
+    /// The configured effectors: sandbox relative to the directory holding `.ice/`, blobs and journal inside `.ice/`.
+    pub fn open_effectors(&self) -> Result<ice_effects::Effectors, HomeError> {
+        let base = self.dir.parent().unwrap_or(&self.dir);
+        ice_effects::Effectors::new(&self.config.effects, base, &self.dir)
+            .map_err(|e| HomeError::new(e.code, format!("effectors: {}", e.message)))
     }
 
     /// The runtime public key (hex).

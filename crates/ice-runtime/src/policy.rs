@@ -15,6 +15,16 @@
 //! no_permit = "deny"
 //! policy_error = "deny"
 //! budget_exceeded = "deny"
+//!
+//! [approvals]                   # who answers `require_approval`, and what happens when nobody does
+//! approvers = ["human:*"]
+//! ttl_secs = 86400
+//! on_timeout = "deny"           # deny | escalate
+//! escalate_to = ["human:security"]
+//! escalation_ttl_secs = 86400
+//!
+//! [permits]
+//! ttl_secs = 900                # how long an execution permit stays usable
 //! ```
 
 use std::collections::BTreeMap;
@@ -22,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ice_core::decision::Consequences;
+use ice_core::effect::OnTimeout;
 use ice_core::{Classification, ErrorCode, Rejection};
 use ice_policy::{PolicyEngine, PolicySource};
 use serde::{Deserialize, Serialize};
@@ -40,6 +51,54 @@ pub struct ActionCatalog {
     /// Consequence per violation.
     #[serde(default)]
     pub consequences: Consequences,
+    /// Who answers approvals, and what happens when nobody does.
+    #[serde(default)]
+    pub approvals: ApprovalRules,
+    /// Execution permits.
+    #[serde(default)]
+    pub permits: PermitRules,
+}
+
+/// The `[approvals]` table of `policy.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalRules {
+    /// Principal patterns that may answer (`human:alice`, `human:*`). The proposer never may.
+    pub approvers: Vec<String>,
+    /// How long an approval stays open, in seconds.
+    pub ttl_secs: u64,
+    /// `deny` (expire) or `escalate` (once, to `escalate_to`) when nobody answers in time.
+    pub on_timeout: OnTimeout,
+    /// Approvers after escalation.
+    pub escalate_to: Vec<String>,
+    /// How long the escalated approval stays open, in seconds.
+    pub escalation_ttl_secs: u64,
+}
+
+impl Default for ApprovalRules {
+    fn default() -> Self {
+        Self {
+            approvers: vec!["human:*".to_owned()],
+            ttl_secs: 24 * 3600,
+            on_timeout: OnTimeout::Deny,
+            escalate_to: Vec::new(),
+            escalation_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// The `[permits]` table of `policy.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PermitRules {
+    /// How long an execution permit stays usable, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for PermitRules {
+    fn default() -> Self {
+        Self { ttl_secs: 15 * 60 }
+    }
 }
 
 /// The default `policy.toml` written by `ice init`.
@@ -86,12 +145,27 @@ scope = "internal"
 access = "read"
 risk = "low"
 
+[actions."fs.restore"]
+scope = "external"
+access = "write"
+risk = "medium"
+
 [consequences]
 no_grant = "deny"
 policy_forbid = "deny"
 no_permit = "deny"
 policy_error = "deny"
 budget_exceeded = "deny"
+
+[approvals]
+approvers = ["human:*"]       # who may answer; never the proposer
+ttl_secs = 86400              # unanswered after this: on_timeout applies
+on_timeout = "deny"           # deny | escalate (once, to escalate_to)
+escalate_to = []
+escalation_ttl_secs = 86400
+
+[permits]
+ttl_secs = 900                # an allowed or approved proposal must be executed within this
 "#;
 
 /// A policy bundle as recorded in `PolicyActivated`.

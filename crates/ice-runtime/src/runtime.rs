@@ -77,18 +77,41 @@ pub struct Runtime {
     ids: Arc<dyn IdSource>,
     state: Mutex<LedgerState>,
     policies: Mutex<HashMap<String, PolicyHandle>>,
+    effectors: Option<Arc<ice_effects::Effectors>>,
 }
 
 impl Runtime {
     /// Opens a runtime over a store, folding the whole ledger into derived state.
     pub fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Self, RuntimeError> {
-        let rt =
-            Self { store, clock, ids, state: Mutex::new(LedgerState::new()), policies: Mutex::new(HashMap::new()) };
+        let rt = Self {
+            store,
+            clock,
+            ids,
+            state: Mutex::new(LedgerState::new()),
+            policies: Mutex::new(HashMap::new()),
+            effectors: None,
+        };
         {
             let mut st = rt.lock();
             rt.catch_up_locked(&mut st)?;
         }
         Ok(rt)
+    }
+
+    /// Attaches the effectors that [`Runtime::execute`] hands permitted effects to.
+    pub fn with_effectors(mut self, effectors: Arc<ice_effects::Effectors>) -> Self {
+        self.effectors = Some(effectors);
+        self
+    }
+
+    /// [`Runtime::with_effectors`] in place.
+    pub fn set_effectors(&mut self, effectors: Arc<ice_effects::Effectors>) {
+        self.effectors = Some(effectors);
+    }
+
+    /// The attached effectors.
+    pub fn effector_registry(&self) -> Option<&Arc<ice_effects::Effectors>> {
+        self.effectors.as_ref()
     }
 
     /// A fresh event id from the injected id source.
@@ -277,6 +300,19 @@ impl Runtime {
         make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
         attempt: &dyn Fn() -> Value,
     ) -> Result<Vec<Event>, RuntimeError> {
+        self.commit_or(make, &|rejection, run| self.refuse(rejection, attempt(), run), &|| {
+            attempt().get("run_id").and_then(Value::as_str).and_then(|r| r.parse::<RunId>().ok())
+        })
+    }
+
+    /// [`Runtime::commit_with`] with the caller choosing how a refusal is recorded (the effect boundary records
+    /// `EffectRefused` rather than `TransitionRejected`) and which run it names.
+    pub(crate) fn commit_or(
+        &self,
+        make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
+        refuse: &dyn Fn(Rejection, Option<RunId>) -> RuntimeError,
+        attempted_run: &dyn Fn() -> Option<RunId>,
+    ) -> Result<Vec<Event>, RuntimeError> {
         let started = std::time::Instant::now();
         let mut round = 0u32;
         while round == 0 || started.elapsed() < CONFLICT_RETRY_WINDOW {
@@ -290,13 +326,9 @@ impl Runtime {
             let drafts = match admitted {
                 Ok(d) => d,
                 Err(rejection) => {
-                    let run = attempt()
-                        .get("run_id")
-                        .and_then(Value::as_str)
-                        .and_then(|r| r.parse::<RunId>().ok())
-                        .filter(|r| st.run(*r).is_some());
+                    let run = attempted_run().filter(|r| st.run(*r).is_some());
                     drop(st);
-                    return Err(self.refuse(rejection, attempt(), run));
+                    return Err(refuse(rejection, run));
                 }
             };
             let serial = drafts.iter().any(|d| !is_free_kind(d.kind));
@@ -321,7 +353,7 @@ impl Runtime {
                 }
                 Err(StoreError::Rejected { rejection, .. }) => {
                     drop(held);
-                    return Err(self.refuse(rejection, attempt(), run));
+                    return Err(refuse(rejection, run));
                 }
                 Err(e) => return Err(e.into()),
             }

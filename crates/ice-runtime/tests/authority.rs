@@ -271,13 +271,19 @@ fn decisions_are_one_atomic_bundle_with_causes() {
     let kinds: Vec<EventKind> = o.events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [EventKind::ProposalSubmitted, EventKind::DecisionMade, EventKind::GrantUsed, EventKind::BudgetReserved]
+        [
+            EventKind::ProposalSubmitted,
+            EventKind::DecisionMade,
+            EventKind::GrantUsed,
+            EventKind::BudgetReserved,
+            EventKind::PermitIssued
+        ]
     );
     assert_eq!(o.decision_event.causes, vec![o.proposal.event_id]);
     assert!(o.events[2..].iter().all(|e| e.causes == vec![o.decision_event.event_id]));
     let all = l.rt.store().read(&EventQuery { limit: usize::MAX, ..EventQuery::default() }).unwrap();
     let seqs: Vec<u64> = o.events.iter().map(|e| e.seq.0).collect();
-    assert_eq!(seqs, (seqs[0]..seqs[0] + 4).collect::<Vec<_>>(), "contiguous: {all:?}");
+    assert_eq!(seqs, (seqs[0]..seqs[0] + 5).collect::<Vec<_>>(), "contiguous: {all:?}");
 }
 
 #[test]

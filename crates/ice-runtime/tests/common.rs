@@ -54,6 +54,11 @@ impl Ledger {
         Self { rt, clock, alice: "human:alice".parse().unwrap(), _dir: dir }
     }
 
+    /// The ledger's scratch directory (for a sandbox and blob store).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// A run advanced to EXECUTING; returns its id.
     pub fn executing_run(&self) -> String {
         let run = self.rt.create_run(&self.alice, None).unwrap();

@@ -37,6 +37,13 @@ pub fn print_decision(o: &DecisionOutcome, json_out: bool) {
         v["proposal_id"] = json!(o.proposal.event_id.to_string());
         v["decision_event_id"] = json!(o.decision_event.event_id.to_string());
         v["decision_seq"] = json!(o.decision_event.seq.0);
+        for e in &o.events {
+            match e.kind {
+                ice_core::EventKind::PermitIssued => v["permit_id"] = json!(e.event_id.to_string()),
+                ice_core::EventKind::ApprovalRequested => v["approval_id"] = json!(e.event_id.to_string()),
+                _ => {}
+            }
+        }
         println!("{v}");
         return;
     }
@@ -46,6 +53,17 @@ pub fn print_decision(o: &DecisionOutcome, json_out: bool) {
         println!("  {:<18} {}{ids}", r.kind, r.detail);
     }
     println!("  policy set {}", &d.policy_hash[..16.min(d.policy_hash.len())]);
+    for e in &o.events {
+        match e.kind {
+            ice_core::EventKind::PermitIssued => {
+                println!("  permit {}  (execute with `ice exec {}`)", e.event_id, e.event_id)
+            }
+            ice_core::EventKind::ApprovalRequested => {
+                println!("  approval {} pending  (`ice approvals list`, `ice approve {}`)", e.event_id, e.event_id)
+            }
+            _ => {}
+        }
+    }
 }
 
 fn string_field(v: &Value, k: &str) -> Option<String> {
@@ -104,6 +122,7 @@ pub fn propose(home: &IceHome, args: &ProposeArgs) -> Result<u8, CliError> {
             .ok_or_else(|| bad("--resource is required"))?,
         args: args_text,
         purpose: args.purpose.clone().or_else(|| string_field(&file, "purpose")).unwrap_or_default(),
+        compensates: None,
         cost_estimate,
         nondeterminism,
     };
@@ -302,6 +321,16 @@ pub fn agent(home: &IceHome, cmd: AgentCommand) -> Result<u8, CliError> {
             let target: Principal = agent.parse()?;
             let e = rt.suspend_agent(&actor(home, who.as_deref())?, &target, &reason)?;
             println!("{target} suspended (seq {})", e.seq);
+        }
+        AgentCommand::Reconfigure { agent, change, actor: who } => {
+            let target: Principal = agent.parse()?;
+            let e = rt.reconfigure_agent(&actor(home, who.as_deref())?, &target, &change)?;
+            println!("{target} reconfigured (seq {})", e.seq);
+        }
+        AgentCommand::Resume { agent, reason, actor: who } => {
+            let target: Principal = agent.parse()?;
+            let e = rt.resume_agent(&actor(home, who.as_deref())?, &target, &reason)?;
+            println!("{target} resumed (seq {})", e.seq);
         }
         AgentCommand::List { json: json_out } => {
             let suspended: Vec<_> =

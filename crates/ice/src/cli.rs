@@ -19,7 +19,7 @@ pub struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 ok (propose: allowed) · 1 check failed (verify, policy test) · 2 usage · \
 3 refused (recorded as TransitionRejected) · 4 not initialised / not found · 5 store or configuration error · \
-6 propose: denied or suspended · 7 propose: approval required";
+6 propose: denied or suspended · 7 propose: approval required · 8 exec: the effect failed (recorded as EffectFailed) · 9 rollback: incomplete (approvals pending, denied or failed compensations)";
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
@@ -48,9 +48,32 @@ pub enum Command {
     /// Show, set and settle budgets.
     #[command(subcommand)]
     Budget(BudgetCommand),
-    /// Suspend and list agents.
+    /// Suspend, reconfigure, resume and list agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Execute a permitted effect: the permit from an allowed (or approved) proposal, with exactly its args.
+    Exec(ExecArgs),
+    /// List effects, find those awaiting reconciliation, retry or resolve them, list permits.
+    #[command(subcommand)]
+    Effects(EffectsCommand),
+    /// List approvals (pending by default).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve a pending approval: issues the execution permit, bound to the approved args.
+    Approve(AnswerArgs),
+    /// Deny a pending approval.
+    Deny(AnswerArgs),
+    /// Undo the completed effects of a run (or one effect) by governed compensations.
+    Rollback {
+        /// Run id (or unique prefix) or an EffectStarted / EffectCompleted event id.
+        target: String,
+        /// Act as this principal (the compensations are its proposals).
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the ledger.
     Log(LogArgs),
     /// Show one event (by event id) or one run (by run id or unique prefix) in full.
@@ -123,6 +146,14 @@ pub enum RunCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Finish an EXECUTING run: VALIDATING, then COMMITTED if every effect completed, else ABORTED.
+    Finish {
+        /// Run id or unique prefix.
+        run: String,
+        /// Act as this principal.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
     },
     /// End a run from any non-terminal state.
     Terminate {
@@ -372,6 +403,28 @@ pub enum AgentCommand {
         #[arg(long = "as", value_name = "PRINCIPAL")]
         actor: Option<String>,
     },
+    /// Record what changed about a suspended agent (required before it can be resumed).
+    Reconfigure {
+        /// The agent (agent:NAME).
+        agent: String,
+        /// What changed (policy, prompt, tools, model...).
+        #[arg(long)]
+        change: String,
+        /// Who reconfigured it.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// Resume a suspended agent that has been reconfigured.
+    Resume {
+        /// The agent (agent:NAME).
+        agent: String,
+        /// Why it may act again.
+        #[arg(long)]
+        reason: String,
+        /// Resuming authority (a human).
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
     /// List suspended agents.
     List {
         /// Print JSON lines.
@@ -470,4 +523,106 @@ pub enum DebugCommand {
         #[arg(long, default_value = "calls=1")]
         cost: String,
     },
+}
+
+/// `ice exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The permit id (printed by `ice propose` on allow, or by `ice approve`).
+    pub permit: String,
+    /// Args JSON (or @FILE, @- for stdin); default: exactly the proposal's args.
+    #[arg(long)]
+    pub args: Option<String>,
+    /// Who executes (must be the permit's holder, the proposer).
+    #[arg(long = "as", value_name = "PRINCIPAL")]
+    pub actor: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ice effects ...`
+#[derive(Debug, Subcommand)]
+pub enum EffectsCommand {
+    /// List effects with their status.
+    List {
+        /// Only this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconcile, then list effects still running or whose outcome is unknown (exit 1 if any is unknown).
+    Pending {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry an effect whose outcome is unknown (idempotent: it is never applied twice).
+    Retry {
+        /// The EffectStarted event id.
+        effect: String,
+        /// Who retries.
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// Record by hand the outcome of an effect whose outcome is unknown.
+    Resolve {
+        /// The EffectStarted event id.
+        effect: String,
+        /// The effect happened.
+        #[arg(long, conflicts_with = "failed", required_unless_present = "failed")]
+        completed: bool,
+        /// The effect did not happen.
+        #[arg(long)]
+        failed: bool,
+        /// What was checked.
+        #[arg(long)]
+        note: String,
+        /// Who resolves (a human).
+        #[arg(long = "as", value_name = "PRINCIPAL")]
+        actor: Option<String>,
+    },
+    /// List execution permits.
+    Permits {
+        /// Include used, revoked and expired permits.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the effectors and the actions they serve.
+    Effectors,
+}
+
+/// `ice approvals ...`
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approvals: pending ones (after expiring overdue ones), or all with --all.
+    List {
+        /// Include answered and expired approvals.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ice approve` / `ice deny`.
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    /// The approval id.
+    pub approval: String,
+    /// A comment recorded with the answer.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// The args hash you reviewed; the answer is refused if the approval is for other args.
+    #[arg(long, value_name = "HASH")]
+    pub args_hash: Option<String>,
+    /// Who answers (a human listed as approver).
+    #[arg(long = "as", value_name = "PRINCIPAL")]
+    pub actor: Option<String>,
 }

@@ -11,7 +11,7 @@ use ice_store::{EventQuery, verify_ledger};
 
 use crate::cli::{Cli, Command, DebugCommand, EmitArgs, LogArgs, RunCommand};
 use crate::render::{self, CliError};
-use crate::{authority_cmds, bench, demo, exit};
+use crate::{authority_cmds, bench, demo, effect_cmds, exit};
 
 /// Runs one parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
@@ -26,6 +26,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Policy(cmd) => authority_cmds::policy(&home()?, cmd),
         Command::Budget(cmd) => authority_cmds::budget(&home()?, cmd),
         Command::Agent(cmd) => authority_cmds::agent(&home()?, cmd),
+        Command::Exec(args) => effect_cmds::exec(&home()?, &args),
+        Command::Effects(cmd) => effect_cmds::effects(&home()?, cmd),
+        Command::Approvals(cmd) => effect_cmds::approvals(&home()?, cmd),
+        Command::Approve(args) => effect_cmds::answer(&home()?, &args, true),
+        Command::Deny(args) => effect_cmds::answer(&home()?, &args, false),
+        Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),
         Command::Verify { json } => verify(&home()?, json),
@@ -135,6 +141,11 @@ fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
             let id = resolve_run(&rt, &run)?;
             let r = rt.advance_run(&actor(home, who.as_deref())?, id, to, reason)?;
             print_run(&r, json);
+        }
+        RunCommand::Finish { run, actor: who } => {
+            let id = resolve_run(&rt, &run)?;
+            let r = rt.finish_run(&actor(home, who.as_deref())?, id)?;
+            print_run(&r, false);
         }
         RunCommand::Terminate { run, reason, actor: who, json } => {
             let id = resolve_run(&rt, &run)?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::intake::RawEvent;
 use ice_core::{Cost, Dimension, Principal, RunState};
-use ice_runtime::{GrantInput, IceHome, ProposalInput, Runtime, RuntimeError};
+use ice_runtime::{DecisionOutcome, ExecInput, GrantInput, IceHome, ProposalInput, Runtime, RuntimeError};
 use ice_store::{EventQuery, verify_ledger};
 
 use crate::exit;
@@ -22,7 +22,7 @@ fn show_refusal<T>(result: Result<T, RuntimeError>) -> Result<(), CliError> {
         Err(RuntimeError::Rejected { rejection, record }) => {
             println!("  refused [{}] {}", rejection.code, rejection.message);
             if let Some(r) = record {
-                println!("  recorded as TransitionRejected at seq {}", r.seq);
+                println!("  recorded as {} at seq {}", r.kind, r.seq);
             }
             Ok(())
         }
@@ -63,6 +63,7 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     println!("  ledger {} (runtime key {}…)", rt.store().describe(), &home.public_key()?[..16]);
     scenario(&rt)?;
     authority_scenario(&rt)?;
+    effects_scenario(&rt)?;
 
     step("audit trail (ice log)");
     let events = rt.store().read(&EventQuery { limit: usize::MAX, ..EventQuery::default() })?;
@@ -143,7 +144,7 @@ fn scenario(rt: &Runtime) -> Result<(), CliError> {
     Ok(())
 }
 
-fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) -> Result<(), CliError> {
+fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) -> Result<DecisionOutcome, CliError> {
     let input = ProposalInput {
         actor: "agent:planner".into(),
         run: Some(run.into()),
@@ -160,7 +161,7 @@ fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) ->
         let ids = if r.kind.starts_with("policy") { format!(" [{}]", r.ids.join(", ")) } else { String::new() };
         println!("    {:<18} {}{ids}", r.kind, r.detail);
     }
-    Ok(())
+    Ok(o)
 }
 
 /// Proposals decided by grants, Cedar policy and budgets.
@@ -179,16 +180,16 @@ fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
         rt,
         &id,
         "fs.write",
-        "file:/sandbox/q3-summary.md",
-        r#"{"path":"/sandbox/q3-summary.md","content":"Q3: revenue up 4%"}"#,
+        "file:reports/q3-summary.md",
+        r#"{"path":"reports/q3-summary.md","content":"Q3: revenue up 4%"}"#,
     )?;
 
-    step("human:alice grants agent:planner fs.* on file:/sandbox/ for this run (1 hour) and a budget of 2 calls");
+    step("human:alice grants agent:planner fs.* on file:reports/ for this run (1 hour) and a budget of 2 calls");
     let grant = GrantInput {
         principal: planner.clone(),
         run: Some(run.id),
         actions: vec!["fs.*".into()],
-        resource: "file:/sandbox/".into(),
+        resource: "file:reports/".into(),
         ttl_micros: Some(3_600_000_000),
         max_uses: None,
         revocable: true,
@@ -204,32 +205,130 @@ fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
         rt,
         &id,
         "fs.write",
-        "file:/sandbox/q3-summary.md",
-        r#"{"path":"/sandbox/q3-summary.md","content":"Q3: revenue up 4%"}"#,
+        "file:reports/q3-summary.md",
+        r#"{"path":"reports/q3-summary.md","content":"Q3: revenue up 4%"}"#,
     )?;
 
     step(
-        "agent:planner proposes to read file:/sandbox/secrets/api-key: the grant covers it, a Cedar forbid does not: DENY",
+        "agent:planner proposes to read file:reports/secrets/api-key: the grant covers it, a Cedar forbid does not: DENY",
     );
-    propose(rt, &id, "fs.read", "file:/sandbox/secrets/api-key", r#"{"path":"/sandbox/secrets/api-key"}"#)?;
+    propose(rt, &id, "fs.read", "file:reports/secrets/api-key", r#"{"path":"reports/secrets/api-key"}"#)?;
 
     step("two more writes against the 2-call budget: the second exceeds it: DENY");
     propose(
         rt,
         &id,
         "fs.append",
-        "file:/sandbox/q3-summary.md",
-        r#"{"path":"/sandbox/q3-summary.md","content":"\nCosts flat."}"#,
+        "file:reports/q3-summary.md",
+        r#"{"path":"reports/q3-summary.md","content":"\nCosts flat."}"#,
     )?;
     propose(
         rt,
         &id,
         "fs.append",
-        "file:/sandbox/q3-summary.md",
-        r#"{"path":"/sandbox/q3-summary.md","content":"\nHiring paused."}"#,
+        "file:reports/q3-summary.md",
+        r#"{"path":"reports/q3-summary.md","content":"\nHiring paused."}"#,
     )?;
 
     step("agent:planner proposes to delete a file (irreversible): the policy asks for a human: REQUIRE_APPROVAL");
-    propose(rt, &id, "fs.delete", "file:/sandbox/old-draft.md", r#"{"path":"/sandbox/old-draft.md"}"#)?;
+    propose(rt, &id, "fs.delete", "file:reports/old-draft.md", r#"{"path":"reports/old-draft.md"}"#)?;
+    Ok(())
+}
+
+/// The permit id handed out with a decision (or by an approval).
+fn permit_in(events: &[ice_core::Event]) -> Result<String, CliError> {
+    events
+        .iter()
+        .find(|e| e.kind == ice_core::EventKind::PermitIssued)
+        .map(|e| e.event_id.to_string())
+        .ok_or_else(|| CliError::Coded(ice_core::ErrorCode::NoPermit, "the demo expected a permit here".into()))
+}
+
+fn exec(rt: &Runtime, actor: &str, permit: &str, args: Option<&str>) -> Result<(), CliError> {
+    let out = rt.execute(&ExecInput { actor: actor.into(), permit: permit.into(), args: args.map(str::to_owned) })?;
+    let ev = out.evidence.ok_or_else(|| {
+        let (code, msg) = out.failure.unwrap_or((ice_core::ErrorCode::EffectFailed, String::new()));
+        CliError::Coded(code, msg)
+    })?;
+    let after = ev.after.as_deref().map_or("(absent)".to_owned(), |h| format!("{}…", &h[..12.min(h.len())]));
+    println!(
+        "  EffectStarted seq {} → EffectCompleted seq {}; content after {after}",
+        out.started.seq, out.outcome.seq
+    );
+    Ok(())
+}
+
+/// Allowed proposals become effects through single-use permits; approvals bind args; rollback restores files.
+fn effects_scenario(rt: &Runtime) -> Result<(), CliError> {
+    let alice: Principal = "human:alice".parse()?;
+    let planner = "agent:planner";
+    step("a fourth run: agent:planner publishes the summary through the effect boundary");
+    let run = rt.create_run(&alice, Some("publish the Q3 summary".into()))?;
+    for _ in 0..3 {
+        rt.advance_run(&alice, run.id, None, None)?;
+    }
+    let id = run.id.to_string();
+    let grant = GrantInput {
+        principal: planner.parse()?,
+        run: Some(run.id),
+        actions: vec!["fs.*".into()],
+        resource: "file:reports/".into(),
+        ttl_micros: Some(3_600_000_000),
+        max_uses: None,
+        revocable: true,
+    };
+    rt.issue_grant(&alice, &grant)?;
+    let sandbox = rt.effector_registry().map(|e| e.sandbox_root().to_path_buf()).unwrap_or_default();
+
+    step("agent:planner proposes writing reports/q3.md: ALLOW, with a permit bound to these exact args");
+    let args = r#"{"path":"reports/q3.md","content":"Q3: revenue up 4%\n"}"#;
+    let o = propose(rt, &id, "fs.write", "file:reports/q3.md", args)?;
+    let permit = permit_in(&o.events)?;
+    println!("  permit {permit}");
+    step("agent:planner executes the permit: the fs effector writes the file inside the sandbox");
+    exec(rt, planner, &permit, None)?;
+    step("agent:planner tries the same permit again: refused (single use)");
+    show_refusal(rt.execute(&ExecInput { actor: planner.into(), permit: permit.clone(), args: None }))?;
+
+    step("agent:planner proposes deleting reports/q3.md (irreversible): REQUIRE_APPROVAL");
+    let o = propose(rt, &id, "fs.delete", "file:reports/q3.md", r#"{"path":"reports/q3.md"}"#)?;
+    let approval = rt
+        .with_state(|s| s.effects().approval_for(o.proposal.event_id).map(|a| a.id))?
+        .ok_or_else(|| CliError::Coded(ice_core::ErrorCode::UnknownApproval, "no approval was requested".into()))?;
+    println!("  approval {approval} shows human:alice the exact args {{\"path\":\"reports/q3.md\"}}");
+    step("human:alice approves: a permit bound to the approved args is issued");
+    let approved = rt.approve(&alice, approval, None, Some("old summary, superseded"))?;
+    let permit = permit_in(&approved)?;
+    step("agent:planner swaps the args after approval (deleting another file): refused");
+    show_refusal(rt.execute(&ExecInput {
+        actor: planner.into(),
+        permit: permit.clone(),
+        args: Some(r#"{"path":"reports/q2.md"}"#.into()),
+    }))?;
+    step("agent:planner executes with the approved args: the file is deleted (its content kept for rollback)");
+    exec(rt, planner, &permit, None)?;
+    let delete = rt.with_state(|s| s.effects().permits().get(&permit.parse().ok()?)?.used_by)?;
+
+    step("human:alice rolls the delete back: a governed fs.restore of the recorded prior content");
+    let alice_grant = GrantInput { principal: alice.clone(), run: None, ..grant };
+    rt.issue_grant(&alice, &alice_grant)?;
+    if let Some(effect) = delete {
+        let report = rt.rollback(&alice, ice_runtime::RollbackTarget::Event(effect))?;
+        for item in &report.items {
+            match &item.step {
+                ice_runtime::RollbackStep::Compensated { compensation } => {
+                    println!("  {} {} undone by effect {compensation} (fs.restore)", item.action, item.resource);
+                }
+                other => println!("  {} {}: {other:?}", item.action, item.resource),
+            }
+        }
+        println!("  rollback run {} is {}", report.run, report.run_state);
+    }
+    let restored = std::fs::read_to_string(sandbox.join("reports/q3.md")).unwrap_or_default();
+    println!("  reports/q3.md is back: {:?}", restored);
+
+    step("the run is finished: every effect completed, so it is COMMITTED");
+    let r = rt.finish_run(&alice, run.id)?;
+    println!("  → {} ({})", r.state, r.last_reason.unwrap_or_default());
     Ok(())
 }

@@ -8,6 +8,7 @@ mod bench_pg;
 mod cli;
 mod commands;
 mod demo;
+mod effect_cmds;
 mod migrate;
 mod render;
 
@@ -35,6 +36,10 @@ pub mod exit {
     pub const DENIED: u8 = 6;
     /// `ice propose`: the proposal was recorded and needs a human approval.
     pub const APPROVAL_REQUIRED: u8 = 7;
+    /// `ice exec`: the effect started and failed (recorded as `EffectFailed`).
+    pub const EFFECT_FAILED: u8 = 8;
+    /// `ice rollback`: some compensations await approval, were denied or failed.
+    pub const INCOMPLETE: u8 = 9;
 }
 
 fn main() -> ExitCode {

@@ -5,6 +5,7 @@ mod cli {
     mod authority;
     mod bad_input;
     mod crash;
+    mod effects;
     mod flow;
     mod postgres;
     mod tamper;

@@ -149,7 +149,15 @@ fn demo_runs_end_to_end() {
         "policy_forbid",
         "budget_exceeded",
         "REQUIRE_APPROVAL fs.delete",
-        "ok: 44 events",
+        // The effect boundary: executed, single use, args swap refused, rollback restored the file.
+        "EffectStarted seq",
+        "ICE-E0802",
+        "ICE-E0804",
+        "recorded as EffectRefused",
+        "fs.delete file:reports/q3.md undone by effect",
+        "reports/q3.md is back: \"Q3: revenue up 4%\\n\"",
+        "COMMITTED (all 2 effect(s) completed)",
+        "ok: 89 events",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }

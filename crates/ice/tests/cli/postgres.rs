@@ -188,3 +188,62 @@ fn bench_postgres() {
     println!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success());
 }
+
+/// A single-use approval answered by two instances at once: exactly one answer is recorded; the permit it issues,
+/// executed by both instances at once, runs exactly once.
+#[test]
+fn approvals_and_permits_stay_single_use_across_instances() {
+    let (ice, url) = pg_ice();
+    let other = Ice::init_with(&["--store", &url]);
+    let run = ice.executing_run();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
+    for i in 0..6 {
+        let path = format!("f{i}.txt");
+        let args = format!(r#"{{"path":"{path}","content":"{i}"}}"#);
+        let write = ["propose", "--json", "--as", "agent:a", "--run", &run, "--action", "fs.write"];
+        let resource = format!("file:{path}");
+        let mut argv = write.to_vec();
+        argv.extend(["--resource", &resource, "--args", &args]);
+        let d: serde_json::Value = serde_json::from_str(ice.ok(&argv).trim()).unwrap();
+        ice.ok(&["exec", "--as", "agent:a", d["permit_id"].as_str().unwrap()]);
+        // Each instance has its own sandbox (as separate hosts would): give the other one the same file.
+        std::fs::write(other.path().join("sandbox").join(&path), i.to_string()).unwrap();
+
+        let delete_args = format!(r#"{{"path":"{path}"}}"#);
+        let mut argv = vec!["propose", "--json", "--as", "agent:a", "--run", &run, "--action", "fs.delete"];
+        argv.extend(["--resource", &resource, "--args", &delete_args]);
+        let out = ice.run(&argv);
+        assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+        let d: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let approval = d["approval_id"].as_str().unwrap().to_owned();
+
+        let answers: Vec<Child> = [(&ice, "human:alice"), (&other, "human:bob")]
+            .into_iter()
+            .map(|(home, who)| spawn(home, &["approve", &approval, "--as", who]))
+            .collect();
+        let outs: Vec<_> = answers.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+        assert_eq!(ok.len(), 1, "exactly one approval answer wins: {:?}", outs.iter().map(stderr).collect::<Vec<_>>());
+        let lost = outs.iter().find(|o| !o.status.success()).unwrap();
+        assert!(stderr(lost).contains("ICE-E0821"), "{}", stderr(lost));
+        let permit = stdout(ok[0])
+            .lines()
+            .find_map(|l| l.strip_prefix("permit "))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+
+        let execs: Vec<Child> =
+            [&ice, &other].into_iter().map(|home| spawn(home, &["exec", "--as", "agent:a", &permit])).collect();
+        let outs: Vec<_> = execs.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1, "one permit, one effect");
+        let lost = outs.iter().find(|o| !o.status.success()).unwrap();
+        assert!(stderr(lost).contains("ICE-E0802"), "{}", stderr(lost));
+    }
+    let events = ice.events();
+    assert_eq!(events.iter().filter(|e| e["kind"] == "ApprovalGranted").count(), 6);
+    assert_eq!(events.iter().filter(|e| e["kind"] == "EffectStarted").count(), 12);
+    ice.ok(&["verify"]);
+}

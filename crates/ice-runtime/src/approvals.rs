@@ -1,0 +1,310 @@
+//! Permits and human approvals: what a decision hands to the effect boundary.
+//!
+//! An `allow` decision is appended together with a `PermitIssued` bound to the proposal's args hash; a
+//! `require_approval` decision with an `ApprovalRequested` that shows the approver the exact canonical args, the
+//! classification, the cost estimate and the policies that asked. An approval is answered once, by a principal the
+//! recorded rules name (never the proposer), for the args hash it was requested with; granting it records the grant
+//! use, reserves the budget and issues the permit in the same append. Unanswered approvals expire or escalate
+//! (once) when reconciled after their deadline.
+
+use ice_core::budget::BudgetReserved;
+use ice_core::decision::{DecisionPlan, Verdict};
+use ice_core::effect::{
+    ApprovalAnswer, ApprovalRequested, ApprovalStatus, ApprovalTimeout, OnTimeout, PermitIssued, PermitRevoked,
+    principal_matches,
+};
+use ice_core::grant::{GrantRef, GrantStatus};
+use ice_core::{
+    Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, PrincipalKind, Proposal, Rejection, RunId,
+};
+use serde_json::json;
+
+use crate::policy::CompiledPolicy;
+use crate::runtime::{Runtime, RuntimeError};
+
+const MICROS_PER_SEC: i64 = 1_000_000;
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / MICROS_PER_SEC).saturating_mul(MICROS_PER_SEC)
+}
+
+impl Runtime {
+    /// The permit (on allow) or approval request (on require_approval) that goes with a decision.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handoff_draft(
+        &self,
+        policy: &CompiledPolicy,
+        actor: &Principal,
+        run: Option<RunId>,
+        proposal: &Proposal,
+        proposal_id: EventId,
+        plan: &DecisionPlan,
+        decision_id: EventId,
+    ) -> Result<Option<Draft>, Rejection> {
+        let now = self.now();
+        let rt = Principal::runtime();
+        let mut draft = match plan.decision.verdict {
+            Verdict::Allow => {
+                let p = PermitIssued {
+                    proposal_id,
+                    actor: actor.clone(),
+                    action: proposal.action.clone(),
+                    resource: proposal.resource.clone(),
+                    args_hash: proposal.args_hash.clone(),
+                    expires_at: now.plus_micros(secs(policy.catalog.permits.ttl_secs)),
+                    approval_id: None,
+                };
+                self.internal(EventKind::PermitIssued, rt, run, &p)?
+            }
+            Verdict::RequireApproval => {
+                let rules = &policy.catalog.approvals;
+                let reason = plan
+                    .decision
+                    .reasons
+                    .iter()
+                    .filter(|r| matches!(r.kind.as_str(), "approval_required" | "consequence"))
+                    .map(|r| r.detail.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let a = ApprovalRequested {
+                    proposal_id,
+                    actor: actor.clone(),
+                    action: proposal.action.clone(),
+                    resource: proposal.resource.clone(),
+                    args: proposal.args.clone(),
+                    args_hash: proposal.args_hash.clone(),
+                    classification: plan.decision.classification,
+                    cost_estimate: proposal.cost_estimate.clone(),
+                    policies: plan.decision.policies.clone(),
+                    reason,
+                    approvers: rules.approvers.clone(),
+                    expires_at: now.plus_micros(secs(rules.ttl_secs)),
+                    on_timeout: rules.on_timeout,
+                    escalate_to: rules.escalate_to.clone(),
+                    escalation_ttl_secs: rules.escalation_ttl_secs,
+                    grant_id: plan.decision.grants.first().copied(),
+                };
+                self.internal(EventKind::ApprovalRequested, rt, run, &a)?
+            }
+            Verdict::Deny | Verdict::Suspend => return Ok(None),
+        };
+        draft.causes = vec![decision_id];
+        Ok(Some(draft))
+    }
+
+    /// `PermitRevoked` for every live permit an agent holds (what suspending it means).
+    pub(crate) fn revoke_permits_drafts(
+        &self,
+        st: &LedgerState,
+        agent: &Principal,
+        reason: &str,
+    ) -> Result<Vec<Draft>, Rejection> {
+        let now = self.now();
+        st.effects()
+            .live_permits_of(agent, now)
+            .map(|permit_id| {
+                let run = st.effects().permits().get(&permit_id).and_then(|p| p.run);
+                let r = PermitRevoked { permit_id, reason: reason.to_owned() };
+                let mut d = self.internal(EventKind::PermitRevoked, Principal::runtime(), run, &r)?;
+                d.causes = vec![permit_id];
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Approves a pending approval. `args_hash`, when given, is the hash the approver saw and must match.
+    pub fn approve(
+        &self,
+        approver: &Principal,
+        approval: EventId,
+        args_hash: Option<&str>,
+        comment: Option<&str>,
+    ) -> Result<Vec<Event>, RuntimeError> {
+        self.answer(approver, approval, args_hash, comment, true)
+    }
+
+    /// Denies a pending approval.
+    pub fn deny_approval(
+        &self,
+        approver: &Principal,
+        approval: EventId,
+        comment: Option<&str>,
+    ) -> Result<Vec<Event>, RuntimeError> {
+        self.answer(approver, approval, None, comment, false)
+    }
+
+    fn answer(
+        &self,
+        approver: &Principal,
+        approval: EventId,
+        args_hash: Option<&str>,
+        comment: Option<&str>,
+        grant: bool,
+    ) -> Result<Vec<Event>, RuntimeError> {
+        self.reconcile()?;
+        let kind = if grant { EventKind::ApprovalGranted } else { EventKind::ApprovalDenied };
+        let attempt = || {
+            json!({"kind": kind.as_str(), "origin": approver.to_string(), "approval_id": approval.to_string(),
+                "args_hash": args_hash})
+        };
+        let run = self.with_state(|st| st.effects().approvals().get(&approval).and_then(|a| a.run))?;
+        let permit_ttl = if grant {
+            match self.active_policy() {
+                Ok(p) => secs(p.catalog.permits.ttl_secs),
+                Err(RuntimeError::Rejected { rejection, .. }) => return Err(self.refuse(rejection, attempt(), run)),
+                Err(e) => return Err(e),
+            }
+        } else {
+            0
+        };
+        self.commit_with(
+            &|st: &LedgerState| self.answer_drafts(st, approver, approval, args_hash, comment, grant, permit_ttl),
+            &attempt,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_drafts(
+        &self,
+        st: &LedgerState,
+        approver: &Principal,
+        approval: EventId,
+        args_hash: Option<&str>,
+        comment: Option<&str>,
+        grant: bool,
+        permit_ttl: i64,
+    ) -> Result<Vec<Draft>, Rejection> {
+        let record =
+            st.effects().approvals().get(&approval).ok_or_else(|| {
+                Rejection::new(ErrorCode::UnknownApproval, format!("approval {approval} does not exist"))
+            })?;
+        if record.status != ApprovalStatus::Pending {
+            return Err(Rejection::new(
+                ErrorCode::ApprovalClosed,
+                format!("approval {approval} is {:?}, not pending", record.status).to_lowercase(),
+            ));
+        }
+        let req = &record.request;
+        let may_answer = approver.kind == PrincipalKind::Human
+            && *approver != req.actor
+            && req.approvers.iter().any(|p| principal_matches(p, approver));
+        if !may_answer {
+            return Err(Rejection::new(
+                ErrorCode::ApproverNotAuthorized,
+                format!("{approver} may not answer approval {approval} (approvers: {})", req.approvers.join(", ")),
+            ));
+        }
+        let answer = ApprovalAnswer {
+            approval_id: approval,
+            args_hash: args_hash.unwrap_or(&req.args_hash).to_owned(),
+            comment: comment.map(str::to_owned),
+        };
+        let kind = if grant { EventKind::ApprovalGranted } else { EventKind::ApprovalDenied };
+        let mut first = self.internal(kind, approver.clone(), record.run, &answer)?;
+        first.causes = vec![approval];
+        st.effects().check(kind, first.payload.as_str(), first.time, true, st.authority())?;
+        let aid = first.event_id;
+        let mut drafts = vec![first];
+        if !grant {
+            return Ok(drafts);
+        }
+        let now = self.now();
+        let rt = Principal::runtime();
+        if let Some(why) = st.authority().suspended(&req.actor) {
+            return Err(Rejection::new(
+                ErrorCode::ResumeNotAllowed,
+                format!("{} is suspended ({why}); no permit can be issued until it is resumed", req.actor),
+            ));
+        }
+        if let Some(grant_id) = req.grant_id {
+            let live = st.authority().grants().get(&grant_id).is_some_and(|g| g.status(now) == GrantStatus::Live);
+            if !live {
+                return Err(Rejection::new(
+                    ErrorCode::UnknownGrant,
+                    format!("grant {grant_id} that covered this proposal is no longer live; propose again"),
+                ));
+            }
+            let r = GrantRef { grant_id, proposal_id: Some(req.proposal_id), reason: None };
+            let mut d = self.internal(EventKind::GrantUsed, rt.clone(), record.run, &r)?;
+            d.causes = vec![aid];
+            drafts.push(d);
+        }
+        let charges = st.authority().budgets().plan(&req.actor, record.run, &req.cost_estimate, now).map_err(|o| {
+            Rejection::new(
+                ErrorCode::BadBudget,
+                format!(
+                    "approving would overspend {}: {} used + {} requested exceeds {}",
+                    o.budget, o.used, o.requested, o.limit
+                ),
+            )
+        })?;
+        let r = BudgetReserved { proposal_id: req.proposal_id, charges };
+        let mut d = self.internal(EventKind::BudgetReserved, rt.clone(), record.run, &r)?;
+        d.causes = vec![aid];
+        drafts.push(d);
+        let p = PermitIssued {
+            proposal_id: req.proposal_id,
+            actor: req.actor.clone(),
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            args_hash: req.args_hash.clone(),
+            expires_at: now.plus_micros(permit_ttl),
+            approval_id: Some(approval),
+        };
+        let mut d = self.internal(EventKind::PermitIssued, rt, record.run, &p)?;
+        d.causes = vec![aid];
+        drafts.push(d);
+        Ok(drafts)
+    }
+
+    /// Expires (or escalates once) approvals past their deadline.
+    pub(crate) fn expire_approvals(&self) -> Result<Vec<Event>, RuntimeError> {
+        let now = self.now();
+        let overdue: Vec<EventId> = self.with_state(|st| {
+            st.effects()
+                .approvals()
+                .values()
+                .filter(|a| a.status == ApprovalStatus::Pending && now.0 > a.request.expires_at.0)
+                .map(|a| a.id)
+                .collect()
+        })?;
+        let mut recorded = Vec::new();
+        for id in overdue {
+            let made = self.commit_with(
+                &|st: &LedgerState| {
+                    let a = st.effects().approvals().get(&id).ok_or_else(|| {
+                        Rejection::new(ErrorCode::UnknownApproval, format!("approval {id} does not exist"))
+                    })?;
+                    let escalate = a.request.on_timeout == OnTimeout::Escalate
+                        && !a.escalated
+                        && !a.request.escalate_to.is_empty();
+                    let (kind, t) = if escalate {
+                        let until = self.now().plus_micros(secs(a.request.escalation_ttl_secs));
+                        let t = ApprovalTimeout {
+                            approval_id: id,
+                            approvers: a.request.escalate_to.clone(),
+                            expires_at: Some(until),
+                        };
+                        (EventKind::ApprovalEscalated, t)
+                    } else {
+                        (
+                            EventKind::ApprovalExpired,
+                            ApprovalTimeout { approval_id: id, approvers: vec![], expires_at: None },
+                        )
+                    };
+                    let mut d = self.internal(kind, Principal::runtime(), a.run, &t)?;
+                    d.causes = vec![id];
+                    st.effects().check(kind, d.payload.as_str(), d.time, true, st.authority())?;
+                    Ok(vec![d])
+                },
+                &|| json!({"kind": "ApprovalExpired", "approval_id": id.to_string()}),
+            );
+            match made {
+                Ok(mut events) => recorded.append(&mut events),
+                Err(RuntimeError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recorded)
+    }
+}

@@ -1,0 +1,497 @@
+//! The effect boundary: the only way an allowed proposal reaches an effector.
+//!
+//! `execute` takes a permit and the args to execute with. It refuses (recording `EffectRefused`, nothing else)
+//! unless the permit exists, belongs to the caller, is live and is bound to exactly these args, the run is
+//! executing, an effector serves the action and that effector's plan accepts the call. Then `EffectStarted` — which
+//! consumes the permit, serialised like every state change, so a permit starts one effect across all instances —
+//! is durable *before* the effector runs; the outcome (`EffectCompleted` with evidence, or `EffectFailed`) and the
+//! settlement of the actual cost follow in one append. An effect whose instance died before its outcome was recorded
+//! becomes `EffectUnknown` on the next reconciliation and can be retried: effectors are idempotent per permit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ice_core::budget::BudgetSettled;
+use ice_core::effect::{EffectCompleted, EffectFailed, EffectRefused, EffectStarted, EffectStatus, PermitStatus};
+use ice_core::proposal::canonical_args;
+use ice_core::{
+    CanonicalJson, Cost, Dimension, Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, PrincipalKind,
+    Proposal, Rejection, RunId, RunState, payloads,
+};
+use ice_effects::{EffectCall, Effector, Effectors, Evidence, Plan};
+use serde_json::{Value, json};
+
+use crate::runtime::{Runtime, RuntimeError};
+
+/// How long after its start an effect without an outcome, on an instance whose liveness cannot be checked (another
+/// host), is presumed unknown.
+const OUTCOME_DEADLINE_MICROS: i64 = 15 * 60 * 1_000_000;
+
+/// Environment variable naming a point at which the process stops (for crash tests): `after-effect-start` or
+/// `after-effect-apply`. The process prints `ICE_TEST_PAUSED <point>` to stderr and sleeps until killed.
+pub const TEST_PAUSE_ENV: &str = "ICE_TEST_PAUSE";
+
+/// What to execute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecInput {
+    /// Who executes (must be the permit's holder).
+    pub actor: String,
+    /// The permit id.
+    pub permit: String,
+    /// The args JSON to execute with; `None` executes the proposal's own args.
+    pub args: Option<String>,
+}
+
+/// A finished effect.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    /// The `EffectStarted` event.
+    pub started: Event,
+    /// The `EffectCompleted` or `EffectFailed` event.
+    pub outcome: Event,
+    /// Completed or failed.
+    pub status: EffectStatus,
+    /// The evidence when completed.
+    pub evidence: Option<Evidence>,
+    /// The code and message when failed.
+    pub failure: Option<(ErrorCode, String)>,
+}
+
+/// This process as recorded in `EffectStarted.instance`: `host:pid:start-ticks`.
+pub(crate) fn this_instance() -> String {
+    format!("{}:{}:{}", hostname(), std::process::id(), start_ticks(std::process::id()).unwrap_or_default())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
+/// Field 22 of `/proc/PID/stat`: the process's start time in clock ticks since boot. With the pid it names a
+/// process uniquely, so a reused pid is not mistaken for the instance that started an effect.
+fn start_ticks(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is parenthesised and may contain spaces; fields after it are plain.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Whether the instance that started an effect is certainly gone: on this host, no process with that pid and start
+/// time exists. Instances on other hosts cannot be checked (their effects wait for the deadline).
+fn instance_is_dead(instance: &str) -> bool {
+    let mut parts = instance.rsplitn(3, ':');
+    let (Some(ticks), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    if host != hostname() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    start_ticks(pid).as_deref() != Some(ticks)
+}
+
+fn pause_if(point: &str) {
+    if std::env::var(TEST_PAUSE_ENV).as_deref() == Ok(point) {
+        eprintln!("ICE_TEST_PAUSED {point}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+fn rejected(code: ErrorCode, message: impl Into<String>) -> Rejection {
+    Rejection::new(code, message)
+}
+
+impl Runtime {
+    /// The effectors, or a refusal saying none are configured.
+    fn effectors(&self) -> Result<&Arc<Effectors>, Rejection> {
+        self.effector_registry()
+            .ok_or_else(|| rejected(ErrorCode::NoEffector, "this runtime was opened without effectors"))
+    }
+
+    /// Records an effect refusal (`EffectRefused`) and returns the error.
+    pub(crate) fn refuse_effect(
+        &self,
+        rejection: Rejection,
+        permit: Option<EventId>,
+        args_hash: Option<String>,
+        run: Option<RunId>,
+    ) -> RuntimeError {
+        let payload = EffectRefused {
+            permit_id: permit,
+            code: rejection.code.as_str().to_owned(),
+            message: rejection.message.clone(),
+            args_hash,
+        };
+        let record = self
+            .internal(EventKind::EffectRefused, Principal::runtime(), run, &payload)
+            .ok()
+            .and_then(|d| self.store().append(ice_store::AppendRequest::new(vec![d])).ok())
+            .and_then(|mut v| v.pop());
+        if record.is_some() {
+            let _ = self.catch_up();
+        }
+        RuntimeError::Rejected { rejection, record: record.map(Box::new) }
+    }
+
+    /// The canonical args of a recorded proposal.
+    fn proposal_of(&self, id: EventId) -> Result<Proposal, RuntimeError> {
+        let event = self
+            .store()
+            .get(id)?
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: format!("proposal {id} is not in the ledger") })?;
+        serde_json::from_str(event.payload.as_str())
+            .map_err(|e| RuntimeError::Corrupt { seq: event.seq.0, message: format!("proposal payload: {e}") })
+    }
+
+    /// Executes a permitted effect: see the module docs. Refusals are recorded as `EffectRefused`; an effector
+    /// failure after the start is an `EffectFailed` outcome (returned as `Ok` with `status: Failed`).
+    pub fn execute(&self, input: &ExecInput) -> Result<ExecOutcome, RuntimeError> {
+        self.reconcile()?;
+        let permit_id: Option<EventId> = input.permit.parse().ok();
+        let presented_hash = input.args.as_deref().map(|a| blake3::hash(a.as_bytes()).to_hex().to_string());
+        let Some(permit_id) = permit_id else {
+            let r = rejected(ErrorCode::NoPermit, format!("`{}` is not a permit id", input.permit));
+            return Err(self.refuse_effect(r, None, presented_hash, None));
+        };
+        let actor: Principal = match input.actor.parse() {
+            Ok(a) => a,
+            Err(r) => return Err(self.refuse_effect(r, Some(permit_id), presented_hash, None)),
+        };
+        let permit = self.with_state(|st| st.effects().permits().get(&permit_id).cloned())?;
+        let Some(permit) = permit else {
+            let r = rejected(ErrorCode::NoPermit, format!("permit {permit_id} does not exist"));
+            return Err(self.refuse_effect(r, Some(permit_id), presented_hash, None));
+        };
+        let run = permit.run;
+        let proposal = self.proposal_of(permit.terms.proposal_id)?;
+        // The args to execute: as presented (then they must hash to the permit's), or the proposal's own.
+        let canonical = match &input.args {
+            Some(text) => canonical_args(text).map(|(c, _)| c),
+            None => CanonicalJson::from_serialize(&proposal.args),
+        };
+        let canonical = match canonical {
+            Ok(c) => c,
+            Err(r) => return Err(self.refuse_effect(r, Some(permit_id), presented_hash, run)),
+        };
+        let args_hash = blake3::hash(canonical.as_bytes()).to_hex().to_string();
+        let refuse = |r: Rejection| self.refuse_effect(r, Some(permit_id), Some(args_hash.clone()), run);
+        if permit.terms.actor != actor {
+            return Err(refuse(rejected(
+                ErrorCode::NoPermit,
+                format!("permit {permit_id} was issued to {}, not {actor}", permit.terms.actor),
+            )));
+        }
+        match permit.status(self.now()) {
+            PermitStatus::Live => {}
+            PermitStatus::Used => return Err(refuse(rejected(ErrorCode::PermitUsed, "the permit was already used"))),
+            PermitStatus::Revoked => {
+                let why = permit.revoked.clone().unwrap_or_default();
+                return Err(refuse(rejected(ErrorCode::PermitRevoked, format!("the permit was revoked: {why}"))));
+            }
+            PermitStatus::Expired => {
+                return Err(refuse(rejected(
+                    ErrorCode::PermitExpired,
+                    format!("the permit expired at {}", permit.terms.expires_at),
+                )));
+            }
+        }
+        if args_hash != permit.terms.args_hash {
+            return Err(refuse(rejected(
+                ErrorCode::ArgsMismatch,
+                format!("the permit is bound to args {}, these are {args_hash}", permit.terms.args_hash),
+            )));
+        }
+        let effectors = self.effectors().map_err(&refuse)?.clone();
+        let Some(effector) = effectors.for_action(&permit.terms.action) else {
+            return Err(refuse(rejected(
+                ErrorCode::NoEffector,
+                format!("no effector serves `{}`", permit.terms.action),
+            )));
+        };
+        let args = canonical.to_value();
+        let key = permit_id.to_string();
+        let call = EffectCall {
+            action: &permit.terms.action,
+            resource: &permit.terms.resource,
+            args: &args,
+            canonical_args: canonical.as_str(),
+            args_hash: &args_hash,
+            idempotency_key: &key,
+        };
+        let plan = match effector.plan(&call) {
+            Ok(p) => p,
+            Err(e) => return Err(refuse(rejected(e.code, e.message))),
+        };
+        let started = EffectStarted {
+            permit_id,
+            proposal_id: permit.terms.proposal_id,
+            effector: effector.name().to_owned(),
+            action: permit.terms.action.clone(),
+            resource: permit.terms.resource.clone(),
+            args_hash: args_hash.clone(),
+            plan: serde_json::to_value(&plan).unwrap_or(Value::Null),
+            instance: this_instance(),
+            deadline: self.now().plus_micros(OUTCOME_DEADLINE_MICROS),
+            compensates: proposal.compensates,
+        };
+        let events = self.commit_or(
+            &|st: &LedgerState| self.start_drafts(st, run, &started),
+            &|r, run| self.refuse_effect(r, Some(permit_id), Some(args_hash.clone()), run),
+            &|| run,
+        )?;
+        let Some(started_event) = events.into_iter().find(|e| e.kind == EventKind::EffectStarted) else {
+            return Err(RuntimeError::Corrupt { seq: 0, message: "the start bundle lacked EffectStarted".into() });
+        };
+        pause_if("after-effect-start");
+        self.apply_and_record(effector, &call, &plan, started_event, None)
+    }
+
+    /// `EffectStarted` (and the run's move to EXECUTING when it is CONTEXT_READY), checked against caught-up state.
+    fn start_drafts(
+        &self,
+        st: &LedgerState,
+        run: Option<RunId>,
+        started: &EffectStarted,
+    ) -> Result<Vec<Draft>, Rejection> {
+        let mut drafts = Vec::new();
+        if let Some(run_id) = run {
+            let state = st.run(run_id).map(|r| r.state);
+            match state {
+                Some(RunState::Executing) => {}
+                Some(RunState::ContextReady) => {
+                    let t = payloads::RunTransitioned {
+                        from: RunState::ContextReady,
+                        to: RunState::Executing,
+                        reason: Some("an effect is starting".into()),
+                    };
+                    drafts.push(self.internal(EventKind::RunTransitioned, Principal::runtime(), run, &t)?);
+                }
+                other => {
+                    return Err(rejected(
+                        ErrorCode::IllegalTransition,
+                        format!(
+                            "run {run_id} is {}; effects run only while it is EXECUTING",
+                            other.map_or("missing".to_owned(), |s| s.to_string())
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut draft = self.internal(EventKind::EffectStarted, Principal::runtime(), run, started)?;
+        draft.causes = vec![started.permit_id];
+        let payload = draft.payload.as_str().to_owned();
+        st.effects().check(EventKind::EffectStarted, &payload, draft.time, true, st.authority())?;
+        drafts.push(draft);
+        Ok(drafts)
+    }
+
+    /// Runs the effector and records its outcome with the cost settlement.
+    fn apply_and_record(
+        &self,
+        effector: &dyn Effector,
+        call: &EffectCall<'_>,
+        plan: &Plan,
+        started: Event,
+        resolved_by: Option<Principal>,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let clock = Instant::now();
+        let result = effector.apply(call, plan);
+        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        pause_if("after-effect-apply");
+        let run = started.run_id;
+        let payload: EffectStarted = serde_json::from_str(started.payload.as_str())
+            .map_err(|e| RuntimeError::Corrupt { seq: started.seq.0, message: format!("EffectStarted: {e}") })?;
+        let mut actual = Cost::zero();
+        actual.set(Dimension::Calls, 1);
+        actual.set(Dimension::WallMs, duration_ms);
+        let (kind, body, status, evidence, failure) = match result {
+            Ok(evidence) => {
+                actual.set(Dimension::Bytes, evidence.bytes);
+                let c = EffectCompleted {
+                    started_id: started.event_id,
+                    evidence: serde_json::to_value(&evidence).unwrap_or(Value::Null),
+                    duration_ms,
+                    resolved_by,
+                };
+                (EventKind::EffectCompleted, json!(c), EffectStatus::Completed, Some(evidence), None)
+            }
+            Err(e) => {
+                let f = EffectFailed {
+                    started_id: started.event_id,
+                    code: e.code.as_str().to_owned(),
+                    message: e.message.clone(),
+                    duration_ms,
+                };
+                (EventKind::EffectFailed, json!(f), EffectStatus::Failed, None, Some((e.code, e.message)))
+            }
+        };
+        let started_id = started.event_id;
+        let events = self.commit_with(
+            &|st: &LedgerState| {
+                let mut outcome = self.internal(kind, Principal::runtime(), run, &body)?;
+                outcome.causes = vec![started_id];
+                st.effects().check(kind, outcome.payload.as_str(), outcome.time, true, st.authority())?;
+                let oid = outcome.event_id;
+                let mut drafts = vec![outcome];
+                if st.authority().budgets().reservation(payload.proposal_id).is_some() {
+                    let s = BudgetSettled { proposal_id: payload.proposal_id, actual: actual.clone(), reason: None };
+                    let mut d = self.internal(EventKind::BudgetSettled, Principal::runtime(), run, &s)?;
+                    d.causes = vec![oid];
+                    drafts.push(d);
+                }
+                Ok(drafts)
+            },
+            &|| json!({"kind": kind.as_str(), "run_id": run.map(|r| r.to_string()), "started_id": started_id.to_string()}),
+        )?;
+        let outcome = events
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "the outcome append returned nothing".into() })?;
+        Ok(ExecOutcome { started, outcome, status, evidence, failure })
+    }
+
+    /// Marks effects whose instance died (or whose deadline passed) without an outcome as `EffectUnknown`, and
+    /// expires or escalates approvals nobody answered in time. Safe to call from any instance at any time.
+    pub fn reconcile(&self) -> Result<Vec<Event>, RuntimeError> {
+        let now = self.now();
+        let stale: Vec<(EventId, Option<RunId>, String)> = self.with_state(|st| {
+            st.effects()
+                .effects()
+                .values()
+                .filter(|e| e.status == EffectStatus::Running)
+                .filter(|e| now.0 > e.started.deadline.0 || instance_is_dead(&e.started.instance))
+                .map(|e| (e.id, e.run, e.started.instance.clone()))
+                .collect()
+        })?;
+        let mut recorded = Vec::new();
+        for (id, run, instance) in stale {
+            let f = EffectFailed {
+                started_id: id,
+                code: ErrorCode::OutcomeUnknown.as_str().to_owned(),
+                message: format!("instance {instance} stopped before recording the outcome"),
+                duration_ms: 0,
+            };
+            let made = self.commit_with(
+                &|st: &LedgerState| {
+                    let mut d = self.internal(EventKind::EffectUnknown, Principal::runtime(), run, &f)?;
+                    d.causes = vec![id];
+                    st.effects().check(EventKind::EffectUnknown, d.payload.as_str(), d.time, true, st.authority())?;
+                    Ok(vec![d])
+                },
+                &|| json!({"kind": "EffectUnknown", "started_id": id.to_string()}),
+            );
+            match made {
+                Ok(mut events) => recorded.append(&mut events),
+                // Another instance reconciled it first.
+                Err(RuntimeError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        recorded.extend(self.expire_approvals()?);
+        Ok(recorded)
+    }
+
+    /// Retries an effect whose outcome is unknown, with the same idempotency key: the effector either finds it
+    /// applied (and says so) or applies it once.
+    pub fn retry_effect(&self, actor: &Principal, started_id: EventId) -> Result<ExecOutcome, RuntimeError> {
+        self.reconcile()?;
+        let record = self.with_state(|st| st.effects().effects().get(&started_id).cloned())?;
+        let attempt = || json!({"kind": "EffectRetry", "started_id": started_id.to_string()});
+        let Some(record) = record else {
+            return Err(self.refuse(
+                rejected(ErrorCode::NotFound, format!("effect {started_id} was never started")),
+                attempt(),
+                None,
+            ));
+        };
+        let run = record.run;
+        if record.status != EffectStatus::Unknown {
+            let r = rejected(
+                ErrorCode::EffectConflict,
+                format!(
+                    "effect {started_id} is {:?}; only effects whose outcome is unknown are retried",
+                    record.status
+                )
+                .to_lowercase(),
+            );
+            return Err(self.refuse(r, attempt(), run));
+        }
+        let permit = self.with_state(|st| st.effects().permits().get(&record.started.permit_id).cloned())?;
+        let allowed = permit.as_ref().is_some_and(|p| &p.terms.actor == actor) || actor.kind == PrincipalKind::Human;
+        if !allowed {
+            let r = rejected(ErrorCode::NoPermit, format!("{actor} may not retry effect {started_id}"));
+            return Err(self.refuse(r, attempt(), run));
+        }
+        let proposal = self.proposal_of(record.started.proposal_id)?;
+        let canonical = CanonicalJson::from_serialize(&proposal.args).map_err(|r| self.refuse(r, attempt(), run))?;
+        let plan: Plan = serde_json::from_value(record.started.plan.clone())
+            .map_err(|e| RuntimeError::Corrupt { seq: 0, message: format!("recorded plan: {e}") })?;
+        let effectors = self.effectors().map_err(|r| self.refuse(r.clone(), attempt(), run))?.clone();
+        let Some(effector) = effectors.for_action(&record.started.action) else {
+            let r = rejected(ErrorCode::NoEffector, format!("no effector serves `{}`", record.started.action));
+            return Err(self.refuse(r, attempt(), run));
+        };
+        let args = canonical.to_value();
+        let key = record.started.permit_id.to_string();
+        let call = EffectCall {
+            action: &record.started.action,
+            resource: &record.started.resource,
+            args: &args,
+            canonical_args: canonical.as_str(),
+            args_hash: &record.started.args_hash,
+            idempotency_key: &key,
+        };
+        let started = self
+            .store()
+            .get(started_id)?
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: format!("{started_id} is not in the ledger") })?;
+        self.apply_and_record(effector, &call, &plan, started, Some(actor.clone()))
+    }
+
+    /// Records by hand the outcome of an effect whose outcome is unknown (a human checked the target).
+    pub fn resolve_effect(
+        &self,
+        actor: &Principal,
+        started_id: EventId,
+        completed: bool,
+        note: &str,
+    ) -> Result<Event, RuntimeError> {
+        let attempt = || json!({"kind": "EffectResolve", "started_id": started_id.to_string()});
+        if actor.kind != PrincipalKind::Human {
+            let r = rejected(ErrorCode::OriginNotAuthorized, "only a human may record an effect's outcome by hand");
+            return Err(self.refuse(r, attempt(), None));
+        }
+        let record = self.with_state(|st| st.effects().effects().get(&started_id).cloned())?;
+        let run = record.as_ref().and_then(|r| r.run);
+        if record.as_ref().is_none_or(|r| r.status != EffectStatus::Unknown) {
+            let r = rejected(ErrorCode::EffectConflict, format!("effect {started_id} is not awaiting reconciliation"));
+            return Err(self.refuse(r, attempt(), run));
+        }
+        let (kind, body) = if completed {
+            let c = EffectCompleted {
+                started_id,
+                evidence: json!({"resolved": note}),
+                duration_ms: 0,
+                resolved_by: Some(actor.clone()),
+            };
+            (EventKind::EffectCompleted, json!(c))
+        } else {
+            let f = EffectFailed {
+                started_id,
+                code: ErrorCode::OutcomeUnknown.as_str().to_owned(),
+                message: format!("resolved as failed by {actor}: {note}"),
+                duration_ms: 0,
+            };
+            (EventKind::EffectFailed, json!(f))
+        };
+        let mut events = self.commit_with(
+            &|st: &LedgerState| {
+                let mut d = self.internal(kind, actor.clone(), run, &body)?;
+                d.causes = vec![started_id];
+                st.effects().check(kind, d.payload.as_str(), d.time, true, st.authority())?;
+                Ok(vec![d])
+            },
+            &attempt,
+        )?;
+        events.pop().ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "resolve appended nothing".into() })
+    }
+}

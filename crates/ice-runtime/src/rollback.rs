@@ -1,0 +1,264 @@
+//! Finishing runs and rolling back what they did.
+//!
+//! `finish_run` moves an executing run to VALIDATING and then COMMITTED when every effect it started completed, or
+//! ABORTED (naming what failed or is unknown) otherwise. `rollback` undoes completed effects by applying their
+//! recorded compensations — restoring prior file content from the blob store, deleting files an effect created —
+//! as governed effects of their own: each compensation is a proposal by the person rolling back, decided by the same
+//! grants, policy and budgets as anything else, executed through the same permit check, in a new run, and linked
+//! to the effect it undoes. Irreversible effects are listed as such.
+
+use ice_core::decision::Verdict;
+use ice_core::effect::{EffectRecord, EffectStatus};
+use ice_core::{
+    Draft, ErrorCode, EventId, EventKind, LedgerState, Principal, Rejection, RunId, RunRecord, RunState, payloads,
+};
+use ice_effects::{Compensation, Plan};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::authority::ProposalInput;
+use crate::boundary::ExecInput;
+use crate::runtime::{Runtime, RuntimeError};
+
+/// What to roll back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackTarget {
+    /// Every completed effect of a run, newest first.
+    Run(RunId),
+    /// One effect (its `EffectStarted` or `EffectCompleted` event id).
+    Event(EventId),
+}
+
+/// What happened to one effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RollbackStep {
+    /// Undone by this compensation effect.
+    Compensated {
+        /// The compensating `EffectStarted`.
+        compensation: EventId,
+    },
+    /// A human must approve the compensation first; then execute its permit.
+    AwaitingApproval {
+        /// The approval.
+        approval: EventId,
+    },
+    /// The compensation was denied.
+    Denied {
+        /// Why.
+        reasons: Vec<String>,
+    },
+    /// The compensation failed.
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// Already undone earlier.
+    AlreadyCompensated {
+        /// By which outcome.
+        by: EventId,
+    },
+    /// A read: nothing to undo.
+    NothingToUndo,
+    /// Cannot be undone.
+    Irreversible {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One line of a rollback report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackItem {
+    /// The effect (`EffectStarted` id).
+    pub effect: EventId,
+    /// Its action and resource.
+    pub action: String,
+    /// Its resource.
+    pub resource: String,
+    /// What happened.
+    pub step: RollbackStep,
+}
+
+/// The result of `rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackReport {
+    /// The run the compensations ran in.
+    pub run: RunId,
+    /// Its final state (EXECUTING while approvals are pending).
+    pub run_state: RunState,
+    /// One item per effect considered, in the order undone.
+    pub items: Vec<RollbackItem>,
+}
+
+impl Runtime {
+    /// Finishes an executing run: VALIDATING, then COMMITTED if every effect completed, else ABORTED.
+    pub fn finish_run(&self, actor: &Principal, run: RunId) -> Result<RunRecord, RuntimeError> {
+        self.reconcile()?;
+        let attempt = || json!({"kind": "RunTransitioned", "run_id": run.to_string(), "to": "COMMITTED|ABORTED"});
+        self.commit_with(&|st: &LedgerState| self.finish_drafts(st, actor, run), &attempt)?;
+        self.with_state(|st| st.run(run).cloned())?
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: format!("run {run} vanished") })
+    }
+
+    fn finish_drafts(&self, st: &LedgerState, actor: &Principal, run: RunId) -> Result<Vec<Draft>, Rejection> {
+        let state = st.run(run).map(|r| r.state);
+        if state != Some(RunState::Executing) {
+            return Err(Rejection::new(
+                ErrorCode::IllegalTransition,
+                format!(
+                    "run {run} is {}; only an EXECUTING run can be finished",
+                    state.map_or("missing".into(), |s| s.to_string())
+                ),
+            ));
+        }
+        let effects: Vec<&EffectRecord> = st.effects().effects().values().filter(|e| e.run == Some(run)).collect();
+        if let Some(e) = effects.iter().find(|e| e.status == EffectStatus::Running) {
+            return Err(Rejection::new(
+                ErrorCode::IllegalTransition,
+                format!("effect {} is still running; finish the run when it has an outcome", e.id),
+            ));
+        }
+        let bad: Vec<String> = effects
+            .iter()
+            .filter(|e| e.status != EffectStatus::Completed)
+            .map(|e| format!("{} {:?}", e.id, e.status).to_lowercase())
+            .collect();
+        let validating = payloads::RunTransitioned {
+            from: RunState::Executing,
+            to: RunState::Validating,
+            reason: Some(format!("{} effect(s) to validate", effects.len())),
+        };
+        let (to, reason) = if bad.is_empty() {
+            (RunState::Committed, format!("all {} effect(s) completed", effects.len()))
+        } else {
+            (RunState::Aborted, format!("effects without a completed outcome: {}", bad.join(", ")))
+        };
+        let end = payloads::RunTransitioned { from: RunState::Validating, to, reason: Some(reason) };
+        let first = self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &validating)?;
+        st.admit(&first)?;
+        let mut second = self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &end)?;
+        second.causes = vec![first.event_id];
+        Ok(vec![first, second])
+    }
+
+    /// Rolls back completed effects; see the module docs.
+    pub fn rollback(&self, actor: &Principal, target: RollbackTarget) -> Result<RollbackReport, RuntimeError> {
+        self.reconcile()?;
+        let attempt = || json!({"kind": "Rollback", "target": format!("{target:?}")});
+        let targets: Vec<EffectRecord> = self.with_state(|st| {
+            let effects = st.effects().effects();
+            match target {
+                RollbackTarget::Run(run) => {
+                    let mut v: Vec<EffectRecord> = effects
+                        .values()
+                        .filter(|e| e.run == Some(run) && e.status == EffectStatus::Completed)
+                        .filter(|e| e.started.compensates.is_none())
+                        .cloned()
+                        .collect();
+                    v.sort_by_key(|e| std::cmp::Reverse((e.started_at.0, e.id)));
+                    v
+                }
+                RollbackTarget::Event(id) => effects
+                    .values()
+                    .filter(|e| e.id == id || e.outcome == Some(id))
+                    .filter(|e| e.status == EffectStatus::Completed)
+                    .cloned()
+                    .collect(),
+            }
+        })?;
+        if targets.is_empty() {
+            let r = Rejection::new(ErrorCode::NothingToRollBack, format!("no completed effect matches {target:?}"));
+            return Err(self.refuse(r, attempt(), None));
+        }
+        let label = match target {
+            RollbackTarget::Run(r) => format!("rollback of run {r}"),
+            RollbackTarget::Event(e) => format!("rollback of effect {e}"),
+        };
+        let run = self.create_run(actor, Some(label))?.id;
+        for to in [RunState::Provisioned, RunState::ContextReady, RunState::Executing] {
+            self.advance_run(actor, run, Some(to), None)?;
+        }
+        let mut items = Vec::new();
+        for effect in targets {
+            let step = self.compensate(actor, run, &effect)?;
+            items.push(RollbackItem {
+                effect: effect.id,
+                action: effect.started.action.clone(),
+                resource: effect.started.resource.clone(),
+                step,
+            });
+        }
+        let pending = items.iter().any(|i| matches!(i.step, RollbackStep::AwaitingApproval { .. }));
+        let run_state = if pending { RunState::Executing } else { self.finish_run(actor, run)?.state };
+        Ok(RollbackReport { run, run_state, items })
+    }
+
+    fn compensate(&self, actor: &Principal, run: RunId, effect: &EffectRecord) -> Result<RollbackStep, RuntimeError> {
+        if let Some(by) = effect.compensated_by {
+            return Ok(RollbackStep::AlreadyCompensated { by });
+        }
+        let plan: Plan = serde_json::from_value(effect.started.plan.clone())
+            .map_err(|e| RuntimeError::Corrupt { seq: 0, message: format!("recorded plan of {}: {e}", effect.id) })?;
+        let (action, path, args) = match plan.compensation {
+            Compensation::Nothing => return Ok(RollbackStep::NothingToUndo),
+            Compensation::Irreversible { reason } => return Ok(RollbackStep::Irreversible { reason }),
+            Compensation::RestoreFile { path, blob } => {
+                ("fs.restore", path.clone(), json!({"path": path, "blob": blob}))
+            }
+            Compensation::DeleteFile { path } => ("fs.delete", path.clone(), json!({"path": path})),
+        };
+        let input = ProposalInput {
+            actor: actor.to_string(),
+            run: Some(run.to_string()),
+            action: action.to_owned(),
+            resource: format!("file:{path}"),
+            args: args.to_string(),
+            purpose: format!(
+                "rollback: undo effect {} ({} on {})",
+                effect.id, effect.started.action, effect.started.resource
+            ),
+            compensates: Some(effect.id),
+            ..ProposalInput::default()
+        };
+        let decided = match self.propose(&input) {
+            Ok(d) => d,
+            Err(RuntimeError::Rejected { rejection, .. }) => {
+                return Ok(RollbackStep::Failed { message: rejection.to_string() });
+            }
+            Err(e) => return Err(e),
+        };
+        match decided.decision.verdict {
+            Verdict::Allow => {}
+            Verdict::RequireApproval => {
+                let approval =
+                    self.with_state(|st| st.effects().approval_for(decided.proposal.event_id).map(|a| a.id))?;
+                return Ok(match approval {
+                    Some(approval) => RollbackStep::AwaitingApproval { approval },
+                    None => RollbackStep::Failed { message: "approval required but none was requested".into() },
+                });
+            }
+            Verdict::Deny | Verdict::Suspend => {
+                let reasons = decided.decision.reasons.iter().map(|r| format!("{}: {}", r.kind, r.detail)).collect();
+                return Ok(RollbackStep::Denied { reasons });
+            }
+        }
+        let permit = self.with_state(|st| st.effects().permit_for(decided.proposal.event_id).map(|p| p.id))?;
+        let Some(permit) = permit else {
+            return Ok(RollbackStep::Failed { message: "allowed but no permit was issued".into() });
+        };
+        let exec = ExecInput { actor: actor.to_string(), permit: permit.to_string(), args: None };
+        match self.execute(&exec) {
+            Ok(out) if out.status == EffectStatus::Completed => {
+                Ok(RollbackStep::Compensated { compensation: out.started.event_id })
+            }
+            Ok(out) => {
+                Ok(RollbackStep::Failed { message: out.failure.map(|(c, m)| format!("{c}: {m}")).unwrap_or_default() })
+            }
+            Err(RuntimeError::Rejected { rejection, .. }) => {
+                Ok(RollbackStep::Failed { message: rejection.to_string() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

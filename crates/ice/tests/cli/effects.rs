@@ -1,0 +1,312 @@
+//! The effect boundary through the real binary: permits, exact args, approvals, crash recovery, rollback,
+//! suspension.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::{Ice, bin, stderr, stdout};
+
+/// A fresh home whose agent `agent:a` may use every fs action in the sandbox, with a run EXECUTING.
+fn setup() -> (Ice, String) {
+    let ice = Ice::init();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
+    let run = ice.executing_run();
+    (ice, run)
+}
+
+/// Proposes as `agent:a`; returns (exit code, decision JSON).
+fn propose(ice: &Ice, run: &str, action: &str, args: &str) -> (i32, Value) {
+    let v: Value = serde_json::from_str(args).unwrap();
+    let resource = format!("file:{}", v["path"].as_str().unwrap());
+    let out = ice.run(&[
+        "propose",
+        "--json",
+        "--as",
+        "agent:a",
+        "--run",
+        run,
+        "--action",
+        action,
+        "--resource",
+        &resource,
+        "--args",
+        args,
+    ]);
+    let d =
+        serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    (out.status.code().unwrap(), d)
+}
+
+fn permit_of(d: &Value) -> String {
+    d["permit_id"].as_str().unwrap_or_else(|| panic!("no permit in {d}")).to_owned()
+}
+
+fn exec(ice: &Ice, permit: &str, args: Option<&str>) -> std::process::Output {
+    let mut argv = vec!["exec", "--as", "agent:a", permit];
+    if let Some(a) = args {
+        argv.extend(["--args", a]);
+    }
+    ice.run(&argv)
+}
+
+fn refused_with(out: &std::process::Output, code: &str) {
+    assert_eq!(out.status.code(), Some(3), "expected a refusal: {}{}", stdout(out), stderr(out));
+    assert!(stderr(out).contains(code), "expected {code}: {}", stderr(out));
+}
+
+fn count(ice: &Ice, kind: &str) -> usize {
+    ice.events().iter().filter(|e| e["kind"] == kind).count()
+}
+
+fn sandbox(ice: &Ice) -> std::path::PathBuf {
+    ice.path().join("sandbox")
+}
+
+#[test]
+fn permits_bind_exact_args_and_are_single_use() {
+    let (ice, run) = setup();
+    let (code, d) = propose(&ice, &run, "fs.write", r#"{"path":"notes/a.txt","content":"v1"}"#);
+    assert_eq!(code, 0, "{d}");
+    let permit = permit_of(&d);
+
+    // Other args than the permitted ones: refused, recorded, nothing written.
+    let out = exec(&ice, &permit, Some(r#"{"path":"notes/a.txt","content":"v2"}"#));
+    refused_with(&out, "ICE-E0804");
+    assert!(!sandbox(&ice).join("notes/a.txt").exists());
+    assert_eq!(count(&ice, "EffectRefused"), 1);
+
+    // Exactly the permitted args (key order does not matter: args are canonical).
+    ice.ok(&["exec", "--as", "agent:a", &permit, "--args", r#"{"content":"v1","path":"notes/a.txt"}"#]);
+    assert_eq!(std::fs::read(sandbox(&ice).join("notes/a.txt")).unwrap(), b"v1");
+
+    // Reused: refused.
+    refused_with(&exec(&ice, &permit, None), "ICE-E0802");
+    // Someone else's permit, an unknown permit: refused.
+    let (_, d2) = propose(&ice, &run, "fs.write", r#"{"path":"notes/b.txt","content":"b"}"#);
+    let out = ice.run(&["exec", "--as", "agent:mallory", &permit_of(&d2)]);
+    refused_with(&out, "ICE-E0801");
+    refused_with(&exec(&ice, "0190f0f0-0000-7000-8000-000000000000", None), "ICE-E0801");
+    assert_eq!(count(&ice, "EffectRefused"), 4);
+    assert_eq!(count(&ice, "EffectStarted"), 1);
+    assert_eq!(count(&ice, "EffectCompleted"), 1);
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn an_approval_binds_the_args_and_an_args_swap_is_refused() {
+    let (ice, run) = setup();
+    ice.ok(&[
+        "exec",
+        "--as",
+        "agent:a",
+        &permit_of(&propose(&ice, &run, "fs.write", r#"{"path":"a.txt","content":"A"}"#).1),
+    ]);
+    ice.ok(&[
+        "exec",
+        "--as",
+        "agent:a",
+        &permit_of(&propose(&ice, &run, "fs.write", r#"{"path":"b.txt","content":"B"}"#).1),
+    ]);
+
+    let (code, d) = propose(&ice, &run, "fs.delete", r#"{"path":"a.txt"}"#);
+    assert_eq!(code, 7, "a delete is irreversible: approval required ({d})");
+    let approval = d["approval_id"].as_str().unwrap().to_owned();
+    let listed = ice.ok(&["approvals", "list", "--json"]);
+    let pending: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(pending["request"]["args"]["path"], "a.txt", "the approver sees the exact args");
+
+    // Agents and the proposer cannot approve; a stale args hash is refused.
+    refused_with(&ice.run(&["approve", &approval, "--as", "agent:a"]), "ICE-E0822");
+    refused_with(&ice.run(&["approve", &approval, "--as", "human:alice", "--args-hash", "00"]), "ICE-E0804");
+    let out = ice.ok(&["approve", &approval, "--as", "human:alice", "--comment", "ok"]);
+    let permit =
+        out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap().split_whitespace().next().unwrap().to_owned();
+    // Approved once: a second answer is refused.
+    refused_with(&ice.run(&["approve", &approval, "--as", "human:bob"]), "ICE-E0821");
+
+    // Args A approved, args B executed: refused and recorded; b.txt untouched.
+    refused_with(&exec(&ice, &permit, Some(r#"{"path":"b.txt"}"#)), "ICE-E0804");
+    assert!(sandbox(&ice).join("b.txt").exists());
+    ice.ok(&["exec", "--as", "agent:a", &permit]);
+    assert!(!sandbox(&ice).join("a.txt").exists());
+    let granted = ice.events().into_iter().find(|e| e["kind"] == "ApprovalGranted").unwrap();
+    assert_eq!(granted["origin"], "human:alice", "the approver is recorded");
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn expired_approvals_and_permits_cannot_be_used() {
+    let (ice, run) = setup();
+    let catalog = ice.path().join(".ice/policies/policy.toml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    let text = text.replace("ttl_secs = 86400              #", "ttl_secs = 1              #");
+    let text = text.replace("ttl_secs = 900 ", "ttl_secs = 1 ");
+    std::fs::write(&catalog, text).unwrap();
+    ice.ok(&["policy", "activate"]);
+
+    let (_, d) = propose(&ice, &run, "fs.write", r#"{"path":"x.txt","content":"x"}"#);
+    let permit = permit_of(&d);
+    let (code, d) = propose(&ice, &run, "fs.delete", r#"{"path":"x.txt"}"#);
+    assert_eq!(code, 7);
+    let approval = d["approval_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    refused_with(&exec(&ice, &permit, None), "ICE-E0803");
+    refused_with(&ice.run(&["approve", &approval, "--as", "human:alice"]), "ICE-E0821");
+    assert_eq!(count(&ice, "ApprovalExpired"), 1);
+    assert!(!sandbox(&ice).join("x.txt").exists());
+    ice.ok(&["verify"]);
+}
+
+/// Starts `ice exec` paused at `point`, waits until it says so, and SIGKILLs it.
+fn exec_and_kill_at(ice: &Ice, permit: &str, point: &str) {
+    let mut child = Command::new(bin())
+        .args(["--dir", ice.path().to_str().unwrap(), "exec", "--as", "agent:a", permit])
+        .env("ICE_TEST_PAUSE", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let line = BufReader::new(err).lines().map_while(Result::ok).find(|l| l.starts_with("ICE_TEST_PAUSED"));
+    assert_eq!(line.as_deref(), Some(format!("ICE_TEST_PAUSED {point}").as_str()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_crash_between_start_and_outcome_is_unknown_and_a_retry_applies_once() {
+    let (ice, run) = setup();
+    for (i, point) in ["after-effect-apply", "after-effect-start"].into_iter().enumerate() {
+        let path = format!("log{i}.txt");
+        let (_, d) = propose(&ice, &run, "fs.append", &format!(r#"{{"path":"{path}","content":"line\n"}}"#));
+        exec_and_kill_at(&ice, &permit_of(&d), point);
+
+        let out = ice.run(&["effects", "pending", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "an unknown effect is pending: {}", stdout(&out));
+        let pending: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0]["status"], "unknown");
+        let effect = pending[0]["effect_id"].as_str().unwrap().to_owned();
+
+        let retried = ice.ok(&["effects", "retry", &effect, "--as", "agent:a"]);
+        let applied_before = point == "after-effect-apply";
+        assert_eq!(retried.contains("already been applied"), applied_before, "{retried}");
+        assert_eq!(std::fs::read_to_string(sandbox(&ice).join(&path)).unwrap(), "line\n", "applied exactly once");
+        // Retrying a completed effect is refused.
+        refused_with(&ice.run(&["effects", "retry", &effect, "--as", "agent:a"]), "ICE-E0814");
+        assert_eq!(ice.run(&["effects", "pending"]).status.code(), Some(0));
+    }
+    assert_eq!(count(&ice, "EffectUnknown"), 2);
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn rollback_restores_files_byte_identical() {
+    let (ice, run) = setup();
+    let original: &[u8] = b"original\n\xe2\x9c\x93 bytes";
+    std::fs::create_dir_all(sandbox(&ice).join("docs")).unwrap();
+    std::fs::write(sandbox(&ice).join("docs/a.txt"), original).unwrap();
+
+    let step = |action: &str, args: &str| {
+        let (code, d) = propose(&ice, &run, action, args);
+        let permit = if code == 7 {
+            let approval = d["approval_id"].as_str().unwrap().to_owned();
+            let out = ice.ok(&["approve", &approval, "--as", "human:alice"]);
+            out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap().split_whitespace().next().unwrap().to_owned()
+        } else {
+            permit_of(&d)
+        };
+        ice.ok(&["exec", "--as", "agent:a", &permit]);
+    };
+    step("fs.write", r#"{"path":"docs/a.txt","content":"second"}"#);
+    step("fs.append", r#"{"path":"docs/a.txt","content":" + more"}"#);
+    step("fs.write", r#"{"path":"docs/new.txt","content":"created"}"#);
+    step("fs.read", r#"{"path":"docs/new.txt"}"#);
+    step("fs.delete", r#"{"path":"docs/a.txt"}"#);
+    assert!(!sandbox(&ice).join("docs/a.txt").exists());
+    let finished = ice.ok(&["run", "finish", &run]);
+    assert!(finished.contains("COMMITTED"), "{finished}");
+
+    // The operator rolling back needs authority like anyone else.
+    ice.ok(&["grant", "issue", "--to", "human:ops", "--action", "fs.*", "--resource", "file:"]);
+    let out = ice.run(&["rollback", &run, "--as", "human:ops", "--json"]);
+    assert_eq!(out.status.code(), Some(9), "deleting the created file needs approval: {}", stdout(&out));
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let steps: Vec<&str> =
+        report["items"].as_array().unwrap().iter().map(|i| i["step"]["status"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["compensated", "nothing_to_undo", "awaiting_approval", "compensated", "compensated"]);
+    let approval = report["items"][2]["step"]["approval"].as_str().unwrap().to_owned();
+    let rollback_run = report["run"].as_str().unwrap().to_owned();
+    let out = ice.ok(&["approve", &approval, "--as", "human:alice"]);
+    let permit =
+        out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap().split_whitespace().next().unwrap().to_owned();
+    ice.ok(&["exec", "--as", "human:ops", &permit]);
+    ice.ok(&["run", "finish", &rollback_run]);
+
+    assert_eq!(std::fs::read(sandbox(&ice).join("docs/a.txt")).unwrap(), original, "byte-identical");
+    assert!(!sandbox(&ice).join("docs/new.txt").exists());
+    // Every compensation is linked to what it undoes; a second rollback finds nothing left to undo.
+    let effects: Vec<Value> =
+        ice.ok(&["effects", "list", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let undone = effects.iter().filter(|e| e["run_id"] == run.as_str() && e["compensated_by"].is_string()).count();
+    assert_eq!(undone, 4);
+    let again = ice.run(&["rollback", &run, "--as", "human:ops", "--json"]);
+    let report: Value = serde_json::from_str(stdout(&again).trim()).unwrap();
+    assert!(report["items"].as_array().unwrap().iter().all(|i| i["step"]["status"] != "compensated"));
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn suspension_revokes_permits_and_resume_needs_a_reconfiguration() {
+    let (ice, run) = setup();
+    let (_, d) = propose(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
+    let permit = permit_of(&d);
+    ice.ok(&["agent", "suspend", "agent:a", "--reason", "prompt injection suspected", "--as", "human:sec"]);
+    assert_eq!(count(&ice, "PermitRevoked"), 1);
+    refused_with(&exec(&ice, &permit, None), "ICE-E0805");
+    let (code, _) = propose(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
+    assert_eq!(code, 6, "a suspended agent is denied");
+
+    refused_with(&ice.run(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "human:sec"]), "ICE-E0830");
+    ice.ok(&["agent", "reconfigure", "agent:a", "--change", "system prompt hardened", "--as", "human:sec"]);
+    refused_with(&ice.run(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "agent:a"]), "ICE-E0120");
+    ice.ok(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "human:sec"]);
+    let (code, d) = propose(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
+    assert_eq!(code, 0);
+    ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn sandbox_escapes_are_refused_through_the_cli() {
+    let (ice, run) = setup();
+    let outside = ice.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, sandbox(&ice).join("link")).unwrap();
+    for path in ["/etc/passwd-ice", "link/x.txt", "a//b.txt"] {
+        let args = serde_json::json!({"path": path, "content": "x"}).to_string();
+        let (code, d) = propose(&ice, &run, "fs.write", &args);
+        assert_eq!(code, 0, "{path}: policy and grant allow it; the boundary must still refuse ({d})");
+        refused_with(&exec(&ice, &permit_of(&d), None), "ICE-E0810");
+    }
+    // `..` never even becomes a proposal.
+    let out = ice.run(&[
+        "propose",
+        "--as",
+        "agent:a",
+        "--run",
+        &run,
+        "--action",
+        "fs.write",
+        "--resource",
+        "file:../x",
+        "--args",
+        r#"{"path":"../x","content":"x"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside the sandbox");
+    assert!(!std::path::Path::new("/etc/passwd-ice").exists());
+}
