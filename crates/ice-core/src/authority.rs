@@ -50,7 +50,7 @@ pub struct RunContained {
 }
 
 /// A proposal as derived state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalRecord {
     /// Id (the `ProposalSubmitted` event id).
     pub id: EventId,
@@ -71,7 +71,7 @@ pub struct ProposalRecord {
 }
 
 /// The policy set in force.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActivePolicy {
     /// Bundle hash.
     pub hash: String,
@@ -82,7 +82,7 @@ pub struct ActivePolicy {
 }
 
 /// Everything the decision procedure reads.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AuthorityState {
     proposals: BTreeMap<EventId, ProposalRecord>,
     grants: BTreeMap<EventId, Grant>,

@@ -150,7 +150,7 @@ pub struct BudgetSettled {
 }
 
 /// A budget's derived state.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BudgetLine {
     /// The limit.
     pub limit: u64,
@@ -181,8 +181,9 @@ pub struct BudgetExceeded {
 }
 
 /// All budgets and open reservations.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Budgets {
+    #[serde(with = "crate::state::pairs")]
     lines: BTreeMap<BudgetKey, BudgetLine>,
     open: BTreeMap<EventId, Vec<Charge>>,
 }

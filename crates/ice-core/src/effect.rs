@@ -205,7 +205,7 @@ pub struct Reconfigured {
 }
 
 /// Where a permit stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PermitStatus {
     /// Usable until it expires.
@@ -219,7 +219,7 @@ pub enum PermitStatus {
 }
 
 /// A permit as derived state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PermitRecord {
     /// Id (the `PermitIssued` event id).
     pub id: EventId,
@@ -249,7 +249,7 @@ impl PermitRecord {
 }
 
 /// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
     /// Waiting for an answer.
@@ -263,7 +263,7 @@ pub enum ApprovalStatus {
 }
 
 /// An approval as derived state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
     /// Id (the `ApprovalRequested` event id).
     pub id: EventId,
@@ -280,7 +280,7 @@ pub struct ApprovalRecord {
 }
 
 /// Where an effect stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EffectStatus {
     /// Started, no outcome yet.
@@ -294,7 +294,7 @@ pub enum EffectStatus {
 }
 
 /// An effect as derived state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EffectRecord {
     /// Id (the `EffectStarted` event id).
     pub id: EventId,
@@ -315,7 +315,7 @@ pub struct EffectRecord {
 }
 
 /// Permits, approvals, effects and reconfigurations.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EffectState {
     permits: BTreeMap<EventId, PermitRecord>,
     permit_of_proposal: BTreeMap<EventId, EventId>,

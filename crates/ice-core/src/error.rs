@@ -54,6 +54,10 @@ pub enum ErrorCode {
     TimeRegression,
     /// Chain verification: the chain does not end where the recorded head says it does (truncation).
     HeadMismatch,
+    /// A checkpoint's signature, Merkle root, covered range or state root does not match.
+    CheckpointInvalid,
+    /// A checkpoint is signed by a key that is not trusted.
+    UntrustedKey,
     /// No `.ice/` directory was found.
     NotInitialized,
     /// `ice init` on a directory that already has a ledger.
@@ -196,6 +200,8 @@ impl ErrorCode {
             Self::SequenceGap => "ICE-E0503",
             Self::TimeRegression => "ICE-E0504",
             Self::HeadMismatch => "ICE-E0505",
+            Self::CheckpointInvalid => "ICE-E0506",
+            Self::UntrustedKey => "ICE-E0507",
         }
     }
 
@@ -297,6 +303,14 @@ impl ErrorCode {
             }
             Self::HashMismatch | Self::BrokenLink | Self::SequenceGap | Self::TimeRegression => {
                 "the ledger was modified outside ICE; restore it from a verified copy and investigate"
+            }
+            Self::CheckpointInvalid => {
+                "a signed checkpoint does not match the events it covers: the ledger (or the checkpoint) was rewritten; \
+                 restore from a verified copy and investigate"
+            }
+            Self::UntrustedKey => {
+                "checkpoints must be signed by the ledger's key (.ice/keys/ledger.pub) or a key in [runtime] \
+                 trusted_keys / --trust-key; an unknown key means the history may have been re-signed"
             }
             Self::HeadMismatch => {
                 "events after the recorded head are missing (truncation); restore from a verified copy"

@@ -88,43 +88,71 @@ pub fn envelope_hash(
     prev_hash: &EventHash,
 ) -> EventHash {
     let mut h = blake3::Hasher::new();
-    h.update(HASH_DOMAIN);
-    h.update(&seq.0.to_be_bytes());
-    h.update(event_id.as_bytes());
+    write_envelope(
+        &mut |b| {
+            h.update(b);
+        },
+        seq,
+        event_id,
+        run_id,
+        kind,
+        origin,
+        time,
+        causes,
+        payload,
+        prev_hash,
+    );
+    EventHash(*h.finalize().as_bytes())
+}
+
+/// Feeds the v1 envelope encoding (the bytes the hash covers) to `out`, piece by piece, without allocating.
+#[allow(clippy::too_many_arguments)]
+fn write_envelope(
+    out: &mut dyn FnMut(&[u8]),
+    seq: Seq,
+    event_id: EventId,
+    run_id: Option<RunId>,
+    kind: EventKind,
+    origin: &Principal,
+    time: Timestamp,
+    causes: &[EventId],
+    payload: &CanonicalJson,
+    prev_hash: &EventHash,
+) {
+    out(HASH_DOMAIN);
+    out(&seq.0.to_be_bytes());
+    out(event_id.as_bytes());
     match run_id {
         Some(r) => {
-            h.update(&[1]);
-            h.update(r.as_bytes());
+            out(&[1]);
+            out(r.as_bytes());
         }
-        None => {
-            h.update(&[0]);
-        }
+        None => out(&[0]),
     }
-    update_str(&mut h, kind.as_str());
+    write_str(out, kind.as_str());
     let origin_kind = origin.kind.as_str();
-    // origin is hashed as its `KIND:NAME` text without allocating.
-    h.update(&len_u32(origin_kind.len() + 1 + origin.name.len()).to_be_bytes());
-    h.update(origin_kind.as_bytes());
-    h.update(b":");
-    h.update(origin.name.as_bytes());
-    h.update(&time.0.to_be_bytes());
-    h.update(&len_u32(causes.len()).to_be_bytes());
+    // origin is encoded as its `KIND:NAME` text without allocating.
+    out(&len_u32(origin_kind.len() + 1 + origin.name.len()).to_be_bytes());
+    out(origin_kind.as_bytes());
+    out(b":");
+    out(origin.name.as_bytes());
+    out(&time.0.to_be_bytes());
+    out(&len_u32(causes.len()).to_be_bytes());
     for c in causes {
-        h.update(c.as_bytes());
+        out(c.as_bytes());
     }
-    update_str(&mut h, payload.as_str());
-    h.update(&prev_hash.0);
-    EventHash(*h.finalize().as_bytes())
+    write_str(out, payload.as_str());
+    out(&prev_hash.0);
+}
+
+fn write_str(out: &mut dyn FnMut(&[u8]), s: &str) {
+    out(&len_u32(s.len()).to_be_bytes());
+    out(s.as_bytes());
 }
 
 fn len_u32(n: usize) -> u32 {
     // Payloads are capped at 64 KiB and names at 128 bytes, so this never saturates for valid events.
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn update_str(h: &mut blake3::Hasher, s: &str) {
-    h.update(&len_u32(s.len()).to_be_bytes());
-    h.update(s.as_bytes());
 }
 
 impl Event {
@@ -141,6 +169,24 @@ impl Event {
             &self.payload,
             &self.prev_hash,
         )
+    }
+
+    /// The exact bytes the hash covers (the v1 envelope encoding), e.g. to benchmark hashing against.
+    pub fn envelope_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(160 + self.payload.as_str().len());
+        write_envelope(
+            &mut |b| v.extend_from_slice(b),
+            self.seq,
+            self.event_id,
+            self.run_id,
+            self.kind,
+            &self.origin,
+            self.time,
+            &self.causes,
+            &self.payload,
+            &self.prev_hash,
+        );
+        v
     }
 
     /// The envelope as a JSON value (the `ice log --json` line format and the export format).

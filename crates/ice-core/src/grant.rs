@@ -46,7 +46,7 @@ pub struct GrantRef {
 }
 
 /// A grant as derived state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// Id (the `GrantIssued` event id).
     pub id: EventId,

@@ -6,8 +6,10 @@
 
 pub mod authority;
 pub mod budget;
+pub mod bundle;
 pub mod canonical;
 pub mod chain;
+pub mod checkpoint;
 pub mod clock;
 pub mod decision;
 pub mod effect;
@@ -17,6 +19,7 @@ pub mod grant;
 pub mod ids;
 pub mod intake;
 pub mod kind;
+pub mod merkle;
 pub mod payloads;
 pub mod principal;
 pub mod proposal;
@@ -34,4 +37,4 @@ pub use kind::{EventKind, Family, RunScope};
 pub use principal::{Principal, PrincipalKind};
 pub use proposal::{Access, Classification, Cost, Dimension, EffectScope, Nondeterminism, Proposal, Risk};
 pub use run::RunState;
-pub use state::{LedgerState, RunRecord};
+pub use state::{CheckpointMark, LedgerState, RunRecord};

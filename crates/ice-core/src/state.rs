@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::authority::AuthorityState;
 use crate::chain::ChainHead;
@@ -23,7 +23,7 @@ use crate::principal::Principal;
 use crate::run::RunState;
 
 /// One run as the ledger describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// The run id.
     pub id: RunId,
@@ -46,7 +46,7 @@ pub struct RunRecord {
 }
 
 /// All state derived from a ledger.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LedgerState {
     runs: BTreeMap<RunId, RunRecord>,
     authority: AuthorityState,
@@ -54,6 +54,21 @@ pub struct LedgerState {
     head: Option<ChainHead>,
     events: u64,
     rejections: u64,
+    #[serde(default)]
+    ledger_key: Option<String>,
+    #[serde(default)]
+    last_checkpoint: Option<CheckpointMark>,
+}
+
+/// Where the latest checkpoint is and what it covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMark {
+    /// Seq of the `Checkpoint` event.
+    pub seq: Seq,
+    /// Last seq it covers.
+    pub to_seq: u64,
+    /// When it was appended.
+    pub time: Timestamp,
 }
 
 impl LedgerState {
@@ -80,6 +95,16 @@ impl LedgerState {
     /// Number of `TransitionRejected` records folded.
     pub fn rejection_count(&self) -> u64 {
         self.rejections
+    }
+
+    /// The runtime public key recorded in `LedgerInitialized` (hex).
+    pub fn ledger_key(&self) -> Option<&str> {
+        self.ledger_key.as_deref()
+    }
+
+    /// The latest checkpoint.
+    pub fn last_checkpoint(&self) -> Option<CheckpointMark> {
+        self.last_checkpoint
     }
 
     /// Proposals, grants, budgets, suspensions and the active policy.
@@ -111,6 +136,23 @@ impl LedgerState {
     }
 
     fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str, admitting: bool) -> Result<(), Rejection> {
+        if kind == EventKind::Checkpoint {
+            let c: crate::checkpoint::CheckpointPayload = serde_json::from_str(payload)
+                .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("Checkpoint payload: {e}")))?;
+            let from = self.last_checkpoint.map_or(1, |m| m.to_seq + 1);
+            if c.from_seq != from || c.to_seq < c.from_seq || c.to_seq > self.last_seq().0 {
+                return Err(Rejection::new(
+                    ErrorCode::HeadConflict,
+                    format!(
+                        "a checkpoint must cover seqs {from}..=N with N at most {} (got {}..={})",
+                        self.last_seq(),
+                        c.from_seq,
+                        c.to_seq
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         let Some(run_id) = run_id else { return Ok(()) };
         if kind == EventKind::RunCreated {
             if self.runs.contains_key(&run_id) {
@@ -190,6 +232,16 @@ impl LedgerState {
                 }
             }
             EventKind::TransitionRejected => self.rejections += 1,
+            EventKind::LedgerInitialized => {
+                if let Ok(p) = serde_json::from_str::<payloads::LedgerInitialized>(e.payload.as_str()) {
+                    self.ledger_key = Some(p.runtime_public_key);
+                }
+            }
+            EventKind::Checkpoint => {
+                if let Ok(c) = serde_json::from_str::<crate::checkpoint::CheckpointPayload>(e.payload.as_str()) {
+                    self.last_checkpoint = Some(CheckpointMark { seq: e.seq, to_seq: c.to_seq, time: e.time });
+                }
+            }
             _ => {}
         }
         if let Some(run) = e.run_id.and_then(|id| self.runs.get_mut(&id)) {
@@ -200,5 +252,88 @@ impl LedgerState {
         self.head = Some(ChainHead::after(e));
         self.events += 1;
         Ok(())
+    }
+}
+
+impl LedgerState {
+    /// The state root: blake3 over the canonical JSON (RFC 8785) of the governed state — runs (id, state, label,
+    /// creator, last reason), proposals and decisions, grants, budgets and reservations, suspensions, containments,
+    /// the active policy, permits, approvals, effects and reconfigurations. Activity counters (event and rejection
+    /// counts, a run's event count and last seq, the head) are left out on purpose: they are moved by free events
+    /// (agents' notes, rejections) that may land between a checkpoint's covered range and the checkpoint itself,
+    /// and they decide nothing. Two folds of the same events give the same root; any difference in governed state
+    /// changes it.
+    pub fn state_root(&self) -> Result<String, Rejection> {
+        #[derive(Serialize)]
+        struct RunView<'a> {
+            id: RunId,
+            state: RunState,
+            label: &'a Option<String>,
+            created_by: &'a Principal,
+            created_at: Timestamp,
+            last_reason: &'a Option<String>,
+        }
+        #[derive(Serialize)]
+        struct Governed<'a> {
+            runs: Vec<RunView<'a>>,
+            authority: &'a AuthorityState,
+            effects: &'a EffectState,
+        }
+        let view = Governed {
+            runs: self
+                .runs
+                .values()
+                .map(|r| RunView {
+                    id: r.id,
+                    state: r.state,
+                    label: &r.label,
+                    created_by: &r.created_by,
+                    created_at: r.created_at,
+                    last_reason: &r.last_reason,
+                })
+                .collect(),
+            authority: &self.authority,
+            effects: &self.effects,
+        };
+        let text = serde_json_canonicalizer::to_string(&view)
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
+        let mut h = blake3::Hasher::new();
+        h.update(b"ice.state-root.v1\n");
+        h.update(text.as_bytes());
+        Ok(h.finalize().to_hex().to_string())
+    }
+
+    /// Encodes the state for a snapshot (canonical JSON).
+    pub fn to_snapshot(&self) -> Result<String, Rejection> {
+        serde_json_canonicalizer::to_string(self)
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))
+    }
+
+    /// Decodes a snapshot written by [`LedgerState::to_snapshot`].
+    pub fn from_snapshot(text: &str) -> Result<Self, Rejection> {
+        serde_json::from_str(text)
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("snapshot cannot be decoded: {e}")))
+    }
+}
+
+/// Serde helper for maps whose keys are not strings: encoded as a list of `[key, value]` pairs in key order.
+pub mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serializes a map as `[[k, v], ...]`.
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(m: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    /// Deserializes `[[k, v], ...]` into a map.
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }

@@ -134,7 +134,7 @@ impl Runtime {
         self.compiled(&active.0, &active.1).map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
     }
 
-    fn compiled(&self, hash: &str, bundle: &Value) -> Result<PolicyHandle, Rejection> {
+    pub(crate) fn compiled(&self, hash: &str, bundle: &Value) -> Result<PolicyHandle, Rejection> {
         let mut cache = self.policy_cache();
         if let Some(p) = cache.get(hash) {
             return Ok(Arc::clone(p));
@@ -215,7 +215,7 @@ impl Runtime {
     /// Classifies, evaluates Cedar and decides (no recording). Shared by [`Runtime::propose`] and
     /// [`Runtime::dry_run`].
     #[allow(clippy::too_many_arguments)]
-    fn plan_decision(
+    pub(crate) fn plan_decision(
         &self,
         st: &LedgerState,
         policy: &CompiledPolicy,

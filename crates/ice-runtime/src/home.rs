@@ -90,12 +90,40 @@ pub struct RuntimeConfig {
     /// Principal that CLI commands act as when `--as` is not given.
     #[serde(default = "default_actor")]
     pub default_actor: String,
+    /// Append a signed checkpoint after this many events (0: never by count).
+    #[serde(default = "default_checkpoint_events")]
+    pub checkpoint_every_events: u64,
+    /// Append a signed checkpoint when this many seconds passed since the last one (0: never by time).
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_every_secs: u64,
+    /// How many state snapshots (one per checkpoint) to keep in `.ice/snapshots/`.
+    #[serde(default = "default_keep_snapshots")]
+    pub keep_snapshots: usize,
+    /// More public keys (hex) whose checkpoint signatures `ice verify` accepts.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { default_actor: default_actor() }
+        Self {
+            default_actor: default_actor(),
+            checkpoint_every_events: default_checkpoint_events(),
+            checkpoint_every_secs: default_checkpoint_secs(),
+            keep_snapshots: default_keep_snapshots(),
+            trusted_keys: Vec::new(),
+        }
     }
+}
+
+fn default_checkpoint_events() -> u64 {
+    10_000
+}
+fn default_checkpoint_secs() -> u64 {
+    3600
+}
+fn default_keep_snapshots() -> usize {
+    2
 }
 
 fn default_synchronous() -> String {
@@ -194,6 +222,11 @@ impl IceHome {
             runtime.initialize(&public)?;
             runtime.activate_policy(&Principal::runtime(), &policies)?;
         }
+        // Pin the ledger's key (trust on first use when joining a shared ledger): `ice verify` checks checkpoint
+        // signatures against it, not against whatever key the ledger itself claims later.
+        let ledger_key = runtime.with_state(|s| s.ledger_key().map(str::to_owned))?.unwrap_or(public);
+        fs::write(ice.join("keys").join("ledger.pub"), format!("{ledger_key}\n"))
+            .map_err(|e| io("cannot write keys/ledger.pub", e))?;
         // Written last: until it exists, the directory does not count as initialised.
         fs::write(ice.join("config.toml"), text).map_err(|e| io("cannot write config.toml", e))?;
         Ok((home, runtime))
@@ -279,7 +312,59 @@ impl IceHome {
     /// Opens the runtime with an injected clock and id source.
     pub fn open_runtime_with(&self, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Runtime, HomeError> {
         let effectors = self.open_effectors()?;
-        Ok(Runtime::open(self.open_store()?, clock, ids)?.with_effectors(Arc::new(effectors)))
+        let store = self.open_store()?;
+        let start = crate::snapshot::latest_valid(&*store, &self.snapshot_dir()).unwrap_or_default();
+        let mut rt = Runtime::open_with_snapshot(store, clock, ids, start)?.with_effectors(Arc::new(effectors));
+        if let Some(key) = self.signing_key()? {
+            rt.set_checkpoints(crate::checkpoints::CheckpointPolicy {
+                key,
+                every_events: self.config.runtime.checkpoint_every_events,
+                every_secs: self.config.runtime.checkpoint_every_secs,
+                snapshot_dir: Some(self.snapshot_dir()),
+                keep_snapshots: self.config.runtime.keep_snapshots,
+            });
+        }
+        Ok(rt)
+    }
+
+    /// Opens the runtime folding the whole ledger from its first event (no snapshot), for replay.
+    pub fn open_runtime_unsnapshotted(&self) -> Result<Runtime, HomeError> {
+        Ok(Runtime::open(self.open_store()?, Arc::new(SystemClock), Arc::new(SystemIds))?)
+    }
+
+    /// Where state snapshots are kept.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+
+    /// The runtime's signing key (`keys/runtime.key`), if present.
+    pub fn signing_key(&self) -> Result<Option<SigningKey>, HomeError> {
+        let path = self.dir.join("keys").join("runtime.key");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(HomeError::new(ErrorCode::BadConfig, format!("cannot read {}: {e}", path.display()))),
+        };
+        let seed: [u8; 32] =
+            ice_core::checkpoint::from_hex(text.trim()).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                HomeError::new(ErrorCode::BadConfig, format!("{} is not a 32-byte hex key", path.display()))
+            })?;
+        Ok(Some(SigningKey::from_bytes(&seed)))
+    }
+
+    /// The public keys `ice verify` trusts for checkpoint signatures: `keys/ledger.pub` (the key recorded when this
+    /// home created or joined the ledger), else `keys/runtime.pub`, plus `[runtime] trusted_keys`.
+    pub fn trusted_keys(&self) -> Result<Vec<String>, HomeError> {
+        let keys = self.dir.join("keys");
+        let mut out = Vec::new();
+        for name in ["ledger.pub", "runtime.pub"] {
+            if let Ok(text) = fs::read_to_string(keys.join(name)) {
+                out.push(text.trim().to_owned());
+                break;
+            }
+        }
+        out.extend(self.config.runtime.trusted_keys.iter().cloned());
+        Ok(out)
     }
 
     /// The configured effectors: sandbox relative to the directory holding `.ice/`, blobs and journal inside `.ice/`.

@@ -4,15 +4,19 @@
 mod approvals;
 mod authority;
 mod boundary;
+pub mod checkpoints;
 mod home;
 pub mod policy;
+mod replay;
 mod rollback;
 mod runtime;
+mod snapshot;
 mod system;
 
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};
 pub use boundary::{ExecInput, ExecOutcome, TEST_PAUSE_ENV};
 pub use home::{Config, HomeError, ICE_DIR, IceHome, STORE_ENV};
+pub use replay::{DecisionDiff, Divergence, ReplayReport, WhatIfFilter, WhatIfReport};
 pub use rollback::{RollbackItem, RollbackReport, RollbackStep, RollbackTarget};
 pub use runtime::{Runtime, RuntimeError};
 pub use system::{SystemClock, SystemIds};

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ice_core::intake::{self, RawEvent};
 use ice_core::{
     CanonicalJson, Clock, Draft, ErrorCode, Event, EventKind, IdSource, LedgerState, Principal, Rejection, RunId,
-    RunRecord, RunState, payloads,
+    RunRecord, RunState, Seq, payloads,
 };
 use ice_store::{AppendRequest, EventQuery, Store, StoreError};
 
@@ -78,18 +78,36 @@ pub struct Runtime {
     state: Mutex<LedgerState>,
     policies: Mutex<HashMap<String, PolicyHandle>>,
     effectors: Option<Arc<ice_effects::Effectors>>,
+    checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
+    checkpointing: std::sync::atomic::AtomicBool,
+    /// Seq of the snapshot the state was loaded from at open (0: folded from the start).
+    started_from: Seq,
 }
 
 impl Runtime {
     /// Opens a runtime over a store, folding the whole ledger into derived state.
     pub fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Self, RuntimeError> {
+        Self::open_with_snapshot(store, clock, ids, LedgerState::new())
+    }
+
+    /// Opens a runtime starting from already-folded state (a verified snapshot) and folding only what follows.
+    pub fn open_with_snapshot(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        state: LedgerState,
+    ) -> Result<Self, RuntimeError> {
+        let started_from = state.last_seq();
         let rt = Self {
             store,
             clock,
             ids,
-            state: Mutex::new(LedgerState::new()),
+            state: Mutex::new(state),
             policies: Mutex::new(HashMap::new()),
             effectors: None,
+            checkpoints: None,
+            checkpointing: std::sync::atomic::AtomicBool::new(false),
+            started_from,
         };
         {
             let mut st = rt.lock();
@@ -107,6 +125,31 @@ impl Runtime {
     /// [`Runtime::with_effectors`] in place.
     pub fn set_effectors(&mut self, effectors: Arc<ice_effects::Effectors>) {
         self.effectors = Some(effectors);
+    }
+
+    /// Signs checkpoints (see [`crate::checkpoints`]) with this policy.
+    pub fn set_checkpoints(&mut self, policy: crate::checkpoints::CheckpointPolicy) {
+        self.checkpoints = Some(policy);
+    }
+
+    /// The checkpoint policy, if this runtime signs checkpoints.
+    pub(crate) fn checkpoint_policy(&self) -> Option<&crate::checkpoints::CheckpointPolicy> {
+        self.checkpoints.as_ref()
+    }
+
+    /// Guards against a checkpoint triggering another from inside its own append.
+    pub(crate) fn try_enter_checkpoint(&self) -> bool {
+        !self.checkpointing.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// See [`Runtime::try_enter_checkpoint`].
+    pub(crate) fn leave_checkpoint(&self) {
+        self.checkpointing.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The seq of the snapshot this runtime's state was loaded from (0 when folded from the first event).
+    pub fn started_from(&self) -> Seq {
+        self.started_from
     }
 
     /// The attached effectors.
@@ -345,6 +388,8 @@ impl Runtime {
                         Some(st) => self.catch_up_locked(st)?,
                         None => self.catch_up()?,
                     }
+                    drop(held);
+                    self.maybe_checkpoint();
                     return Ok(events);
                 }
                 Err(StoreError::HeadConflict { .. }) => {

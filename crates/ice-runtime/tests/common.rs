@@ -9,6 +9,11 @@ use ice_runtime::Runtime;
 use ice_store::{EventQuery, Store};
 use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
+/// The runtime key of every test ledger (checkpoints are signed with it once enabled).
+pub fn test_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9u8; 32])
+}
+
 /// One hour in microseconds.
 pub const HOUR: i64 = 3_600_000_000;
 
@@ -49,9 +54,22 @@ impl Ledger {
         let store: Arc<dyn Store> = SqliteStore::open(dir.path().join("ledger.db"), options).unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_900_000_000)));
         let rt = Runtime::open(store, clock.clone(), Arc::new(SequentialIds::new(7))).unwrap();
-        rt.initialize("00").unwrap();
+        rt.initialize(&ice_core::checkpoint::to_hex(test_key().verifying_key().as_bytes())).unwrap();
         rt.activate_policy(&Principal::runtime(), &policies).unwrap();
         Self { rt, clock, alice: "human:alice".parse().unwrap(), _dir: dir }
+    }
+
+    /// Signs a checkpoint every `every` events, with snapshots in the scratch directory.
+    pub fn with_checkpoints(mut self, every: u64) -> Self {
+        let snapshot_dir = Some(self._dir.path().join("snapshots"));
+        self.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
+            key: test_key(),
+            every_events: every,
+            every_secs: 0,
+            snapshot_dir,
+            keep_snapshots: 2,
+        });
+        self
     }
 
     /// The ledger's scratch directory (for a sandbox and blob store).

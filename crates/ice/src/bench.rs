@@ -35,6 +35,8 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
     match cmd {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
         BenchCommand::Decide { iterations, policies } => decide(iterations, policies),
+        BenchCommand::Verify { events } => crate::bench_proof::verify(events),
+        BenchCommand::Replay { events, proposals } => crate::bench_proof::replay(events, proposals),
         #[cfg(feature = "postgres")]
         BenchCommand::Postgres { url, events, threads } => crate::bench_pg::run(&url, events, threads),
         #[cfg(feature = "postgres")]

@@ -89,6 +89,59 @@ pub enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Start at the latest signed checkpoint (its signed head anchors the rest): cost bounded by the events
+        /// since it.
+        #[arg(long, conflicts_with = "bundle")]
+        from_checkpoint: bool,
+        /// Verify an audit bundle offline (no ledger needed) instead of the ledger.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
+        /// Also trust checkpoints signed by this public key (hex); repeatable.
+        #[arg(long = "trust-key", value_name = "HEX")]
+        trust_keys: Vec<String>,
+    },
+    /// Rebuild all derived state from the ledger alone, re-decide every proposal, check every checkpoint's state
+    /// root, and prove the result equal to the live state (exit 1 on any divergence).
+    Replay {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate recorded history under a candidate policy set and report which decisions would change (exit 1 if
+    /// any would: use it to gate policy changes in CI).
+    WhatIf {
+        /// The candidate policy directory (*.cedar, schema.cedarschema, policy.toml).
+        #[arg(long, value_name = "DIR")]
+        policies: PathBuf,
+        /// Only proposals since: a seq is not accepted here; an RFC 3339 time or an age like 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only proposals in this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append a signed checkpoint now (normally taken every N events / T seconds).
+    Checkpoint,
+    /// Write a portable, offline-verifiable audit bundle (events, checkpoints, Merkle proofs, public key).
+    Export {
+        /// Export one run's events.
+        #[arg(long, conflicts_with = "range", required_unless_present = "range")]
+        run: Option<String>,
+        /// Export a seq range A..B (inclusive).
+        #[arg(long, value_name = "A..B")]
+        range: Option<String>,
+        /// Output file.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Print the runtime's public key (hex), which verifies its checkpoint signatures.
+    Key {
+        /// Print the key this home trusts for the ledger (keys/ledger.pub) instead of its own.
+        #[arg(long)]
+        ledger: bool,
     },
     /// List the event kinds of the taxonomy, with their family and who may emit them.
     Kinds,
@@ -472,6 +525,21 @@ pub enum BenchCommand {
         /// Appending threads.
         #[arg(long)]
         threads: usize,
+    },
+    /// Chain verification throughput vs raw blake3 over the same envelope bytes; `ice verify` end to end.
+    Verify {
+        /// Events in the generated ledger.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+    },
+    /// Replay throughput (read + fold + re-decide + checkpoint state roots) on a generated ledger.
+    Replay {
+        /// Events in the generated ledger.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Decided proposals among them.
+        #[arg(long, default_value_t = 2_000)]
+        proposals: usize,
     },
     /// In-process decide (grant + Cedar + budget, no fsync) vs bare Cedar is_authorized on the same request.
     Decide {

@@ -7,11 +7,11 @@ use std::time::Duration;
 use ice_core::intake::RawEvent;
 use ice_core::{ErrorCode, EventId, EventKind, Principal, PrincipalKind, RunId, RunState, Seq, Timestamp};
 use ice_runtime::{IceHome, Runtime};
-use ice_store::{EventQuery, verify_ledger};
+use ice_store::EventQuery;
 
 use crate::cli::{Cli, Command, DebugCommand, EmitArgs, LogArgs, RunCommand};
 use crate::render::{self, CliError};
-use crate::{authority_cmds, bench, demo, effect_cmds, exit};
+use crate::{authority_cmds, bench, bundle_cmds, demo, effect_cmds, exit, proof_cmds};
 
 /// Runs one parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
@@ -34,7 +34,18 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),
-        Command::Verify { json } => verify(&home()?, json),
+        Command::Verify { json, from_checkpoint, bundle, trust_keys } => {
+            proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys)
+        }
+        Command::Replay { json } => proof_cmds::replay(&home()?, json),
+        Command::WhatIf { policies, since, run, json } => {
+            proof_cmds::what_if(&home()?, &policies, since.as_deref(), run.as_deref(), json)
+        }
+        Command::Checkpoint => proof_cmds::checkpoint(&home()?),
+        Command::Export { run, range, output } => {
+            bundle_cmds::export(&home()?, run.as_deref(), range.as_deref(), &output)
+        }
+        Command::Key { ledger } => proof_cmds::key(&home()?, ledger),
         Command::Kinds => {
             kinds();
             Ok(exit::OK)
@@ -222,6 +233,17 @@ pub fn parse_age_micros(text: &str) -> Result<i64, CliError> {
     })
 }
 
+/// Parses an RFC 3339 time or an age like `7d` (meaning that long before `now`).
+pub fn parse_time_or_age(text: &str, now: Timestamp) -> Result<Timestamp, CliError> {
+    let t = text.trim();
+    if let Some(age) = age_micros(t) {
+        return Ok(now.plus_micros(-age));
+    }
+    Timestamp::parse_rfc3339(t).map_err(|_| {
+        CliError::Coded(ErrorCode::BadArgument, format!("--since `{text}` is not an RFC 3339 time or an age like 7d"))
+    })
+}
+
 fn parse_since(text: &str, now: Timestamp) -> Result<(Seq, Option<Timestamp>), CliError> {
     let t = text.trim();
     if let Ok(seq) = t.parse::<u64>() {
@@ -359,44 +381,6 @@ fn inspect(home: &IceHome, id: &str, json: bool) -> Result<u8, CliError> {
         }
     }
     Ok(exit::OK)
-}
-
-fn verify(home: &IceHome, json: bool) -> Result<u8, CliError> {
-    let store = home.open_store()?;
-    let started = std::time::Instant::now();
-    let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
-    let result = verify_ledger(&*store, &mut |p| bar.set_position(p.checked))?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    match result {
-        Ok(summary) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "events": summary.events, "head_seq": summary.head.seq.0,
-                        "head_hash": summary.head.hash.to_hex(), "seconds": secs})
-                );
-            } else {
-                println!(
-                    "ok: {} events verified in {:.3}s; head seq {} hash {}",
-                    summary.events, secs, summary.head.seq, summary.head.hash
-                );
-            }
-            Ok(exit::OK)
-        }
-        Err(f) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "first_bad_seq": f.seq.0, "code": f.code.as_str(), "reason": f.message})
-                );
-            } else {
-                println!("FAILED at seq {}: [{}] {}", f.seq, f.code, f.message);
-                eprintln!("  hint: {}", f.code.hint());
-            }
-            Ok(exit::CHECK_FAILED)
-        }
-    }
 }
 
 fn kinds() {

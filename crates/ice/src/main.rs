@@ -5,11 +5,14 @@ mod authority_cmds;
 mod bench;
 #[cfg(feature = "postgres")]
 mod bench_pg;
+mod bench_proof;
+mod bundle_cmds;
 mod cli;
 mod commands;
 mod demo;
 mod effect_cmds;
 mod migrate;
+mod proof_cmds;
 mod render;
 
 use std::process::ExitCode;

@@ -8,6 +8,7 @@ mod cli {
     mod effects;
     mod flow;
     mod postgres;
+    mod proof;
     mod tamper;
 }
 

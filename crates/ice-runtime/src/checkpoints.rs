@@ -1,0 +1,168 @@
+//! Signed checkpoints and state snapshots.
+//!
+//! Every `every_events` events or `every_secs` seconds (checked after each append), the runtime appends a
+//! `Checkpoint` covering the events since the previous one: the last covered hash, the Merkle root over the
+//! covered hashes and the root of the governed state, signed with the runtime's ed25519 key. Only the instance
+//! holding the ledger's key (the one recorded in `LedgerInitialized`) signs checkpoints; other instances on a
+//! shared ledger leave it to that one. With each checkpoint a snapshot of the derived state is written next to the
+//! ledger (`.ice/snapshots/`, the newest few kept) so that opening the runtime folds only the events after it.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer, SigningKey};
+use ice_core::checkpoint::{CheckpointPayload, to_hex};
+use ice_core::merkle::merkle_root;
+use ice_core::{Event, EventKind, LedgerState, Principal, Rejection, Seq};
+use ice_store::EventQuery;
+use serde_json::json;
+
+use crate::runtime::{Runtime, RuntimeError};
+
+/// When checkpoints are taken.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    /// The runtime's signing key.
+    pub key: SigningKey,
+    /// Checkpoint after this many events since the last one (0: never by count).
+    pub every_events: u64,
+    /// Checkpoint when this many seconds passed since the last one and there are new events (0: never by time).
+    pub every_secs: u64,
+    /// Where snapshots go (none: no snapshots).
+    pub snapshot_dir: Option<PathBuf>,
+    /// How many snapshots to keep.
+    pub keep_snapshots: usize,
+}
+
+/// Events read per query when hashing a checkpoint's range.
+const RANGE_BATCH: usize = 50_000;
+
+impl Runtime {
+    /// The hashes of events `from..=to`, in seq order.
+    pub fn range_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, RuntimeError> {
+        let mut out = Vec::with_capacity(usize::try_from(to.saturating_sub(from) + 1).unwrap_or(0));
+        let mut after = Seq(from.saturating_sub(1));
+        while after.0 < to {
+            let batch = self.store().read(&EventQuery {
+                after,
+                until: Some(Seq(to)),
+                limit: RANGE_BATCH,
+                ..EventQuery::default()
+            })?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            out.extend(batch.iter().map(|e| e.hash.0));
+        }
+        Ok(out)
+    }
+
+    /// Whether this instance signs checkpoints: it has a key and it is the ledger's.
+    fn checkpoint_key(&self, st: &LedgerState) -> Option<&CheckpointPolicy> {
+        let policy = self.checkpoint_policy()?;
+        let public = to_hex(policy.key.verifying_key().as_bytes());
+        (st.ledger_key() == Some(public.as_str())).then_some(policy)
+    }
+
+    /// Appends a checkpoint now if there is anything uncovered (`None` when there is not, or this instance does not
+    /// hold the ledger's key).
+    pub fn checkpoint(&self) -> Result<Option<Event>, RuntimeError> {
+        self.catch_up()?;
+        let due = self.with_state(|st| {
+            let from = st.last_checkpoint().map_or(1, |m| m.to_seq + 1);
+            self.checkpoint_key(st).is_some() && st.last_seq().0 >= from
+        })?;
+        if !due {
+            return Ok(None);
+        }
+        let attempt = || json!({"kind": "Checkpoint"});
+        let events = self.commit_with(&|st: &LedgerState| self.checkpoint_draft(st).map(|d| vec![d]), &attempt)?;
+        let event = events.into_iter().next();
+        if let Some(e) = &event {
+            self.write_snapshot(e.seq);
+        }
+        Ok(event)
+    }
+
+    fn checkpoint_draft(&self, st: &LedgerState) -> Result<ice_core::Draft, Rejection> {
+        let policy = self.checkpoint_key(st).ok_or_else(|| {
+            Rejection::new(ice_core::ErrorCode::BadConfig, "this instance does not hold the ledger's checkpoint key")
+        })?;
+        let from = st.last_checkpoint().map_or(1, |m| m.to_seq + 1);
+        let to = st.last_seq().0;
+        let head = st.head().ok_or_else(|| Rejection::new(ice_core::ErrorCode::NotFound, "the ledger is empty"))?;
+        let hashes = self
+            .range_hashes(from, to)
+            .map_err(|e| Rejection::new(e.code(), format!("cannot read the checkpoint range: {e}")))?;
+        if hashes.len() as u64 != to - from + 1 {
+            return Err(Rejection::new(ice_core::ErrorCode::SequenceGap, "the checkpoint range has gaps"));
+        }
+        let mut payload = CheckpointPayload {
+            from_seq: from,
+            to_seq: to,
+            to_hash: head.hash.to_hex(),
+            merkle_root: to_hex(&merkle_root(&hashes)),
+            state_root: st.state_root()?,
+            public_key: to_hex(policy.key.verifying_key().as_bytes()),
+            signature: String::new(),
+        };
+        payload.signature = to_hex(&policy.key.sign(&payload.signing_message()).to_bytes());
+        self.internal(EventKind::Checkpoint, Principal::runtime(), None, &payload)
+    }
+
+    /// Checkpoints when one is due by count or time. Failures are not the caller's: the next append tries again.
+    pub(crate) fn maybe_checkpoint(&self) {
+        let Some(policy) = self.checkpoint_policy() else { return };
+        let now = self.now();
+        let due = self.with_state_cached(|st| {
+            let (covered, since) = st.last_checkpoint().map_or((0, None), |m| (m.to_seq, Some(m.time)));
+            let pending = st.last_seq().0.saturating_sub(covered);
+            // The checkpoint event itself is one uncovered event: it alone never makes one due.
+            let by_count = policy.every_events > 0 && pending >= policy.every_events;
+            let by_time = policy.every_secs > 0
+                && pending > 1
+                && since
+                    .is_some_and(|t| now.0 - t.0 >= i64::try_from(policy.every_secs).unwrap_or(i64::MAX) * 1_000_000);
+            by_count || by_time
+        });
+        if due && self.try_enter_checkpoint() {
+            // A refusal means another instance checkpointed first; anything else is worth a warning.
+            if let Err(e) = self.checkpoint()
+                && !matches!(e, RuntimeError::Rejected { .. })
+            {
+                eprintln!("warning: checkpoint not written: {e}");
+            }
+            self.leave_checkpoint();
+        }
+    }
+
+    /// Writes the folded state as the snapshot for the checkpoint at `seq` and prunes old ones. Best effort: a
+    /// missing snapshot only means a longer fold at the next start.
+    fn write_snapshot(&self, seq: Seq) {
+        let Some(dir) = self.checkpoint_policy().and_then(|p| p.snapshot_dir.clone()) else { return };
+        let keep = self.checkpoint_policy().map_or(2, |p| p.keep_snapshots.max(1));
+        let text = self.with_state(|st| (st.last_seq() == seq).then(|| st.to_snapshot()));
+        let Ok(Some(Ok(text))) = text else { return };
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let path = dir.join(format!("{:020}.json", seq.0));
+        let tmp = dir.join(format!(".{:020}.tmp", seq.0));
+        if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+            return;
+        }
+        let mut all = snapshot_files(&dir);
+        all.sort();
+        let excess = all.len().saturating_sub(keep);
+        for old in all.into_iter().take(excess) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+}
+
+/// Snapshot files in a directory (`<seq>.json`).
+pub(crate) fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
+        })
+        .unwrap_or_default()
+}

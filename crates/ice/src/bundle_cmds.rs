@@ -1,0 +1,129 @@
+//! `ice export` and `ice verify --bundle`: portable audit bundles (format: docs/audit-bundle.md).
+
+use std::path::Path;
+
+use ice_core::bundle::{BundleHeader, build_bundle, verify_bundle as verify};
+use ice_core::checkpoint::CheckpointPayload;
+use ice_core::{ErrorCode, EventHash, EventKind, Seq};
+use ice_runtime::IceHome;
+use ice_store::EventQuery;
+use serde_json::json;
+
+use crate::commands::resolve_run;
+use crate::exit;
+use crate::render::CliError;
+
+fn parse_range(text: &str) -> Result<(u64, u64), CliError> {
+    let bad = || CliError::Coded(ErrorCode::BadArgument, format!("--range `{text}` is not A..B (seqs, A <= B)"));
+    let (a, b) = text.split_once("..").ok_or_else(bad)?;
+    let (a, b) = (a.trim().parse::<u64>().map_err(|_| bad())?, b.trim().parse::<u64>().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// `ice export`.
+pub fn export(home: &IceHome, run: Option<&str>, range: Option<&str>, output: &Path) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    // Cover everything recorded so far with a signed checkpoint (when this instance holds the ledger's key).
+    rt.checkpoint()?;
+    let store = rt.store().clone();
+    let (selected, selection) = match (run, range) {
+        (Some(r), _) => {
+            let id = resolve_run(&rt, r)?;
+            let q = EventQuery { run: Some(id), limit: usize::MAX, ..EventQuery::default() };
+            (store.read(&q)?, json!({"run": id.to_string()}))
+        }
+        (None, Some(text)) => {
+            let (a, b) = parse_range(text)?;
+            let q = EventQuery { after: Seq(a - 1), until: Some(Seq(b)), limit: usize::MAX, ..EventQuery::default() };
+            (store.read(&q)?, json!({"from_seq": a, "to_seq": b}))
+        }
+        (None, None) => return Err(CliError::Coded(ErrorCode::BadArgument, "pass --run RUN or --range A..B".into())),
+    };
+    if selected.is_empty() {
+        return Err(CliError::Coded(ErrorCode::NotFound, "no events match the selection".into()));
+    }
+    let (lo, hi) = (selected[0].seq.0, selected[selected.len() - 1].seq.0);
+    let all_checkpoints =
+        store.read(&EventQuery { kind: Some(EventKind::Checkpoint), limit: usize::MAX, ..EventQuery::default() })?;
+    let mut checkpoints = Vec::new();
+    for c in all_checkpoints {
+        let p: CheckpointPayload = serde_json::from_str(c.payload.as_str())
+            .map_err(|e| CliError::Coded(ErrorCode::CheckpointInvalid, format!("checkpoint at seq {}: {e}", c.seq)))?;
+        if p.to_seq < lo || p.from_seq > hi {
+            continue;
+        }
+        let hashes = rt.range_hashes(p.from_seq, p.to_seq)?.into_iter().map(EventHash).collect();
+        checkpoints.push((c, hashes));
+    }
+    let header = BundleHeader { created_at: rt.now(), selection, public_keys: home.trusted_keys()? };
+    let bundle = build_bundle(header, &selected, &checkpoints).map_err(|e| {
+        let hint = if e.code == ErrorCode::NotFound {
+            " (events after the last checkpoint are not signed yet; run the export on the instance that holds the \
+             ledger's key)"
+        } else {
+            ""
+        };
+        CliError::Coded(e.code, format!("{e}{hint}"))
+    })?;
+    let report = verify(&bundle, &home.trusted_keys()?).map_err(|e| CliError::Coded(e.code, e.to_string()))?;
+    let tmp = output.with_extension("tmp");
+    std::fs::write(&tmp, bundle.to_jsonl())
+        .and_then(|()| std::fs::rename(&tmp, output))
+        .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot write {}: {e}", output.display())))?;
+    println!(
+        "wrote {}: {} events (seq {}..={}), {} checkpoint(s), Merkle proofs, public key; verify offline with \
+         `ice verify --bundle {}`",
+        output.display(),
+        report.events_verified,
+        lo,
+        hi,
+        report.checkpoints_verified,
+        output.display()
+    );
+    Ok(exit::OK)
+}
+
+/// `ice verify --bundle FILE`: offline, no ledger needed.
+pub fn verify_bundle(path: &Path, trust: &[String], json_out: bool) -> Result<u8, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Coded(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())))?;
+    let result = ice_core::bundle::Bundle::from_jsonl(&text).and_then(|b| verify(&b, trust));
+    match result {
+        Ok(r) => {
+            if json_out {
+                println!("{}", json!({"ok": true, "report": r}));
+            } else {
+                println!(
+                    "ok: {} events and {} checkpoint(s) verified offline (seq {}..={}); {} chain link(s); keys from {}{}",
+                    r.events_verified,
+                    r.checkpoints_verified,
+                    r.first_seq.unwrap_or(0),
+                    r.last_seq.unwrap_or(0),
+                    r.links_verified,
+                    if r.keys_from == ice_core::bundle::KeySource::Pinned {
+                        "--trust-key"
+                    } else {
+                        "the bundle (pass --trust-key to pin)"
+                    },
+                    if r.range_complete { "; the range is complete" } else { "" }
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"ok": false, "code": e.code.as_str(), "seq": e.seq, "line": e.line, "reason": e.message})
+                );
+            } else {
+                println!("FAILED: [{}] {e}", e.code);
+                eprintln!("  hint: {}", e.hint());
+            }
+            Ok(exit::CHECK_FAILED)
+        }
+    }
+}

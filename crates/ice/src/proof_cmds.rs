@@ -1,0 +1,196 @@
+//! `ice verify`, `ice replay`, `ice what-if`, `ice checkpoint`, `ice export`, `ice key`: proving what happened.
+
+use std::path::Path;
+
+use ice_core::ErrorCode;
+use ice_runtime::policy::PolicyBundle;
+use ice_runtime::{IceHome, WhatIfFilter};
+use ice_store::{VerifyOptions, verify_ledger_signed};
+use serde_json::json;
+
+use crate::commands::resolve_run;
+use crate::exit;
+use crate::render::CliError;
+
+/// `ice verify` (ledger or bundle).
+pub fn verify(
+    home: impl FnOnce() -> Result<IceHome, CliError>,
+    json_out: bool,
+    from_checkpoint: bool,
+    bundle: Option<&Path>,
+    trust: &[String],
+) -> Result<u8, CliError> {
+    if let Some(path) = bundle {
+        return crate::bundle_cmds::verify_bundle(path, trust, json_out);
+    }
+    let home = home()?;
+    let store = home.open_store()?;
+    let mut trusted_keys = home.trusted_keys()?;
+    trusted_keys.extend(trust.iter().cloned());
+    let options = VerifyOptions { trusted_keys, from_checkpoint };
+    let started = std::time::Instant::now();
+    let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
+    let result = verify_ledger_signed(&*store, &options, &mut |p| bar.set_position(p.checked))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(s) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"ok": true, "events": s.chain.events, "head_seq": s.chain.head.seq.0,
+                        "head_hash": s.chain.head.hash.to_hex(), "checkpoints": s.checkpoints,
+                        "started_at_seq": s.started_at, "unsigned_tail": s.unsigned_tail, "seconds": secs})
+                );
+            } else {
+                let from = if s.started_at > 1 {
+                    format!(" from seq {} (anchored by a checkpoint)", s.started_at)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "ok: {} events verified{from} in {:.3}s; head seq {} hash {}",
+                    s.chain.events, secs, s.chain.head.seq, s.chain.head.hash
+                );
+                println!(
+                    "  {} signed checkpoint(s) verified; {} event(s) after the last checkpoint (chain only)",
+                    s.checkpoints, s.unsigned_tail
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(f) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"ok": false, "first_bad_seq": f.seq.0, "code": f.code.as_str(), "reason": f.message})
+                );
+            } else {
+                println!("FAILED at seq {}: [{}] {}", f.seq, f.code, f.message);
+                eprintln!("  hint: {}", f.code.hint());
+            }
+            Ok(exit::CHECK_FAILED)
+        }
+    }
+}
+
+/// `ice replay`.
+pub fn replay(home: &IceHome, json_out: bool) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let total = rt.store().head()?.map_or(0, |h| h.seq.0);
+    let bar = crate::bench::progress_bar(total, "replaying");
+    let report = rt.replay(&mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    if json_out {
+        println!("{}", serde_json::to_value(&report).unwrap_or_default());
+    } else {
+        let rate = report.events as f64 / (report.elapsed_ms.max(1) as f64 / 1000.0);
+        println!("replayed {} events in {} ms ({rate:.0} events/s)", report.events, report.elapsed_ms);
+        println!("  state root  {}", report.state_root);
+        let from = if report.live_started_from > 0 {
+            format!(" (loaded from the snapshot at seq {}, then folded)", report.live_started_from)
+        } else {
+            String::new()
+        };
+        println!("  live root   {}{from}", report.live_root);
+        println!(
+            "  {} checkpoint state root(s) compared; {} decision(s) re-evaluated",
+            report.checkpoints, report.decisions
+        );
+        if let Some(d) = &report.divergence {
+            println!(
+                "DIVERGED: agrees through seq {}, differs by seq {} ({}): expected {}, replayed {}",
+                d.agree_through, d.differ_by, d.what, d.expected_root, d.replayed_root
+            );
+        }
+        for m in &report.decision_mismatches {
+            println!("DECISION DIFFERS  proposal {} (seq {}): {}", m.proposal_id, m.seq, m.detail);
+        }
+        if report.ok() {
+            println!("ok: replayed state equals the live state; every recorded decision reproduces");
+        }
+    }
+    Ok(if report.ok() { exit::OK } else { exit::CHECK_FAILED })
+}
+
+/// `ice what-if`.
+pub fn what_if(
+    home: &IceHome,
+    policies: &Path,
+    since: Option<&str>,
+    run: Option<&str>,
+    json_out: bool,
+) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let candidate = PolicyBundle::load_dir(policies)
+        .and_then(|b| b.compile())
+        .map_err(|r| CliError::Coded(r.code, format!("candidate policies in {}: {}", policies.display(), r.message)))?;
+    let since = since.map(|s| crate::commands::parse_time_or_age(s, rt.now())).transpose()?;
+    let run = run.map(|r| resolve_run(&rt, r)).transpose()?;
+    let total = rt.store().head()?.map_or(0, |h| h.seq.0);
+    let bar = crate::bench::progress_bar(total, "evaluating");
+    let report = rt.what_if(&candidate, WhatIfFilter { since, run }, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    if json_out {
+        println!("{}", serde_json::to_value(&report).unwrap_or_default());
+    } else {
+        println!(
+            "candidate policy set {}: {} decision(s) evaluated, {} would change",
+            &report.candidate_hash[..16.min(report.candidate_hash.len())],
+            report.evaluated,
+            report.changes.len()
+        );
+        for (flip, n) in &report.counts {
+            println!("  {flip:<28} {n}");
+        }
+        for c in &report.changes {
+            println!(
+                "  {} → {}  proposal {} (seq {})  {} {} {}  [{}]",
+                c.recorded.as_str(),
+                c.replayed.as_str(),
+                c.proposal_id,
+                c.seq,
+                c.actor,
+                c.action,
+                c.resource,
+                c.policies.join(", ")
+            );
+        }
+    }
+    Ok(if report.changes.is_empty() { exit::OK } else { exit::CHECK_FAILED })
+}
+
+/// `ice checkpoint`.
+pub fn checkpoint(home: &IceHome) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    match rt.checkpoint()? {
+        Some(e) => {
+            let c: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(e.payload.as_str())
+                .map_err(|err| CliError::Coded(ErrorCode::CheckpointInvalid, err.to_string()))?;
+            println!(
+                "checkpoint at seq {}: covers {}..={}, merkle {}…, state {}…, signed by {}…",
+                e.seq,
+                c.from_seq,
+                c.to_seq,
+                &c.merkle_root[..16],
+                &c.state_root[..16],
+                &c.public_key[..16]
+            );
+        }
+        None => println!("nothing to checkpoint (or this instance does not hold the ledger's key)"),
+    }
+    Ok(exit::OK)
+}
+
+/// `ice key`.
+pub fn key(home: &IceHome, ledger: bool) -> Result<u8, CliError> {
+    if ledger {
+        let keys = home.trusted_keys()?;
+        let first =
+            keys.first().cloned().ok_or_else(|| CliError::Coded(ErrorCode::NotFound, "no trusted key".into()))?;
+        println!("{first}");
+    } else {
+        println!("{}", home.public_key()?);
+    }
+    Ok(exit::OK)
+}

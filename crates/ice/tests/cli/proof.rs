@@ -1,0 +1,269 @@
+//! Proving what happened, through the real binary: replay, what-if, signed checkpoints (and what an attacker
+//! who rewrites history can and cannot get past), verification from a checkpoint, audit bundles.
+
+use ed25519_dalek::{Signer, SigningKey};
+use ice_core::checkpoint::{CheckpointPayload, to_hex};
+use ice_core::{Event, EventKind};
+use ice_store::{EventQuery, Store};
+use ice_store_sqlite::{SqliteOptions, SqliteStore};
+use rusqlite::Connection;
+
+use crate::{Ice, stderr, stdout};
+
+/// A ledger that checkpoints every 8 events, with a run that wrote and deleted files and an agent's notes.
+fn ledger() -> (Ice, String) {
+    let ice = Ice::init();
+    let config = ice.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("checkpoint_every_events = 10000", "checkpoint_every_events = 8")).unwrap();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
+    let run = ice.executing_run();
+    for i in 0..4 {
+        let args = format!(r#"{{"path":"f{i}.txt","content":"v{i}"}}"#);
+        let resource = format!("file:f{i}.txt");
+        let out = ice.ok(&[
+            "propose",
+            "--json",
+            "--as",
+            "agent:a",
+            "--run",
+            &run,
+            "--action",
+            "fs.write",
+            "--resource",
+            &resource,
+            "--args",
+            &args,
+        ]);
+        let d: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        ice.ok(&["exec", "--as", "agent:a", d["permit_id"].as_str().unwrap()]);
+        let note = format!(r#"{{"note":"wrote {i}"}}"#);
+        ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", &note]);
+    }
+    ice.ok(&["run", "finish", &run]);
+    (ice, run)
+}
+
+fn events(ice: &Ice) -> Vec<Event> {
+    let store = SqliteStore::open(ice.db(), SqliteOptions::default()).unwrap();
+    store.read(&EventQuery { limit: usize::MAX, ..EventQuery::default() }).unwrap()
+}
+
+fn checkpoints(ice: &Ice) -> Vec<(u64, CheckpointPayload)> {
+    events(ice)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Checkpoint)
+        .map(|e| (e.seq.0, serde_json::from_str(e.payload.as_str()).unwrap()))
+        .collect()
+}
+
+/// Rewrites history as an attacker with write access to the file would: changes one event's payload, then
+/// re-hashes the whole chain after it (and moves the recorded head), so the chain itself verifies again. With
+/// `resign`, checkpoints are rebuilt too (Merkle root, to_hash) and signed with `resign`'s key.
+fn rewrite(ice: &Ice, seq: u64, from: &str, to: &str, resign: Option<&SigningKey>) {
+    let mut all = events(ice);
+    let c = Connection::open(ice.db()).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
+         DROP TRIGGER chain_head_forward; DROP TRIGGER chain_head_no_delete;",
+    )
+    .unwrap();
+    let mut prev = all[0].prev_hash;
+    let mut range: Vec<[u8; 32]> = Vec::new();
+    for e in &mut all {
+        if e.seq.0 == seq {
+            let text = e.payload.as_str().replacen(from, to, 1);
+            assert_ne!(text, e.payload.as_str(), "the payload at seq {seq} holds {from:?}");
+            e.payload = ice_core::CanonicalJson::parse(&text).unwrap();
+        }
+        if let (Some(key), EventKind::Checkpoint) = (resign, e.kind) {
+            let mut p: CheckpointPayload = serde_json::from_str(e.payload.as_str()).unwrap();
+            let n = usize::try_from(p.to_seq - p.from_seq + 1).unwrap();
+            p.merkle_root = to_hex(&ice_core::merkle::merkle_root(&range[..n]));
+            p.to_hash = to_hex(&range[n - 1]);
+            p.public_key = to_hex(key.verifying_key().as_bytes());
+            p.signature = to_hex(&key.sign(&p.signing_message()).to_bytes());
+            range.drain(..n);
+            e.payload = ice_core::CanonicalJson::from_serialize(&p).unwrap();
+        }
+        e.prev_hash = prev;
+        e.hash = e.compute_hash();
+        prev = e.hash;
+        range.push(e.hash.0);
+        c.execute(
+            "UPDATE events SET payload = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![e.payload.as_str(), e.prev_hash.0.to_vec(), e.hash.0.to_vec(), e.seq.0 as i64],
+        )
+        .unwrap();
+    }
+    c.execute("UPDATE chain_head SET hash = ?1", rusqlite::params![prev.0.to_vec()]).unwrap();
+}
+
+fn verify_fails(ice: &Ice, code: &str) -> String {
+    let out = ice.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "verify must fail: {}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains(code), "expected {code}: {}", stdout(&out));
+    stdout(&out)
+}
+
+fn key_of(ice: &Ice) -> SigningKey {
+    let hex = std::fs::read_to_string(ice.path().join(".ice/keys/runtime.key")).unwrap();
+    let bytes: [u8; 32] = ice_core::checkpoint::from_hex(hex.trim()).unwrap().try_into().unwrap();
+    SigningKey::from_bytes(&bytes)
+}
+
+#[test]
+fn checkpoints_are_signed_and_replay_reproduces_the_live_state() {
+    let (ice, _) = ledger();
+    let cps = checkpoints(&ice);
+    assert!(cps.len() >= 3, "checkpoints every 8 events: {}", cps.len());
+    // Consecutive checkpoints tile the ledger.
+    for w in cps.windows(2) {
+        assert_eq!(w[1].1.from_seq, w[0].1.to_seq + 1);
+    }
+    let out = ice.ok(&["verify"]);
+    assert!(out.contains(&format!("{} signed checkpoint(s) verified", cps.len())), "{out}");
+    let from = ice.ok(&["verify", "--from-checkpoint", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(from.trim()).unwrap();
+    assert!(v["started_at_seq"].as_u64().unwrap() > 1, "{v}");
+
+    let replay = ice.ok(&["replay", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(replay.trim()).unwrap();
+    assert_eq!(r["state_root"], r["live_root"]);
+    assert_eq!(r["checkpoints"], cps.len());
+    assert!(r["live_started_from"].as_u64().unwrap() > 0, "the live state was loaded from a snapshot: {r}");
+    assert!(r["decision_mismatches"].as_array().unwrap().is_empty());
+    assert!(r["decisions"].as_u64().unwrap() >= 4);
+    assert!(ice.ok(&["key"]).trim().len() == 64);
+}
+
+#[test]
+fn tampering_with_a_signed_checkpoint_is_detected() {
+    let (ice, _) = ledger();
+    let (seq, cp) = checkpoints(&ice)[1].clone();
+    // Edit it in place: its own hash no longer matches.
+    let c = Connection::open(ice.db()).unwrap();
+    c.execute_batch("DROP TRIGGER events_no_update;").unwrap();
+    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = ?1", [seq as i64], |r| r.get(0)).unwrap();
+    c.execute(
+        "UPDATE events SET payload = ?1 WHERE seq = ?2",
+        rusqlite::params![payload.replace(&cp.state_root, &"0".repeat(64)), seq as i64],
+    )
+    .unwrap();
+    drop(c);
+    verify_fails(&ice, "ICE-E0501");
+}
+
+#[test]
+fn rehashing_a_modified_chain_without_the_key_is_detected() {
+    let (ice, _) = ledger();
+    let cps = checkpoints(&ice);
+    let note = events(&ice).into_iter().find(|e| e.kind == EventKind::ReasoningRecorded && e.seq.0 < cps[1].0).unwrap();
+    // Re-hashing alone: the chain verifies, the signed Merkle root does not.
+    rewrite(&ice, note.seq.0, "wrote", "WROTE", None);
+    let text = verify_fails(&ice, "ICE-E0506");
+    assert!(text.contains("Merkle root"), "{text}");
+}
+
+#[test]
+fn re_signing_with_another_key_or_swapping_the_public_key_is_detected() {
+    let (ice, _) = ledger();
+    let note = events(&ice).into_iter().find(|e| e.kind == EventKind::ReasoningRecorded).unwrap();
+    let attacker = SigningKey::from_bytes(&[66u8; 32]);
+    rewrite(&ice, note.seq.0, "wrote", "WROTE", Some(&attacker));
+    verify_fails(&ice, "ICE-E0507");
+    // Trusting the attacker's key explicitly is the only way through.
+    let key = to_hex(attacker.verifying_key().as_bytes());
+    ice.ok(&["verify", "--trust-key", &key]);
+
+    // An intact ledger with its pinned public key swapped for another fails too.
+    let (other, _) = ledger();
+    std::fs::write(other.path().join(".ice/keys/ledger.pub"), format!("{key}\n")).unwrap();
+    verify_fails(&other, "ICE-E0507");
+}
+
+#[test]
+fn replay_names_where_recorded_and_replayed_state_diverge() {
+    let (ice, _) = ledger();
+    let cps = checkpoints(&ice);
+    // Someone with the key signs a checkpoint whose state root does not match what the events fold to (what a
+    // nondeterministic or silently changed engine would produce): replay localises it.
+    let key = key_of(&ice);
+    let (seq, bad) = cps[1].clone();
+    rewrite(&ice, seq, &bad.state_root, &"ab".repeat(32), Some(&key));
+    ice.ok(&["verify"]);
+    let out = ice.run(&["replay", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(r["divergence"]["agree_through"], cps[0].1.to_seq);
+    assert_eq!(r["divergence"]["differ_by"], cps[1].1.to_seq);
+}
+
+#[test]
+fn what_if_gates_a_stricter_policy_through_the_cli() {
+    let (ice, run) = ledger();
+    let candidate = ice.path().join("candidate");
+    copy_dir(&ice.path().join(".ice/policies"), &candidate);
+    let out = ice.run(&["what-if", "--policies", candidate.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "the same policies change nothing: {}", stdout(&out));
+    std::fs::write(
+        candidate.join("freeze.cedar"),
+        "@id(\"freeze-writes\")\nforbid (principal, action == Ice::Action::\"fs.write\", resource);\n",
+    )
+    .unwrap();
+    let out = ice.run(&["what-if", "--policies", candidate.to_str().unwrap(), "--run", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "changes found: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(r["counts"]["allow→deny"], 4);
+    assert!(r["changes"].as_array().unwrap().iter().all(|c| c["policies"][0] == "freeze-writes"));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn an_exported_bundle_verifies_offline_and_an_altered_event_fails() {
+    let (ice, run) = ledger();
+    let bundle = ice.path().join("run.bundle.jsonl");
+    ice.ok(&["export", "--run", &run, "-o", bundle.to_str().unwrap()]);
+    let key = ice.ok(&["key"]).trim().to_owned();
+    // Offline: no ledger, no .ice directory needed.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let offline = |args: &[&str]| {
+        std::process::Command::new(crate::bin()).current_dir(elsewhere.path()).args(args).output().unwrap()
+    };
+    let out = offline(&["verify", "--bundle", bundle.to_str().unwrap(), "--trust-key", &key, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(r["report"]["events_verified"].as_u64().unwrap() > 10);
+    assert_eq!(r["report"]["keys_from"], "pinned");
+
+    // One altered event (its payload, keeping its recorded hash): its hash and its inclusion proof fail.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let altered = text.replacen("wrote 1", "wrote 9", 1);
+    assert_ne!(altered, text);
+    let bad = ice.path().join("altered.jsonl");
+    std::fs::write(&bad, altered).unwrap();
+    let out = offline(&["verify", "--bundle", bad.to_str().unwrap(), "--trust-key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ICE-E0501"), "{}", stdout(&out));
+
+    // Pinned to another key, the genuine bundle is refused.
+    let other = to_hex(SigningKey::from_bytes(&[5u8; 32]).verifying_key().as_bytes());
+    let out = offline(&["verify", "--bundle", bundle.to_str().unwrap(), "--trust-key", &other]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    // A range export is complete and chain-linked.
+    let range = ice.path().join("range.jsonl");
+    ice.ok(&["export", "--range", "3..12", "-o", range.to_str().unwrap()]);
+    let out = offline(&["verify", "--bundle", range.to_str().unwrap(), "--trust-key", &key, "--json"]);
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(r["report"]["events_verified"], 10);
+    assert_eq!(r["report"]["links_verified"], 9);
+    assert_eq!(r["report"]["range_complete"], true);
+}
