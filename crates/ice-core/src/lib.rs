@@ -18,6 +18,7 @@ pub mod event;
 pub mod grant;
 pub mod ids;
 pub mod intake;
+pub mod jcs;
 pub mod kind;
 pub mod merkle;
 pub mod payloads;

@@ -295,11 +295,14 @@ impl LedgerState {
             authority: &self.authority,
             effects: &self.effects,
         };
-        let text = serde_json_canonicalizer::to_string(&view)
-            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
+        let encode = |e: &dyn std::fmt::Display| {
+            Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}"))
+        };
+        let value = serde_json::to_value(&view).map_err(|e| encode(&e))?;
         let mut h = blake3::Hasher::new();
         h.update(b"ice.state-root.v1\n");
-        h.update(text.as_bytes());
+        // Streamed straight into the hash: the canonical text of a large state is never built.
+        crate::jcs::write_canonical(&value, &mut h).map_err(|e| encode(&e))?;
         Ok(h.finalize().to_hex().to_string())
     }
 

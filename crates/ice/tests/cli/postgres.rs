@@ -246,4 +246,11 @@ fn approvals_and_permits_stay_single_use_across_instances() {
     assert_eq!(events.iter().filter(|e| e["kind"] == "ApprovalGranted").count(), 6);
     assert_eq!(events.iter().filter(|e| e["kind"] == "EffectStarted").count(), 12);
     ice.ok(&["verify"]);
+    // Proof works the same on PostgreSQL: the initialising instance signs, the joined one verifies against the key
+    // it pinned when it joined, and both replay to their live state.
+    assert!(ice.ok(&["checkpoint"]).starts_with("checkpoint at seq"));
+    assert!(other.ok(&["checkpoint"]).starts_with("nothing to checkpoint"), "a joined instance does not sign");
+    assert!(other.ok(&["verify"]).contains("1 signed checkpoint(s) verified"));
+    ice.ok(&["replay"]);
+    other.ok(&["replay"]);
 }
