@@ -92,7 +92,7 @@ pub fn print_error(e: &CliError) {
     let code = e.code();
     let mut out = format!("error[{code}]: {}\n  hint: {}\n", e.message(), code.hint());
     if let CliError::Runtime(RuntimeError::Rejected { record: Some(r), .. }) = e {
-        let _ = writeln!(out, "  recorded: TransitionRejected at seq {} (event {})", r.seq, r.event_id);
+        let _ = writeln!(out, "  recorded: {} at seq {} (event {})", r.kind, r.seq, r.event_id);
     }
     eprint!("{out}");
 }

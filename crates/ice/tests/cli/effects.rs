@@ -74,6 +74,7 @@ fn permits_bind_exact_args_and_are_single_use() {
     // Other args than the permitted ones: refused, recorded, nothing written.
     let out = exec(&ice, &permit, Some(r#"{"path":"notes/a.txt","content":"v2"}"#));
     refused_with(&out, "ICE-E0804");
+    assert!(stderr(&out).contains("recorded: EffectRefused"), "{}", stderr(&out));
     assert!(!sandbox(&ice).join("notes/a.txt").exists());
     assert_eq!(count(&ice, "EffectRefused"), 1);
 
