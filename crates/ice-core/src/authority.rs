@@ -11,6 +11,7 @@ use crate::decision::{Decision, Verdict};
 use crate::error::{ErrorCode, Rejection};
 use crate::event::Event;
 use crate::grant::{Grant, GrantIssued, GrantRef, GrantStatus};
+use crate::hashed::HashedMap;
 use crate::ids::{EventId, RunId, Timestamp};
 use crate::kind::EventKind;
 use crate::principal::Principal;
@@ -84,8 +85,8 @@ pub struct ActivePolicy {
 /// Everything the decision procedure reads.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AuthorityState {
-    proposals: BTreeMap<EventId, ProposalRecord>,
-    grants: BTreeMap<EventId, Grant>,
+    proposals: HashedMap<EventId, ProposalRecord>,
+    grants: HashedMap<EventId, Grant>,
     budgets: Budgets,
     suspended: BTreeMap<Principal, String>,
     contained: BTreeSet<RunId>,
@@ -100,12 +101,12 @@ fn parse<T: serde::de::DeserializeOwned>(e_kind: EventKind, payload: &str) -> Re
 impl AuthorityState {
     /// Proposals by id.
     pub fn proposals(&self) -> &BTreeMap<EventId, ProposalRecord> {
-        &self.proposals
+        self.proposals.as_map()
     }
 
     /// Grants by id.
     pub fn grants(&self) -> &BTreeMap<EventId, Grant> {
-        &self.grants
+        self.grants.as_map()
     }
 
     /// Budgets.
@@ -131,6 +132,30 @@ impl AuthorityState {
     /// The active policy set.
     pub fn policy(&self) -> Option<&ActivePolicy> {
         self.policy.as_ref()
+    }
+
+    /// Feeds this state's part of the state root to `h`: the large maps by cached entry hashes, the rest (budgets,
+    /// suspensions, containments, the active policy's hash and event) canonically.
+    pub fn root_parts(&self, h: &mut blake3::Hasher) -> Result<(), Rejection> {
+        self.proposals.digest("proposals", h)?;
+        self.grants.digest("grants", h)?;
+        // Budgets come before the small remainder (`authority`): see `LedgerState::state_root`.
+        self.budgets.root_parts(h)?;
+        #[derive(Serialize)]
+        struct Rest<'a> {
+            suspended: &'a BTreeMap<Principal, String>,
+            contained: &'a BTreeSet<RunId>,
+            // The bundle is determined by its hash.
+            policy: Option<(&'a str, EventId)>,
+        }
+        let rest = Rest {
+            suspended: &self.suspended,
+            contained: &self.contained,
+            policy: self.policy.as_ref().map(|p| (p.hash.as_str(), p.event_id)),
+        };
+        let value = serde_json::to_value(&rest)
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
+        crate::state::hash_canonical("authority", &value, h)
     }
 
     /// Checks the authority rules an event of this kind must satisfy against current state (used by both

@@ -185,13 +185,27 @@ pub struct BudgetExceeded {
 pub struct Budgets {
     #[serde(with = "crate::state::pairs")]
     lines: BTreeMap<BudgetKey, BudgetLine>,
-    open: BTreeMap<EventId, Vec<Charge>>,
+    open: crate::hashed::HashedMap<EventId, Vec<Charge>>,
 }
 
 impl Budgets {
     /// Every budget line.
     pub fn lines(&self) -> &BTreeMap<BudgetKey, BudgetLine> {
         &self.lines
+    }
+
+    /// Feeds the budgets' part of the state root to `h`: the lines canonically, open reservations by cached entry
+    /// hashes (they accumulate with every allowed proposal not yet settled).
+    pub fn root_parts(&self, h: &mut blake3::Hasher) -> Result<(), crate::error::Rejection> {
+        let lines: Vec<(&BudgetKey, &BudgetLine)> = self.lines.iter().collect();
+        let value = serde_json::to_value(&lines).map_err(|e| {
+            crate::error::Rejection::new(
+                crate::error::ErrorCode::BadPayloadStructure,
+                format!("state cannot be encoded: {e}"),
+            )
+        })?;
+        crate::state::hash_canonical("budget_lines", &value, h)?;
+        self.open.digest("reservations", h)
     }
 
     /// The open reservation for a proposal.

@@ -15,6 +15,7 @@ use crate::authority::AuthorityState;
 use crate::decision::Verdict;
 use crate::error::{ErrorCode, Rejection};
 use crate::event::Event;
+use crate::hashed::HashedMap;
 use crate::ids::{EventId, RunId, Timestamp};
 use crate::kind::EventKind;
 use crate::principal::Principal;
@@ -317,11 +318,11 @@ pub struct EffectRecord {
 /// Permits, approvals, effects and reconfigurations.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EffectState {
-    permits: BTreeMap<EventId, PermitRecord>,
+    permits: HashedMap<EventId, PermitRecord>,
     permit_of_proposal: BTreeMap<EventId, EventId>,
-    approvals: BTreeMap<EventId, ApprovalRecord>,
+    approvals: HashedMap<EventId, ApprovalRecord>,
     approval_of_proposal: BTreeMap<EventId, EventId>,
-    effects: BTreeMap<EventId, EffectRecord>,
+    effects: HashedMap<EventId, EffectRecord>,
     reconfigured: BTreeSet<Principal>,
 }
 
@@ -333,7 +334,7 @@ fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, payload: &str) -> Resu
 impl EffectState {
     /// Permits by id.
     pub fn permits(&self) -> &BTreeMap<EventId, PermitRecord> {
-        &self.permits
+        self.permits.as_map()
     }
 
     /// The permit issued for a proposal.
@@ -343,7 +344,7 @@ impl EffectState {
 
     /// Approvals by id.
     pub fn approvals(&self) -> &BTreeMap<EventId, ApprovalRecord> {
-        &self.approvals
+        self.approvals.as_map()
     }
 
     /// The approval requested for a proposal.
@@ -353,7 +354,18 @@ impl EffectState {
 
     /// Effects by id (the `EffectStarted` event id).
     pub fn effects(&self) -> &BTreeMap<EventId, EffectRecord> {
-        &self.effects
+        self.effects.as_map()
+    }
+
+    /// Feeds this state's part of the state root to `h` (the `*_of_proposal` indexes are derived from the maps and
+    /// left out).
+    pub fn root_parts(&self, h: &mut blake3::Hasher) -> Result<(), Rejection> {
+        self.permits.digest("permits", h)?;
+        self.approvals.digest("approvals", h)?;
+        self.effects.digest("effects", h)?;
+        let value = serde_json::to_value(&self.reconfigured)
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
+        crate::state::hash_canonical("reconfigured", &value, h)
     }
 
     /// Whether a suspended agent has a `Reconfigured` record since its suspension.

@@ -16,6 +16,7 @@ pub mod effect;
 pub mod error;
 pub mod event;
 pub mod grant;
+pub mod hashed;
 pub mod ids;
 pub mod intake;
 pub mod jcs;

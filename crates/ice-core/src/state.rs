@@ -256,13 +256,17 @@ impl LedgerState {
 }
 
 impl LedgerState {
-    /// The state root: blake3 over the canonical JSON (RFC 8785) of the governed state — runs (id, state, label,
-    /// creator, last reason), proposals and decisions, grants, budgets and reservations, suspensions, containments,
-    /// the active policy, permits, approvals, effects and reconfigurations. Activity counters (event and rejection
-    /// counts, a run's event count and last seq, the head) are left out on purpose: they are moved by free events
-    /// (agents' notes, rejections) that may land between a checkpoint's covered range and the checkpoint itself,
-    /// and they decide nothing. Two folds of the same events give the same root; any difference in governed state
-    /// changes it.
+    /// The state root over the governed state: runs (id, state, label, creator, last reason), proposals and
+    /// decisions, grants, budgets and reservations, suspensions, containments, the active policy, permits,
+    /// approvals, effects and reconfigurations. Activity counters (event and rejection counts, a run's event count
+    /// and last seq, the head) are left out on purpose: they are moved by free events (agents' notes, rejections)
+    /// that may land between a checkpoint's covered range and the checkpoint itself, and they decide nothing.
+    ///
+    /// v1 layout: blake3 of `"ice.state-root.v1\n"` followed by, in this order, the section hashes of `runs`,
+    /// `proposals`, `grants`, `budget_lines`, `reservations`, `authority` (suspended, contained, policy hash and
+    /// event), `permits`, `approvals`, `effects` and `reconfigured`. A map section is blake3(name, length, then blake3 of the RFC 8785
+    /// encoding of each `[key, value]` in key order) — entry hashes are cached, so a checkpoint re-hashes only what
+    /// changed; other sections are blake3(name, RFC 8785 encoding).
     pub fn state_root(&self) -> Result<String, Rejection> {
         #[derive(Serialize)]
         struct RunView<'a> {
@@ -273,36 +277,25 @@ impl LedgerState {
             created_at: Timestamp,
             last_reason: &'a Option<String>,
         }
-        #[derive(Serialize)]
-        struct Governed<'a> {
-            runs: Vec<RunView<'a>>,
-            authority: &'a AuthorityState,
-            effects: &'a EffectState,
-        }
-        let view = Governed {
-            runs: self
-                .runs
-                .values()
-                .map(|r| RunView {
-                    id: r.id,
-                    state: r.state,
-                    label: &r.label,
-                    created_by: &r.created_by,
-                    created_at: r.created_at,
-                    last_reason: &r.last_reason,
-                })
-                .collect(),
-            authority: &self.authority,
-            effects: &self.effects,
-        };
-        let encode = |e: &dyn std::fmt::Display| {
-            Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}"))
-        };
-        let value = serde_json::to_value(&view).map_err(|e| encode(&e))?;
+        let runs: Vec<RunView<'_>> = self
+            .runs
+            .values()
+            .map(|r| RunView {
+                id: r.id,
+                state: r.state,
+                label: &r.label,
+                created_by: &r.created_by,
+                created_at: r.created_at,
+                last_reason: &r.last_reason,
+            })
+            .collect();
+        let runs = serde_json::to_value(&runs)
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
         let mut h = blake3::Hasher::new();
         h.update(b"ice.state-root.v1\n");
-        // Streamed straight into the hash: the canonical text of a large state is never built.
-        crate::jcs::write_canonical(&value, &mut h).map_err(|e| encode(&e))?;
+        hash_canonical("runs", &runs, &mut h)?;
+        self.authority.root_parts(&mut h)?;
+        self.effects.root_parts(&mut h)?;
         Ok(h.finalize().to_hex().to_string())
     }
 
@@ -317,6 +310,17 @@ impl LedgerState {
         serde_json::from_str(text)
             .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("snapshot cannot be decoded: {e}")))
     }
+}
+
+/// Feeds one section to a state-root hasher: blake3 over the section name and the RFC 8785 encoding of `value`.
+pub(crate) fn hash_canonical(name: &str, value: &serde_json::Value, h: &mut blake3::Hasher) -> Result<(), Rejection> {
+    let mut section = blake3::Hasher::new();
+    section.update(&(name.len() as u64).to_be_bytes());
+    section.update(name.as_bytes());
+    crate::jcs::write_canonical(value, &mut section)
+        .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
+    h.update(section.finalize().as_bytes());
+    Ok(())
 }
 
 /// Serde helper for maps whose keys are not strings: encoded as a list of `[key, value]` pairs in key order.
