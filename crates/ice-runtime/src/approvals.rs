@@ -7,7 +7,7 @@
 //! use, reserves the budget and issues the permit in the same append. Unanswered approvals expire or escalate
 //! (once) when reconciled after their deadline.
 
-use ice_core::budget::BudgetReserved;
+use ice_core::budget::{BudgetReserved, BudgetSettled};
 use ice_core::decision::{DecisionPlan, Verdict};
 use ice_core::effect::{
     ApprovalAnswer, ApprovalRequested, ApprovalStatus, ApprovalTimeout, OnTimeout, PermitIssued, PermitRevoked,
@@ -103,13 +103,68 @@ impl Runtime {
         st.effects()
             .live_permits_of(agent, now)
             .map(|permit_id| {
-                let run = st.effects().permits().get(&permit_id).and_then(|p| p.run);
+                let permit = st.effects().permits().get(&permit_id);
+                let run = permit.and_then(|p| p.run);
                 let r = PermitRevoked { permit_id, reason: reason.to_owned() };
                 let mut d = self.internal(EventKind::PermitRevoked, Principal::runtime(), run, &r)?;
                 d.causes = vec![permit_id];
-                Ok(d)
+                let mut out = vec![d];
+                // The reservation made for a permit that will never run is released with it.
+                if let Some(p) = permit.filter(|p| st.authority().budgets().reservation(p.terms.proposal_id).is_some())
+                {
+                    out.push(self.release_draft(p.terms.proposal_id, run, permit_id, "permit revoked unused")?);
+                }
+                Ok(out)
             })
-            .collect()
+            .collect::<Result<Vec<Vec<Draft>>, Rejection>>()
+            .map(|v| v.into_iter().flatten().collect())
+    }
+
+    /// `BudgetReleased` of a proposal's whole reservation (nothing was spent), caused by `cause`.
+    pub(crate) fn release_draft(
+        &self,
+        proposal_id: EventId,
+        run: Option<RunId>,
+        cause: EventId,
+        reason: &str,
+    ) -> Result<Draft, Rejection> {
+        let s = BudgetSettled { proposal_id, actual: ice_core::Cost::zero(), reason: Some(reason.to_owned()) };
+        let mut d = self.internal(EventKind::BudgetReleased, Principal::runtime(), run, &s)?;
+        d.causes = vec![cause];
+        Ok(d)
+    }
+
+    /// Releases the reservations of permits that expired unused (a reservation must not outlive the chance to
+    /// spend it).
+    pub(crate) fn release_expired_permits(&self) -> Result<Vec<Event>, RuntimeError> {
+        let now = self.now();
+        let expired: Vec<(EventId, EventId, Option<RunId>)> = self.with_state(|st| {
+            st.effects()
+                .permits()
+                .values()
+                .filter(|p| p.status(now) == ice_core::effect::PermitStatus::Expired)
+                .filter(|p| st.authority().budgets().reservation(p.terms.proposal_id).is_some())
+                .map(|p| (p.id, p.terms.proposal_id, p.run))
+                .collect()
+        })?;
+        let mut recorded = Vec::new();
+        for (permit, proposal, run) in expired {
+            let made = self.commit_with(
+                &|st: &LedgerState| {
+                    if st.authority().budgets().reservation(proposal).is_none() {
+                        return Err(Rejection::new(ErrorCode::UnknownProposal, "already released"));
+                    }
+                    Ok(vec![self.release_draft(proposal, run, permit, "permit expired unused")?])
+                },
+                &|| json!({"kind": "BudgetReleased", "proposal_id": proposal.to_string()}),
+            );
+            match made {
+                Ok(mut events) => recorded.append(&mut events),
+                Err(RuntimeError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recorded)
     }
 
     /// Approves a pending approval. `args_hash`, when given, is the hash the approver saw and must match.

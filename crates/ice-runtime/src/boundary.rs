@@ -349,8 +349,9 @@ impl Runtime {
         Ok(ExecOutcome { started, outcome, status, evidence, failure })
     }
 
-    /// Marks effects whose instance died (or whose deadline passed) without an outcome as `EffectUnknown`, and
-    /// expires or escalates approvals nobody answered in time. Safe to call from any instance at any time.
+    /// Marks effects whose instance died (or whose deadline passed) without an outcome as `EffectUnknown`, expires
+    /// or escalates approvals nobody answered in time, and releases the budget reservations of permits that expired
+    /// unused. Safe to call from any instance at any time.
     pub fn reconcile(&self) -> Result<Vec<Event>, RuntimeError> {
         let now = self.now();
         let stale: Vec<(EventId, Option<RunId>, String)> = self.with_state(|st| {
@@ -387,6 +388,7 @@ impl Runtime {
             }
         }
         recorded.extend(self.expire_approvals()?);
+        recorded.extend(self.release_expired_permits()?);
         Ok(recorded)
     }
 

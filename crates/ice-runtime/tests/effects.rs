@@ -313,3 +313,49 @@ fn a_process_effect_runs_once_with_evidence_and_is_listed_as_irreversible() {
     assert_eq!(std::fs::read_to_string(sandbox.join("count.txt")).unwrap(), "ran\n", "ran exactly once");
     l.fold_from_scratch();
 }
+
+#[test]
+fn reservations_of_permits_that_expire_or_are_revoked_unused_are_released() {
+    let mut l = Ledger::new();
+    attach(&mut l, &EffectsConfig::default());
+    let run = l.executing_run();
+    grant_all(&l, "agent:a");
+    let key = ice_core::budget::BudgetKey {
+        scope: ice_core::budget::BudgetScope::Global,
+        dimension: ice_core::Dimension::Calls,
+        period: ice_core::budget::Period::Total,
+    };
+    l.rt.set_budget(&l.alice, key, 2).unwrap();
+    let write = |path: &str| {
+        let input = ProposalInput {
+            actor: "agent:a".into(),
+            run: Some(run.clone()),
+            action: "fs.write".into(),
+            resource: format!("file:{path}"),
+            args: format!(r#"{{"path":"{path}","content":"x"}}"#),
+            cost_estimate: ice_core::Cost::of(ice_core::Dimension::Calls, 1),
+            ..ProposalInput::default()
+        };
+        l.rt.propose(&input).unwrap().decision.verdict
+    };
+    use ice_core::decision::Verdict;
+    assert_eq!(write("a"), Verdict::Allow);
+    assert_eq!(write("b"), Verdict::Allow);
+    assert_eq!(write("c"), Verdict::Deny, "both calls are reserved");
+    // The permits expire unused: their reservations are released, nothing was spent.
+    l.clock.advance(16 * 60 * 1_000_000);
+    let swept = l.rt.reconcile().unwrap();
+    assert_eq!(swept.iter().filter(|e| e.kind == EventKind::BudgetReleased).count(), 2);
+    assert!(l.rt.reconcile().unwrap().is_empty(), "released once");
+    assert_eq!(write("d"), Verdict::Allow);
+    // Suspending the agent revokes the new permit and releases its reservation in the same append.
+    let agent: Principal = "agent:a".parse().unwrap();
+    l.rt.suspend_agent(&l.alice, &agent, "test").unwrap();
+    assert_eq!(l.events(EventKind::BudgetReleased).len(), 3);
+    l.rt.reconfigure_agent(&l.alice, &agent, "test").unwrap();
+    l.rt.resume_agent(&l.alice, &agent, "test").unwrap();
+    assert_eq!(write("e"), Verdict::Allow);
+    assert_eq!(write("f"), Verdict::Allow);
+    assert_eq!(write("g"), Verdict::Deny);
+    l.fold_from_scratch();
+}
