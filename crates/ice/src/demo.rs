@@ -7,7 +7,7 @@ use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::intake::RawEvent;
 use ice_core::{Cost, Dimension, Principal, RunState};
 use ice_runtime::{DecisionOutcome, ExecInput, GrantInput, IceHome, ProposalInput, Runtime, RuntimeError};
-use ice_store::{EventQuery, verify_ledger};
+use ice_store::EventQuery;
 
 use crate::exit;
 use crate::render::{self, CliError};
@@ -65,6 +65,29 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     authority_scenario(&rt)?;
     effects_scenario(&rt)?;
 
+    step("ice checkpoint: the runtime signs the Merkle root of everything so far and the derived-state root");
+    if let Some(e) = rt.checkpoint()? {
+        let c: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(e.payload.as_str())
+            .map_err(|err| CliError::Coded(ice_core::ErrorCode::CheckpointInvalid, err.to_string()))?;
+        println!(
+            "  checkpoint at seq {} covers {}..={}: merkle {}…, state {}…",
+            e.seq,
+            c.from_seq,
+            c.to_seq,
+            &c.merkle_root[..16],
+            &c.state_root[..16]
+        );
+    }
+    step("ice replay: all state rebuilt from the ledger alone; every decision re-evaluated");
+    let report = rt.replay(&mut |_, _| {})?;
+    println!(
+        "  {} events, {} decisions re-evaluated, {} mismatching; replayed root {} live root",
+        report.events,
+        report.decisions,
+        report.decision_mismatches.len(),
+        if report.ok() { "==" } else { "!=" }
+    );
+
     step("audit trail (ice log)");
     let events = rt.store().read(&EventQuery { limit: usize::MAX, ..EventQuery::default() })?;
     println!("{}", render::event_header());
@@ -72,9 +95,13 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
         println!("{}", render::event_row(e));
     }
 
-    step("ice verify");
-    match verify_ledger(&**rt.store(), &mut |_| {})? {
-        Ok(s) => println!("  ok: {} events, head seq {} hash {}", s.events, s.head.seq, s.head.hash),
+    step("ice verify (chain, checkpoint signatures against the pinned key, Merkle roots)");
+    let options = ice_store::VerifyOptions { trusted_keys: home.trusted_keys()?, from_checkpoint: false };
+    match ice_store::verify_ledger_signed(&**rt.store(), &options, &mut |_| {})? {
+        Ok(s) => println!(
+            "  ok: {} events, {} signed checkpoint(s), head seq {} hash {}",
+            s.chain.events, s.checkpoints, s.chain.head.seq, s.chain.head.hash
+        ),
         Err(f) => {
             println!("  FAILED at seq {}: {}", f.seq, f.message);
             return Ok(exit::CHECK_FAILED);

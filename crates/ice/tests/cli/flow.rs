@@ -157,7 +157,8 @@ fn demo_runs_end_to_end() {
         "fs.delete file:reports/q3.md undone by effect",
         "reports/q3.md is back: \"Q3: revenue up 4%\\n\"",
         "COMMITTED (all 2 effect(s) completed)",
-        "ok: 89 events",
+        "replayed root == live root",
+        "ok: 90 events, 1 signed checkpoint(s)",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }
