@@ -313,6 +313,18 @@ impl Runtime {
                 format!("action `{}` is not in the active action catalog", proposal.action),
             ));
         }
+        if let Some(undone) = proposal.compensates {
+            let completed =
+                st.effects().effects().get(&undone).is_some_and(|e| {
+                    e.status == ice_core::effect::EffectStatus::Completed && e.compensated_by.is_none()
+                });
+            if !completed {
+                return Err(Rejection::new(
+                    ErrorCode::NothingToRollBack,
+                    format!("effect {undone} is not a completed, not yet compensated effect"),
+                ));
+            }
+        }
         let proposal_draft = self.internal(EventKind::ProposalSubmitted, actor.clone(), run, proposal)?;
         let pid = proposal_draft.event_id;
         let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time)?;

@@ -487,7 +487,8 @@ impl Runtime {
         };
         let mut events = self.commit_with(
             &|st: &LedgerState| {
-                let mut d = self.internal(kind, actor.clone(), run, &body)?;
+                // Effect outcomes are the runtime's to record; the human who checked is named in the payload.
+                let mut d = self.internal(kind, Principal::runtime(), run, &body)?;
                 d.causes = vec![started_id];
                 st.effects().check(kind, d.payload.as_str(), d.time, true, st.authority())?;
                 Ok(vec![d])

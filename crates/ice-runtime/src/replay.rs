@@ -156,8 +156,11 @@ impl<'a> Cursor<'a> {
 
     /// The `DecisionMade` for `proposal` among the next events (bundles are contiguous, so it is close).
     fn decision_for(&mut self, proposal: ice_core::EventId) -> Result<Option<Decision>, RuntimeError> {
-        self.fill(256)?;
-        for e in self.buf.iter().take(256) {
+        // The bundle is [proposal, GrantExpired × k, DecisionMade, …]; k is the number of covering grants noticed
+        // expired, so a generous window suffices.
+        const WINDOW: usize = 4096;
+        self.fill(WINDOW)?;
+        for e in self.buf.iter().take(WINDOW) {
             if e.kind == EventKind::DecisionMade
                 && let Ok(d) = serde_json::from_str::<Decision>(e.payload.as_str())
                 && d.proposal_id == proposal

@@ -311,3 +311,29 @@ fn sandbox_escapes_are_refused_through_the_cli() {
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside the sandbox");
     assert!(!std::path::Path::new("/etc/passwd-ice").exists());
 }
+
+#[test]
+fn an_unknown_outcome_can_be_resolved_by_a_human_and_the_run_aborts() {
+    let (ice, run) = setup();
+    let (_, d) = propose(&ice, &run, "fs.write", r#"{"path":"r.txt","content":"r"}"#);
+    exec_and_kill_at(&ice, &permit_of(&d), "after-effect-start");
+    let out = ice.run(&["effects", "pending", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let effect = serde_json::from_str::<Value>(stdout(&out).lines().next().unwrap()).unwrap()["effect_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let note = ["--note", "checked the sandbox: r.txt was not written"];
+    let mut agent = vec!["effects", "resolve", &effect, "--failed", "--as", "agent:a"];
+    agent.extend(note);
+    refused_with(&ice.run(&agent), "ICE-E0120");
+    let mut human = vec!["effects", "resolve", &effect, "--failed", "--as", "human:ops"];
+    human.extend(note);
+    ice.ok(&human);
+    assert_eq!(ice.run(&["effects", "pending"]).status.code(), Some(0));
+    let finished = ice.ok(&["run", "finish", &run]);
+    assert!(finished.contains("ABORTED"), "an effect failed: {finished}");
+    let failed = ice.events().into_iter().find(|e| e["kind"] == "EffectFailed").unwrap();
+    assert!(failed["payload"]["message"].as_str().unwrap().contains("human:ops"));
+    ice.ok(&["verify"]);
+}
