@@ -21,9 +21,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok (propose: allowed) · 1 check failed (verify, policy test) · 2 usage · \
-3 refused (recorded as TransitionRejected) · 4 not initialised / not found · 5 store or configuration error · \
-6 propose: denied or suspended · 7 propose: approval required · 8 exec: the effect failed (recorded as EffectFailed) · 9 rollback: incomplete (approvals pending, denied or failed compensations)";
+const EXIT_CODES: &str = "Exit codes: 0 ok (propose: allowed) · 1 check failed (verify, policy test, replay, what-if \
+changes, effects pending unknown) · 2 usage · 3 refused (recorded as TransitionRejected, or EffectRefused by exec) · \
+4 not initialised / not found · 5 store or configuration error · 6 propose: denied or suspended · 7 propose: \
+approval required · 8 exec: the effect failed (recorded as EffectFailed) · 9 rollback: incomplete (approvals \
+pending, denied or failed compensations)";
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
@@ -88,7 +90,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Walk the whole hash chain; on failure print the first bad seq and exit 1.
+    /// Walk the whole hash chain and check every signed checkpoint; on failure print the first bad seq and exit 1.
     Verify {
         /// Print the result as JSON.
         #[arg(long)]
