@@ -109,7 +109,8 @@ impl fmt::Display for CanonicalJson {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// "a number", "null", "an object", … — what a JSON value is, for error messages.
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -2,6 +2,7 @@
 //! hash used everywhere in this crate, typed args parsing, and [`OwnedCall`] for building calls outside the runtime.
 
 use ice_core::ErrorCode;
+use ice_core::canonical::type_name;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -62,28 +63,16 @@ pub(crate) fn string_entries(value: Option<Value>, field: &str, form: &str) -> R
         Some(Value::Object(_)) => {
             return Err(format!("{expected}, not an object: write each entry as \"{form}\""));
         }
-        Some(other) => return Err(format!("{expected}, not {}", json_kind(&other))),
+        Some(other) => return Err(format!("{expected}, not {}", type_name(&other))),
     };
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
             Value::String(s) => Ok(s),
-            other => Err(format!("{expected}; entry {i} is {}", json_kind(&other))),
+            other => Err(format!("{expected}; entry {i} is {}", type_name(&other))),
         })
         .collect()
-}
-
-/// "a number", "null", ... for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Refuses a call routed to an effector that does not serve its action.

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
+use ice_core::canonical::type_name;
 use ice_core::{Access, Classification, Cost, Dimension, EffectScope, Principal, Risk, RunId, RunState, Timestamp};
 use serde_json::Value;
 
@@ -83,7 +84,7 @@ pub fn split_resource(resource: &str) -> (&str, &str) {
 pub(crate) fn context(r: &PolicyRequest<'_>) -> Result<Context, String> {
     let args = match r.args {
         Value::Object(_) => args_value(r.args, 0).map_err(|e| e.describe())?,
-        other => return Err(format!("args must be a JSON object, not {}", json_kind(other))),
+        other => return Err(format!("args must be a JSON object, not {}", type_name(other))),
     };
     let c = r.classification;
     let classification = record([
@@ -196,17 +197,6 @@ fn args_value(v: &Value, depth: usize) -> Result<RestrictedExpression, ArgsError
         }
         Value::Null => return Err(ArgsError::new("null is not a Cedar value".to_owned())),
     })
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Caps a message at [`MAX_MESSAGE_CHARS`] characters.

@@ -149,7 +149,7 @@ impl Runtime {
         })?;
         let mut recorded = Vec::new();
         for (permit, proposal, run) in expired {
-            let made = self.commit_with(
+            recorded.extend(self.sweep_step(
                 &|st: &LedgerState| {
                     if st.authority().budgets().reservation(proposal).is_none() {
                         return Err(Rejection::new(ErrorCode::UnknownProposal, "already released"));
@@ -157,12 +157,7 @@ impl Runtime {
                     Ok(vec![self.release_draft(proposal, run, permit, "permit expired unused")?])
                 },
                 &|| json!({"kind": "BudgetReleased", "proposal_id": proposal.to_string()}),
-            );
-            match made {
-                Ok(mut events) => recorded.append(&mut events),
-                Err(RuntimeError::Rejected { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            )?);
         }
         Ok(recorded)
     }
@@ -196,7 +191,8 @@ impl Runtime {
         comment: Option<&str>,
         grant: bool,
     ) -> Result<Vec<Event>, RuntimeError> {
-        self.reconcile()?;
+        // Record the expiries an answer would otherwise run into (the answer itself checks its deadline too).
+        self.expire_approvals()?;
         let kind = if grant { EventKind::ApprovalGranted } else { EventKind::ApprovalDenied };
         let attempt = || {
             json!({"kind": kind.as_str(), "origin": approver.to_string(), "approval_id": approval.to_string(),
@@ -325,7 +321,7 @@ impl Runtime {
         })?;
         let mut recorded = Vec::new();
         for id in overdue {
-            let made = self.commit_with(
+            recorded.extend(self.sweep_step(
                 &|st: &LedgerState| {
                     let a = st.effects().approvals().get(&id).ok_or_else(|| {
                         Rejection::new(ErrorCode::UnknownApproval, format!("approval {id} does not exist"))
@@ -353,12 +349,7 @@ impl Runtime {
                     Ok(vec![d])
                 },
                 &|| json!({"kind": "ApprovalExpired", "approval_id": id.to_string()}),
-            );
-            match made {
-                Ok(mut events) => recorded.append(&mut events),
-                Err(RuntimeError::Rejected { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            )?);
         }
         Ok(recorded)
     }

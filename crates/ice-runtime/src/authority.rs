@@ -126,12 +126,15 @@ impl Runtime {
     }
 
     fn active_policy_cached(&self) -> Result<PolicyHandle, RuntimeError> {
-        let active = self.with_state_cached(|s| s.authority().policy().map(|p| (p.hash.clone(), p.bundle.clone())));
-        let active = active.ok_or_else(|| RuntimeError::Rejected {
-            rejection: Rejection::new(ErrorCode::NoActivePolicy, "no policy set has been activated"),
-            record: None,
-        })?;
-        self.compiled(&active.0, &active.1).map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
+        // Compiled bundles are cached by hash: look the bundle up under the state lock, without copying it.
+        self.with_state_cached(|s| {
+            let active = s.authority().policy().ok_or_else(|| RuntimeError::Rejected {
+                rejection: Rejection::new(ErrorCode::NoActivePolicy, "no policy set has been activated"),
+                record: None,
+            })?;
+            self.compiled(&active.hash, &active.bundle)
+                .map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
+        })
     }
 
     pub(crate) fn compiled(&self, hash: &str, bundle: &Value) -> Result<PolicyHandle, Rejection> {

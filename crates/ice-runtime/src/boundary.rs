@@ -121,15 +121,8 @@ impl Runtime {
             message: rejection.message.clone(),
             args_hash,
         };
-        let record = self
-            .internal(EventKind::EffectRefused, Principal::runtime(), run, &payload)
-            .ok()
-            .and_then(|d| self.store().append(ice_store::AppendRequest::new(vec![d])).ok())
-            .and_then(|mut v| v.pop());
-        if record.is_some() {
-            let _ = self.catch_up();
-        }
-        RuntimeError::Rejected { rejection, record: record.map(Box::new) }
+        let draft = self.internal(EventKind::EffectRefused, Principal::runtime(), run, &payload);
+        self.record_refusal(rejection, draft.ok())
     }
 
     /// The canonical args of a recorded proposal.
@@ -144,8 +137,10 @@ impl Runtime {
 
     /// Executes a permitted effect: see the module docs. Refusals are recorded as `EffectRefused`; an effector
     /// failure after the start is an `EffectFailed` outcome (returned as `Ok` with `status: Failed`).
+    ///
+    /// It does not reconcile: nothing it decides depends on other effects' outcomes or on approvals, and it checks
+    /// the permit's own expiry, so the hot path stays free of sweeps over history.
     pub fn execute(&self, input: &ExecInput) -> Result<ExecOutcome, RuntimeError> {
-        self.reconcile()?;
         let permit_id: Option<EventId> = input.permit.parse().ok();
         let presented_hash = input.args.as_deref().map(|a| blake3::hash(a.as_bytes()).to_hex().to_string());
         let Some(permit_id) = permit_id else {
@@ -371,7 +366,8 @@ impl Runtime {
                 message: format!("instance {instance} stopped before recording the outcome"),
                 duration_ms: 0,
             };
-            let made = self.commit_with(
+            // Refused: another instance reconciled it first.
+            recorded.extend(self.sweep_step(
                 &|st: &LedgerState| {
                     let mut d = self.internal(EventKind::EffectUnknown, Principal::runtime(), run, &f)?;
                     d.causes = vec![id];
@@ -379,13 +375,7 @@ impl Runtime {
                     Ok(vec![d])
                 },
                 &|| json!({"kind": "EffectUnknown", "started_id": id.to_string()}),
-            );
-            match made {
-                Ok(mut events) => recorded.append(&mut events),
-                // Another instance reconciled it first.
-                Err(RuntimeError::Rejected { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            )?);
         }
         recorded.extend(self.expire_approvals()?);
         recorded.extend(self.release_expired_permits()?);

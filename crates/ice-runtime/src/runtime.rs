@@ -348,6 +348,20 @@ impl Runtime {
         })
     }
 
+    /// One step of a housekeeping sweep (reconciliation, expiries, releases) that any instance may run: like
+    /// [`Runtime::commit_with`], but a refusal means another instance did the same step first, so it yields
+    /// nothing instead of an error.
+    pub(crate) fn sweep_step(
+        &self,
+        make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
+        attempt: &dyn Fn() -> Value,
+    ) -> Result<Vec<Event>, RuntimeError> {
+        match self.commit_with(make, attempt) {
+            Err(RuntimeError::Rejected { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     /// [`Runtime::commit_with`] with the caller choosing how a refusal is recorded (the effect boundary records
     /// `EffectRefused` rather than `TransitionRejected`) and which run it names.
     pub(crate) fn commit_or(
@@ -422,10 +436,14 @@ impl Runtime {
 
     /// Records a refusal as `TransitionRejected` and returns the error to hand back to the caller.
     pub(crate) fn refuse(&self, rejection: Rejection, attempt: Value, run: Option<RunId>) -> RuntimeError {
-        let record = intake::rejection_draft(&rejection, attempt, run, &*self.clock, &*self.ids)
-            .ok()
-            .and_then(|d| self.store.append(AppendRequest::new(vec![d])).ok())
-            .and_then(|mut v| v.pop());
+        let draft = intake::rejection_draft(&rejection, attempt, run, &*self.clock, &*self.ids);
+        self.record_refusal(rejection, draft.ok())
+    }
+
+    /// Appends the record of a refusal (a free kind: never serialised, never conflicting) and returns the error
+    /// carrying it. Best effort: if recording fails too, the refusal is still returned, without its record.
+    pub(crate) fn record_refusal(&self, rejection: Rejection, record: Option<Draft>) -> RuntimeError {
+        let record = record.and_then(|d| self.store.append(AppendRequest::new(vec![d])).ok()).and_then(|mut v| v.pop());
         if record.is_some() {
             let _ = self.catch_up();
         }

@@ -38,23 +38,7 @@ impl PostgresStore {
                     cols.push(e);
                 }
                 let tx = client.transaction().await.map_err(failed)?;
-                tx.execute(
-                    &insert,
-                    &[
-                        &cols.seq,
-                        &cols.event_id,
-                        &cols.run_id,
-                        &cols.kind,
-                        &cols.origin,
-                        &cols.time,
-                        &cols.causes,
-                        &cols.payload,
-                        &cols.prev_hash,
-                        &cols.hash,
-                    ],
-                )
-                .await
-                .map_err(failed)?;
+                tx.execute(&insert, &cols.params()).await.map_err(failed)?;
                 tx.commit().await.map_err(failed)?;
             }
             let rate = owned.len() as f64 / start.elapsed().as_secs_f64();

@@ -4,6 +4,7 @@
 use ice_core::{CanonicalJson, ChainHead, Event, EventHash, EventId, RunId, Seq, Timestamp};
 use ice_store::StoreError;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::connection::pg_error;
 
@@ -53,6 +54,22 @@ impl<'a> Columns<'a> {
         self.payload.push(e.payload.as_str());
         self.prev_hash.push(&e.prev_hash.0);
         self.hash.push(&e.hash.0);
+    }
+
+    /// The ten column arrays as statement parameters, in table column order (`UNNEST($1 … $10)`).
+    pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.seq,
+            &self.event_id,
+            &self.run_id,
+            &self.kind,
+            &self.origin,
+            &self.time,
+            &self.causes,
+            &self.payload,
+            &self.prev_hash,
+            &self.hash,
+        ]
     }
 }
 

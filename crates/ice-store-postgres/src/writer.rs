@@ -194,27 +194,10 @@ async fn seal_and_commit(
         for e in results.iter().filter_map(|r| r.as_ref().ok()).flatten() {
             cols.push(e);
         }
-        tx.query_one(
-            &append,
-            &[
-                &cols.seq,
-                &cols.event_id,
-                &cols.run_id,
-                &cols.kind,
-                &cols.origin,
-                &cols.time,
-                &cols.causes,
-                &cols.payload,
-                &cols.prev_hash,
-                &cols.hash,
-                &sql_seq(head.seq),
-                &head.hash.0.as_slice(),
-                &head.time.0,
-                &CHANNEL,
-            ],
-        )
-        .await
-        .map_err(failed)?;
+        let (new_seq, new_hash) = (sql_seq(head.seq), head.hash.0.as_slice());
+        let mut params = cols.params();
+        params.extend([&new_seq as &(dyn ToSql + Sync), &new_hash, &head.time.0, &CHANNEL]);
+        tx.query_one(&append, &params).await.map_err(failed)?;
     }
     // A batch of refusals only commits an empty transaction; keeping one path keeps the lock release simple.
     commit_sent.store(true, Ordering::SeqCst);

@@ -23,12 +23,22 @@ pub fn verify_ledger(
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<Result<VerifySummary, VerifyFailure>, StoreError> {
     let recorded = store.head()?;
+    walk(store, recorded, ChainVerifier::new(), progress, &mut |_| Ok(()))
+}
+
+/// Feeds every event from `verifier`'s head up to `recorded` (the head read when verification began: events
+/// appended meanwhile are checked next time; without a recorded head everything is read, and any event at all is
+/// then a finding) to the chain check and then to `also`, and finishes against `recorded`.
+fn walk(
+    store: &dyn Store,
+    recorded: Option<ice_core::ChainHead>,
+    mut verifier: ChainVerifier,
+    progress: &mut dyn FnMut(VerifyProgress),
+    also: &mut dyn FnMut(&ice_core::Event) -> Result<(), VerifyFailure>,
+) -> Result<Result<VerifySummary, VerifyFailure>, StoreError> {
     let head_seq = recorded.map_or(Seq(0), |h| h.seq);
-    let mut verifier = ChainVerifier::new();
     loop {
         let after = verifier.head().seq;
-        // Stop at the head read above: events appended while verification runs are checked next time.
-        // Without a recorded head, read everything: any event at all is then a finding.
         let query = EventQuery { after, until: recorded.map(|h| h.seq), limit: BATCH, ..EventQuery::default() };
         let batch = match store.read(&query) {
             Ok(b) => b,
@@ -41,7 +51,7 @@ pub fn verify_ledger(
             break;
         }
         for e in &batch {
-            if let Err(f) = verifier.check(e) {
+            if let Err(f) = verifier.check(e).and_then(|()| also(e)) {
                 return Ok(Err(f));
             }
         }
@@ -83,14 +93,8 @@ pub fn verify_ledger_signed(
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<Result<SignedSummary, VerifyFailure>, StoreError> {
     let recorded = store.head()?;
-    let head_seq = recorded.map_or(Seq(0), |h| h.seq);
-    let fail = |seq: Seq, code: ErrorCode, message: String| Ok(Err(VerifyFailure { seq, code, message }));
     let mut verifier = ChainVerifier::new();
-    // The range the next checkpoint must cover starts here; hashes of events since then, in order.
-    let mut range_from = 1u64;
-    let mut range: Vec<[u8; 32]> = Vec::new();
-    let mut checkpoints = 0u64;
-    let mut anchor_seq = None;
+    let mut checker = Checkpoints { options, range_from: 1, range: Vec::new(), checked: 0, anchor: None };
     if options.from_checkpoint {
         let all = store.read(&EventQuery {
             kind: Some(EventKind::Checkpoint),
@@ -98,92 +102,86 @@ pub fn verify_ledger_signed(
             ..EventQuery::default()
         })?;
         if let Some(anchor) = all.last() {
-            let c = match checkpoint_payload(anchor) {
-                Ok(c) => c,
+            match checker.anchor_at(anchor) {
+                Ok(head) => verifier = ChainVerifier::starting_at(head),
                 Err(f) => return Ok(Err(f)),
-            };
-            if let Err(f) = check_signature(anchor, &c, options) {
-                return Ok(Err(f));
             }
-            let Ok(hash) = ice_core::EventHash::from_hex(&c.to_hash) else {
-                return fail(anchor.seq, ErrorCode::CheckpointInvalid, "checkpoint to_hash is not a hash".into());
-            };
-            verifier = ChainVerifier::starting_at(ice_core::ChainHead {
-                seq: Seq(c.to_seq),
-                hash,
-                time: ice_core::Timestamp(i64::MIN),
-            });
-            range_from = c.to_seq + 1;
-            checkpoints = 1;
-            anchor_seq = Some(anchor.seq);
         }
     }
     let started_at = verifier.head().seq.0 + 1;
-    loop {
-        let after = verifier.head().seq;
-        let query = EventQuery { after, until: recorded.map(|h| h.seq), limit: BATCH, ..EventQuery::default() };
-        let batch = match store.read(&query) {
-            Ok(b) => b,
-            Err(StoreError::Corrupt { seq, detail }) => return fail(seq, ErrorCode::HashMismatch, detail),
-            Err(e) => return Err(e),
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for e in &batch {
-            if let Err(f) = verifier.check(e) {
-                return Ok(Err(f));
-            }
-            if e.kind == EventKind::Checkpoint && anchor_seq != Some(e.seq) {
-                let c = match checkpoint_payload(e) {
-                    Ok(c) => c,
-                    Err(f) => return Ok(Err(f)),
-                };
-                if let Err(f) = check_signature(e, &c, options) {
-                    return Ok(Err(f));
-                }
-                let covered = c.to_seq.checked_sub(range_from).map(|n| n + 1);
-                let Some(n) = covered
-                    .and_then(|n| usize::try_from(n).ok())
-                    .filter(|n| c.from_seq == range_from && *n <= range.len())
-                else {
-                    return fail(
-                        e.seq,
-                        ErrorCode::CheckpointInvalid,
-                        format!(
-                            "checkpoint covers {}..={}, but the next uncovered range starts at {range_from}",
-                            c.from_seq, c.to_seq
-                        ),
-                    );
-                };
-                let root = ice_core::checkpoint::to_hex(&ice_core::merkle::merkle_root(&range[..n]));
-                if root != c.merkle_root {
-                    return fail(
-                        e.seq,
-                        ErrorCode::CheckpointInvalid,
-                        format!(
-                            "the Merkle root over seqs {}..={} is {root}, the checkpoint signed {}",
-                            c.from_seq, c.to_seq, c.merkle_root
-                        ),
-                    );
-                }
-                if range.get(n - 1).map(|h| ice_core::checkpoint::to_hex(h)) != Some(c.to_hash.clone()) {
-                    return fail(
-                        e.seq,
-                        ErrorCode::CheckpointInvalid,
-                        format!("seq {}'s hash is not the signed to_hash", c.to_seq),
-                    );
-                }
-                range.drain(..n);
-                range_from = c.to_seq + 1;
-                checkpoints += 1;
-            }
-            range.push(e.hash.0);
-        }
-        progress(VerifyProgress { checked: verifier.head().seq.0, head_seq });
+    let chain = walk(store, recorded, verifier, progress, &mut |e| checker.event(e))?;
+    let (checkpoints, unsigned_tail) = (checker.checked, checker.range.len() as u64);
+    Ok(chain.map(|chain| SignedSummary { chain, checkpoints, started_at, unsigned_tail }))
+}
+
+/// The checkpoint half of [`verify_ledger_signed`]: follows the ranges checkpoints must cover.
+struct Checkpoints<'a> {
+    options: &'a VerifyOptions,
+    /// The first seq the next checkpoint must cover.
+    range_from: u64,
+    /// Hashes of the events since `range_from`, in order.
+    range: Vec<[u8; 32]>,
+    /// Checkpoints verified.
+    checked: u64,
+    /// The checkpoint verification started from, already checked.
+    anchor: Option<Seq>,
+}
+
+impl Checkpoints<'_> {
+    /// Checks the latest checkpoint as the starting point and returns the signed head it anchors.
+    fn anchor_at(&mut self, anchor: &ice_core::Event) -> Result<ice_core::ChainHead, VerifyFailure> {
+        let c = checkpoint_payload(anchor)?;
+        check_signature(anchor, &c, self.options)?;
+        let hash = ice_core::EventHash::from_hex(&c.to_hash).map_err(|_| VerifyFailure {
+            seq: anchor.seq,
+            code: ErrorCode::CheckpointInvalid,
+            message: "checkpoint to_hash is not a hash".into(),
+        })?;
+        self.range_from = c.to_seq + 1;
+        self.checked = 1;
+        self.anchor = Some(anchor.seq);
+        Ok(ice_core::ChainHead { seq: Seq(c.to_seq), hash, time: ice_core::Timestamp(i64::MIN) })
     }
-    let unsigned_tail = range.len() as u64;
-    Ok(verifier.finish(recorded).map(|chain| SignedSummary { chain, checkpoints, started_at, unsigned_tail }))
+
+    /// Checks one event (already chain-checked): a checkpoint against the range it must cover; then the event
+    /// joins the range of the next checkpoint.
+    fn event(&mut self, e: &ice_core::Event) -> Result<(), VerifyFailure> {
+        if e.kind == EventKind::Checkpoint && self.anchor != Some(e.seq) {
+            self.checkpoint(e)?;
+        }
+        self.range.push(e.hash.0);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, e: &ice_core::Event) -> Result<(), VerifyFailure> {
+        let fail = |message: String| VerifyFailure { seq: e.seq, code: ErrorCode::CheckpointInvalid, message };
+        let c = checkpoint_payload(e)?;
+        check_signature(e, &c, self.options)?;
+        let covered = c.to_seq.checked_sub(self.range_from).map(|n| n + 1);
+        let n = covered
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| c.from_seq == self.range_from && *n <= self.range.len())
+            .ok_or_else(|| {
+                fail(format!(
+                    "checkpoint covers {}..={}, but the next uncovered range starts at {}",
+                    c.from_seq, c.to_seq, self.range_from
+                ))
+            })?;
+        let root = ice_core::checkpoint::to_hex(&ice_core::merkle::merkle_root(&self.range[..n]));
+        if root != c.merkle_root {
+            return Err(fail(format!(
+                "the Merkle root over seqs {}..={} is {root}, the checkpoint signed {}",
+                c.from_seq, c.to_seq, c.merkle_root
+            )));
+        }
+        if self.range.get(n - 1).map(|h| ice_core::checkpoint::to_hex(h)) != Some(c.to_hash.clone()) {
+            return Err(fail(format!("seq {}'s hash is not the signed to_hash", c.to_seq)));
+        }
+        self.range.drain(..n);
+        self.range_from = c.to_seq + 1;
+        self.checked += 1;
+        Ok(())
+    }
 }
 
 fn checkpoint_payload(e: &ice_core::Event) -> Result<CheckpointPayload, VerifyFailure> {

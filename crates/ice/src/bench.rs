@@ -48,6 +48,35 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
     }
 }
 
+/// Appends `all` one event per request from `threads` threads (each its share, in order) and returns each
+/// acknowledged append's latency; a thread stops at its first failure, so fewer latencies than drafts means some
+/// appends failed.
+pub fn concurrent_appends(store: &Arc<dyn Store>, all: &[Draft], threads: usize, bar: &ProgressBar) -> Vec<Duration> {
+    let per = all.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = all
+            .chunks(per)
+            .map(|chunk| {
+                let store = Arc::clone(store);
+                let bar = bar.clone();
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(chunk.len());
+                    for d in chunk {
+                        let t = Instant::now();
+                        if store.append(AppendRequest::new(vec![d.clone()])).is_err() {
+                            break;
+                        }
+                        lat.push(t.elapsed());
+                        bar.inc(1);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
 /// A benchmark failure.
 pub fn bench_err(e: impl std::fmt::Display) -> CliError {
     CliError::Coded(ErrorCode::StoreUnavailable, format!("benchmark failed: {e}"))
@@ -152,31 +181,10 @@ fn append(events: usize, threads: usize, latency_samples: usize) -> Result<u8, C
     // 2. Group commit: many threads, one event per request, each acknowledged after its batch commits.
     let store = SqliteStore::open(dir.path().join("group.db"), SqliteOptions::default())?;
     let all = drafts(events, &clock, &ids)?;
-    let per = all.len().div_ceil(threads);
     let bar = progress_bar(events as u64, "group commit");
     let start = Instant::now();
-    let mut loaded: Vec<Duration> = std::thread::scope(|s| {
-        let handles: Vec<_> = all
-            .chunks(per)
-            .map(|chunk| {
-                let store = Arc::clone(&store);
-                let bar = bar.clone();
-                s.spawn(move || {
-                    let mut lat = Vec::with_capacity(chunk.len());
-                    for d in chunk {
-                        let t = Instant::now();
-                        if store.append(AppendRequest::new(vec![d.clone()])).is_err() {
-                            break;
-                        }
-                        lat.push(t.elapsed());
-                        bar.inc(1);
-                    }
-                    lat
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-    });
+    let shared: Arc<dyn Store> = store.clone();
+    let mut loaded = concurrent_appends(&shared, &all, threads, &bar);
     let gc_secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     if loaded.len() != events {

@@ -5,13 +5,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ice_runtime::{SystemClock, SystemIds};
-use ice_store::{AppendRequest, EventQuery, Store};
+use ice_store::{EventQuery, Store};
 use ice_store_postgres::{PostgresOptions, PostgresStore};
 
-use crate::bench::{bench_err, drafts, micros, percentile};
+use crate::bench::{bench_err, concurrent_appends, drafts, micros, percentile};
 use crate::exit;
 use crate::render::CliError;
 
@@ -28,27 +28,8 @@ pub fn worker(url: &str, events: usize, threads: usize) -> Result<u8, CliError> 
     std::io::stdout().flush().map_err(bench_err)?;
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).map_err(bench_err)?;
-    let per = all.len().div_ceil(threads.max(1));
-    let mut lat: Vec<Duration> = std::thread::scope(|s| {
-        let handles: Vec<_> = all
-            .chunks(per.max(1))
-            .map(|chunk| {
-                let store = Arc::clone(&store);
-                s.spawn(move || {
-                    let mut lat = Vec::with_capacity(chunk.len());
-                    for d in chunk {
-                        let t = Instant::now();
-                        if store.append(AppendRequest::new(vec![d.clone()])).is_err() {
-                            break;
-                        }
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-    });
+    let store: Arc<dyn Store> = store;
+    let mut lat = concurrent_appends(&store, &all, threads, &indicatif::ProgressBar::hidden());
     if lat.len() != events {
         return Err(bench_err(format!("only {} of {events} appends succeeded", lat.len())));
     }

@@ -103,3 +103,28 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `ice propose --json` as `agent:a` in `run`, on `file:PATH` where PATH is the args' `path`; returns the exit code
+/// and the decision JSON.
+pub fn propose_file(ice: &Ice, run: &str, action: &str, args: &str) -> (i32, Value) {
+    let v: Value = serde_json::from_str(args).unwrap();
+    let resource = format!("file:{}", v["path"].as_str().unwrap());
+    let argv = ["propose", "--json", "--as", "agent:a", "--run", run, "--action", action, "--resource", &resource];
+    let mut argv = argv.to_vec();
+    argv.extend(["--args", args]);
+    let out = ice.run(&argv);
+    let d =
+        serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    (out.status.code().unwrap(), d)
+}
+
+/// The permit id a decision carries.
+pub fn permit_of(d: &Value) -> String {
+    d["permit_id"].as_str().unwrap_or_else(|| panic!("no permit in {d}")).to_owned()
+}
+
+/// The permit id `ice approve` printed.
+pub fn approved_permit(out: &str) -> String {
+    let line = out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap_or_else(|| panic!("no permit in {out}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}

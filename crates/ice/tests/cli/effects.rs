@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::{Ice, bin, stderr, stdout};
+use crate::{Ice, approved_permit, bin, permit_of, propose_file, stderr, stdout};
 
 /// A fresh home whose agent `agent:a` may use every fs action in the sandbox, with a run EXECUTING.
 fn setup() -> (Ice, String) {
@@ -14,33 +14,6 @@ fn setup() -> (Ice, String) {
     ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
     let run = ice.executing_run();
     (ice, run)
-}
-
-/// Proposes as `agent:a`; returns (exit code, decision JSON).
-fn propose(ice: &Ice, run: &str, action: &str, args: &str) -> (i32, Value) {
-    let v: Value = serde_json::from_str(args).unwrap();
-    let resource = format!("file:{}", v["path"].as_str().unwrap());
-    let out = ice.run(&[
-        "propose",
-        "--json",
-        "--as",
-        "agent:a",
-        "--run",
-        run,
-        "--action",
-        action,
-        "--resource",
-        &resource,
-        "--args",
-        args,
-    ]);
-    let d =
-        serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
-    (out.status.code().unwrap(), d)
-}
-
-fn permit_of(d: &Value) -> String {
-    d["permit_id"].as_str().unwrap_or_else(|| panic!("no permit in {d}")).to_owned()
 }
 
 fn exec(ice: &Ice, permit: &str, args: Option<&str>) -> std::process::Output {
@@ -67,7 +40,7 @@ fn sandbox(ice: &Ice) -> std::path::PathBuf {
 #[test]
 fn permits_bind_exact_args_and_are_single_use() {
     let (ice, run) = setup();
-    let (code, d) = propose(&ice, &run, "fs.write", r#"{"path":"notes/a.txt","content":"v1"}"#);
+    let (code, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"notes/a.txt","content":"v1"}"#);
     assert_eq!(code, 0, "{d}");
     let permit = permit_of(&d);
 
@@ -85,7 +58,7 @@ fn permits_bind_exact_args_and_are_single_use() {
     // Reused: refused.
     refused_with(&exec(&ice, &permit, None), "ICE-E0802");
     // Someone else's permit, an unknown permit: refused.
-    let (_, d2) = propose(&ice, &run, "fs.write", r#"{"path":"notes/b.txt","content":"b"}"#);
+    let (_, d2) = propose_file(&ice, &run, "fs.write", r#"{"path":"notes/b.txt","content":"b"}"#);
     let out = ice.run(&["exec", "--as", "agent:mallory", &permit_of(&d2)]);
     refused_with(&out, "ICE-E0801");
     refused_with(&exec(&ice, "0190f0f0-0000-7000-8000-000000000000", None), "ICE-E0801");
@@ -102,16 +75,16 @@ fn an_approval_binds_the_args_and_an_args_swap_is_refused() {
         "exec",
         "--as",
         "agent:a",
-        &permit_of(&propose(&ice, &run, "fs.write", r#"{"path":"a.txt","content":"A"}"#).1),
+        &permit_of(&propose_file(&ice, &run, "fs.write", r#"{"path":"a.txt","content":"A"}"#).1),
     ]);
     ice.ok(&[
         "exec",
         "--as",
         "agent:a",
-        &permit_of(&propose(&ice, &run, "fs.write", r#"{"path":"b.txt","content":"B"}"#).1),
+        &permit_of(&propose_file(&ice, &run, "fs.write", r#"{"path":"b.txt","content":"B"}"#).1),
     ]);
 
-    let (code, d) = propose(&ice, &run, "fs.delete", r#"{"path":"a.txt"}"#);
+    let (code, d) = propose_file(&ice, &run, "fs.delete", r#"{"path":"a.txt"}"#);
     assert_eq!(code, 7, "a delete is irreversible: approval required ({d})");
     let approval = d["approval_id"].as_str().unwrap().to_owned();
     let listed = ice.ok(&["approvals", "list", "--json"]);
@@ -122,8 +95,7 @@ fn an_approval_binds_the_args_and_an_args_swap_is_refused() {
     refused_with(&ice.run(&["approve", &approval, "--as", "agent:a"]), "ICE-E0822");
     refused_with(&ice.run(&["approve", &approval, "--as", "human:alice", "--args-hash", "00"]), "ICE-E0804");
     let out = ice.ok(&["approve", &approval, "--as", "human:alice", "--comment", "ok"]);
-    let permit =
-        out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap().split_whitespace().next().unwrap().to_owned();
+    let permit = approved_permit(&out);
     // Approved once: a second answer is refused.
     refused_with(&ice.run(&["approve", &approval, "--as", "human:bob"]), "ICE-E0821");
 
@@ -147,9 +119,9 @@ fn expired_approvals_and_permits_cannot_be_used() {
     std::fs::write(&catalog, text).unwrap();
     ice.ok(&["policy", "activate"]);
 
-    let (_, d) = propose(&ice, &run, "fs.write", r#"{"path":"x.txt","content":"x"}"#);
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"x.txt","content":"x"}"#);
     let permit = permit_of(&d);
-    let (code, d) = propose(&ice, &run, "fs.delete", r#"{"path":"x.txt"}"#);
+    let (code, d) = propose_file(&ice, &run, "fs.delete", r#"{"path":"x.txt"}"#);
     assert_eq!(code, 7);
     let approval = d["approval_id"].as_str().unwrap().to_owned();
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -182,7 +154,7 @@ fn a_crash_between_start_and_outcome_is_unknown_and_a_retry_applies_once() {
     let (ice, run) = setup();
     for (i, point) in ["after-effect-apply", "after-effect-start"].into_iter().enumerate() {
         let path = format!("log{i}.txt");
-        let (_, d) = propose(&ice, &run, "fs.append", &format!(r#"{{"path":"{path}","content":"line\n"}}"#));
+        let (_, d) = propose_file(&ice, &run, "fs.append", &format!(r#"{{"path":"{path}","content":"line\n"}}"#));
         exec_and_kill_at(&ice, &permit_of(&d), point);
 
         let out = ice.run(&["effects", "pending", "--json"]);
@@ -212,11 +184,11 @@ fn rollback_restores_files_byte_identical() {
     std::fs::write(sandbox(&ice).join("docs/a.txt"), original).unwrap();
 
     let step = |action: &str, args: &str| {
-        let (code, d) = propose(&ice, &run, action, args);
+        let (code, d) = propose_file(&ice, &run, action, args);
         let permit = if code == 7 {
             let approval = d["approval_id"].as_str().unwrap().to_owned();
             let out = ice.ok(&["approve", &approval, "--as", "human:alice"]);
-            out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap().split_whitespace().next().unwrap().to_owned()
+            approved_permit(&out)
         } else {
             permit_of(&d)
         };
@@ -242,8 +214,7 @@ fn rollback_restores_files_byte_identical() {
     let approval = report["items"][2]["step"]["approval"].as_str().unwrap().to_owned();
     let rollback_run = report["run"].as_str().unwrap().to_owned();
     let out = ice.ok(&["approve", &approval, "--as", "human:alice"]);
-    let permit =
-        out.lines().find_map(|l| l.strip_prefix("permit ")).unwrap().split_whitespace().next().unwrap().to_owned();
+    let permit = approved_permit(&out);
     ice.ok(&["exec", "--as", "human:ops", &permit]);
     ice.ok(&["run", "finish", &rollback_run]);
 
@@ -263,19 +234,19 @@ fn rollback_restores_files_byte_identical() {
 #[test]
 fn suspension_revokes_permits_and_resume_needs_a_reconfiguration() {
     let (ice, run) = setup();
-    let (_, d) = propose(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
     let permit = permit_of(&d);
     ice.ok(&["agent", "suspend", "agent:a", "--reason", "prompt injection suspected", "--as", "human:sec"]);
     assert_eq!(count(&ice, "PermitRevoked"), 1);
     refused_with(&exec(&ice, &permit, None), "ICE-E0805");
-    let (code, _) = propose(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
+    let (code, _) = propose_file(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
     assert_eq!(code, 6, "a suspended agent is denied");
 
     refused_with(&ice.run(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "human:sec"]), "ICE-E0830");
     ice.ok(&["agent", "reconfigure", "agent:a", "--change", "system prompt hardened", "--as", "human:sec"]);
     refused_with(&ice.run(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "agent:a"]), "ICE-E0120");
     ice.ok(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "human:sec"]);
-    let (code, d) = propose(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
+    let (code, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
     assert_eq!(code, 0);
     ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
     ice.ok(&["verify"]);
@@ -289,7 +260,7 @@ fn sandbox_escapes_are_refused_through_the_cli() {
     std::os::unix::fs::symlink(&outside, sandbox(&ice).join("link")).unwrap();
     for path in ["/etc/passwd-ice", "link/x.txt", "a//b.txt"] {
         let args = serde_json::json!({"path": path, "content": "x"}).to_string();
-        let (code, d) = propose(&ice, &run, "fs.write", &args);
+        let (code, d) = propose_file(&ice, &run, "fs.write", &args);
         assert_eq!(code, 0, "{path}: policy and grant allow it; the boundary must still refuse ({d})");
         refused_with(&exec(&ice, &permit_of(&d), None), "ICE-E0810");
     }
@@ -315,7 +286,7 @@ fn sandbox_escapes_are_refused_through_the_cli() {
 #[test]
 fn an_unknown_outcome_can_be_resolved_by_a_human_and_the_run_aborts() {
     let (ice, run) = setup();
-    let (_, d) = propose(&ice, &run, "fs.write", r#"{"path":"r.txt","content":"r"}"#);
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"r.txt","content":"r"}"#);
     exec_and_kill_at(&ice, &permit_of(&d), "after-effect-start");
     let out = ice.run(&["effects", "pending", "--json"]);
     assert_eq!(out.status.code(), Some(1));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ice_testkit::pg::{OWNER, cluster};
 
-use crate::{Ice, stderr, stdout};
+use crate::{Ice, approved_permit, permit_of, propose_file, stderr, stdout};
 
 fn pg_ice() -> (Ice, String) {
     let c = cluster();
@@ -200,21 +200,14 @@ fn approvals_and_permits_stay_single_use_across_instances() {
     for i in 0..6 {
         let path = format!("f{i}.txt");
         let args = format!(r#"{{"path":"{path}","content":"{i}"}}"#);
-        let write = ["propose", "--json", "--as", "agent:a", "--run", &run, "--action", "fs.write"];
-        let resource = format!("file:{path}");
-        let mut argv = write.to_vec();
-        argv.extend(["--resource", &resource, "--args", &args]);
-        let d: serde_json::Value = serde_json::from_str(ice.ok(&argv).trim()).unwrap();
-        ice.ok(&["exec", "--as", "agent:a", d["permit_id"].as_str().unwrap()]);
+        let (code, d) = propose_file(&ice, &run, "fs.write", &args);
+        assert_eq!(code, 0, "{d}");
+        ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
         // Each instance has its own sandbox (as separate hosts would): give the other one the same file.
         std::fs::write(other.path().join("sandbox").join(&path), i.to_string()).unwrap();
 
-        let delete_args = format!(r#"{{"path":"{path}"}}"#);
-        let mut argv = vec!["propose", "--json", "--as", "agent:a", "--run", &run, "--action", "fs.delete"];
-        argv.extend(["--resource", &resource, "--args", &delete_args]);
-        let out = ice.run(&argv);
-        assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-        let d: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let (code, d) = propose_file(&ice, &run, "fs.delete", &format!(r#"{{"path":"{path}"}}"#));
+        assert_eq!(code, 7, "{d}");
         let approval = d["approval_id"].as_str().unwrap().to_owned();
 
         let answers: Vec<Child> = [(&ice, "human:alice"), (&other, "human:bob")]
@@ -226,14 +219,7 @@ fn approvals_and_permits_stay_single_use_across_instances() {
         assert_eq!(ok.len(), 1, "exactly one approval answer wins: {:?}", outs.iter().map(stderr).collect::<Vec<_>>());
         let lost = outs.iter().find(|o| !o.status.success()).unwrap();
         assert!(stderr(lost).contains("ICE-E0821"), "{}", stderr(lost));
-        let permit = stdout(ok[0])
-            .lines()
-            .find_map(|l| l.strip_prefix("permit "))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
+        let permit = approved_permit(&stdout(ok[0]));
 
         let execs: Vec<Child> =
             [&ice, &other].into_iter().map(|home| spawn(home, &["exec", "--as", "agent:a", &permit])).collect();

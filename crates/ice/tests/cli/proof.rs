@@ -8,7 +8,7 @@ use ice_store::{EventQuery, Store};
 use ice_store_sqlite::{SqliteOptions, SqliteStore};
 use rusqlite::Connection;
 
-use crate::{Ice, stderr, stdout};
+use crate::{Ice, permit_of, propose_file, stderr, stdout};
 
 /// A ledger that checkpoints every 8 events, with a run that wrote and deleted files and an agent's notes.
 fn ledger() -> (Ice, String) {
@@ -19,24 +19,9 @@ fn ledger() -> (Ice, String) {
     ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
     let run = ice.executing_run();
     for i in 0..4 {
-        let args = format!(r#"{{"path":"f{i}.txt","content":"v{i}"}}"#);
-        let resource = format!("file:f{i}.txt");
-        let out = ice.ok(&[
-            "propose",
-            "--json",
-            "--as",
-            "agent:a",
-            "--run",
-            &run,
-            "--action",
-            "fs.write",
-            "--resource",
-            &resource,
-            "--args",
-            &args,
-        ]);
-        let d: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        ice.ok(&["exec", "--as", "agent:a", d["permit_id"].as_str().unwrap()]);
+        let (code, d) = propose_file(&ice, &run, "fs.write", &format!(r#"{{"path":"f{i}.txt","content":"v{i}"}}"#));
+        assert_eq!(code, 0, "{d}");
+        ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
         let note = format!(r#"{{"note":"wrote {i}"}}"#);
         ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", &note]);
     }
