@@ -134,6 +134,26 @@ pub enum ErrorCode {
     ResumeNotAllowed,
     /// nothing to roll back.
     NothingToRollBack,
+    /// A manual settlement was attempted while the proposal's permit can still run.
+    SettleWhileLive,
+    /// Args carry a literal credential where a secret reference belongs.
+    LiteralSecret,
+    /// A secret reference names a secret that is not configured or cannot be read.
+    UnknownSecret,
+    /// No credential: the OS user is not mapped in config and no token was given.
+    Unauthenticated,
+    /// The token is malformed, unknown, or its secret does not match.
+    TokenInvalid,
+    /// The token was revoked.
+    TokenRevoked,
+    /// The token expired.
+    TokenExpired,
+    /// The caller's roles do not include the one this transition needs.
+    RoleRequired,
+    /// The caller may not act for the named principal.
+    ActAsNotAllowed,
+    /// `runtime:*`, `effector:*` and `policy:*` principals cannot be claimed by any caller.
+    ReservedPrincipal,
 }
 
 impl ErrorCode {
@@ -195,6 +215,16 @@ impl ErrorCode {
             Self::ApproverNotAuthorized => "ICE-E0822",
             Self::ResumeNotAllowed => "ICE-E0830",
             Self::NothingToRollBack => "ICE-E0840",
+            Self::SettleWhileLive => "ICE-E0707",
+            Self::LiteralSecret => "ICE-E0850",
+            Self::UnknownSecret => "ICE-E0851",
+            Self::Unauthenticated => "ICE-E0901",
+            Self::TokenInvalid => "ICE-E0902",
+            Self::TokenRevoked => "ICE-E0903",
+            Self::TokenExpired => "ICE-E0904",
+            Self::RoleRequired => "ICE-E0905",
+            Self::ActAsNotAllowed => "ICE-E0906",
+            Self::ReservedPrincipal => "ICE-E0907",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -301,6 +331,35 @@ impl ErrorCode {
             Self::NothingToRollBack => {
                 "`ice rollback` takes a run id or an EffectCompleted event id; list effects with `ice effects list`"
             }
+            Self::SettleWhileLive => {
+                "a proposal whose permit can still run is settled by its effect's outcome; revoke the permit or \
+                 wait for it to expire, then settle"
+            }
+            Self::LiteralSecret => {
+                "reference the credential by name, e.g. \"Authorization: Bearer ${secret:GITHUB_TOKEN}\", and declare \
+                 it under [effects.secrets] in .ice/config.toml; secrets never belong in the ledger"
+            }
+            Self::UnknownSecret => {
+                "declare the secret under [effects.secrets] in .ice/config.toml (from an environment variable or a \
+                 0600 file)"
+            }
+            Self::Unauthenticated => {
+                "map your OS user in .ice/config.toml ([[users]] uid, principal, roles) or pass a token with --token \
+                 / ICE_TOKEN"
+            }
+            Self::TokenInvalid => "check the token (it is printed once by `ice token create`); list tokens with `ice token list`",
+            Self::TokenRevoked => "the token was revoked; ask an operator for a new one (`ice token create`)",
+            Self::TokenExpired => "the token expired; ask an operator for a new one (`ice token create --ttl ...`)",
+            Self::RoleRequired => {
+                "roles: agent (propose, execute its own permits), approver (answer approvals), operator (grants, \
+                 budgets, policy, agents, runs, effects, tokens), auditor (read); ask an operator for a credential \
+                 with the role"
+            }
+            Self::ActAsNotAllowed => {
+                "acting for another principal needs act_as for it in your [[users]] entry of .ice/config.toml \
+                 (agents only); tokens act only as their own principal"
+            }
+            Self::ReservedPrincipal => "runtime, effector and policy principals are ICE's own; no caller can claim them",
             Self::HashMismatch | Self::BrokenLink | Self::SequenceGap | Self::TimeRegression => {
                 "the ledger was modified outside ICE; restore it from a verified copy and investigate"
             }
