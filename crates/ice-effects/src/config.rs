@@ -1,9 +1,21 @@
-//! `[effects]` configuration: the sandbox root and the process and HTTP allowlists and limits.
+//! `[effects]` configuration: the sandbox root, the process and HTTP allowlists and limits, and the declared
+//! secret sources.
 //!
-//! Everything defaults to refusing: no program, environment variable or host is allowed until listed. The
+//! Everything defaults to refusing: no program, environment variable, host or secret is allowed until listed. The
 //! defaults are documented in the crate docs; [`EffectsConfig::validate`] refuses entries that could never match
 //! or would be ambiguous, so a typo is reported at startup instead of silently allowing nothing.
+//!
+//! `[effects.secrets.NAME]` declares where a secret's value comes from; the config holds only the source (an
+//! environment variable name or a file path), never the value, which is read by the effector at apply time:
+//!
+//! ```toml
+//! [effects.secrets.GITHUB_TOKEN]
+//! env = "GITHUB_TOKEN"             # the runtime's environment variable, read when the secret is resolved
+//! [effects.secrets.DEPLOY_KEY]
+//! file = "/etc/ice/deploy.key"     # an absolute path to a regular file of mode 0600 or 0400
+//! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ice_core::ErrorCode;
@@ -11,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EffectError;
 use crate::http::{is_token, parse_host_port};
+use crate::secrets::is_secret_name;
 
 /// The `[effects]` table of `.ice/config.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,12 +35,36 @@ pub struct EffectsConfig {
     pub process: ProcessConfig,
     /// The HTTP effector.
     pub http: HttpConfig,
+    /// Declared secrets, by name (`[A-Z0-9_]{1,64}`): what `${secret:NAME}` in an HTTP header value or a process
+    /// environment value resolves to at apply time. Default empty: every reference is refused.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 impl Default for EffectsConfig {
     fn default() -> Self {
-        Self { sandbox: PathBuf::from("sandbox"), process: ProcessConfig::default(), http: HttpConfig::default() }
+        Self {
+            sandbox: PathBuf::from("sandbox"),
+            process: ProcessConfig::default(),
+            http: HttpConfig::default(),
+            secrets: BTreeMap::new(),
+        }
     }
+}
+
+/// `[effects.secrets.NAME]`: where a secret's value is read from when an effector resolves a reference to it.
+/// Exactly one of `env` and `file` is set ([`EffectsConfig::validate`] refuses both and neither).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// An environment variable of the runtime process, read at each resolution (so a rotated value is picked up
+    /// by the next effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// An absolute path to a regular file whose mode gives no access to group or others (0600 or 0400), read at
+    /// each resolution; trailing CR and LF characters are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// `[effects.process]`.
@@ -87,7 +124,8 @@ impl Default for HttpConfig {
 }
 
 impl EffectsConfig {
-    /// Refuses (with `BadConfig`) entries that can never match, zero limits and empty sandbox paths.
+    /// Refuses (with `BadConfig`) entries that can never match, zero limits, empty sandbox paths and secrets whose
+    /// name or source is malformed.
     pub fn validate(&self) -> Result<(), EffectError> {
         if self.sandbox.as_os_str().is_empty() {
             return Err(bad("effects.sandbox must not be empty"));
@@ -138,6 +176,9 @@ impl EffectsConfig {
                 )));
             }
         }
+        for (name, source) in &self.secrets {
+            validate_secret(name, source)?;
+        }
         let limits = [
             ("effects.process.timeout_ms", p.timeout_ms),
             ("effects.process.max_output_bytes", p.max_output_bytes),
@@ -151,6 +192,35 @@ impl EffectsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// One `[effects.secrets.NAME]` entry: a valid name and exactly one well-formed source. Whether the source can be
+/// read is checked when a secret is resolved, not here: the file may be provisioned after the runtime starts.
+fn validate_secret(name: &str, source: &SecretSource) -> Result<(), EffectError> {
+    if !is_secret_name(name) {
+        return Err(bad(format!(
+            "effects.secrets name `{}` must be 1 to 64 of A-Z, 0-9 and _ (it is referenced as ${{secret:NAME}})",
+            name.escape_debug()
+        )));
+    }
+    match (&source.env, &source.file) {
+        (Some(_), Some(_)) => {
+            Err(bad(format!("effects.secrets.{name} sets both env and file; give exactly one source")))
+        }
+        (None, None) => {
+            Err(bad(format!("effects.secrets.{name} has no source; give env = \"VAR\" or file = \"/absolute/path\"")))
+        }
+        (Some(var), None) if !is_env_name(var) => {
+            Err(bad(format!("effects.secrets.{name}.env `{}` is not an environment variable name", var.escape_debug())))
+        }
+        (None, Some(path)) if !path.is_absolute() || path.as_os_str().as_encoded_bytes().contains(&0) => {
+            Err(bad(format!(
+                "effects.secrets.{name}.file `{}` must be an absolute path",
+                path.display().to_string().escape_debug()
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -226,5 +296,49 @@ mod tests {
         let mut c = EffectsConfig::default();
         c.http.timeout_ms = 0;
         assert_eq!(c.validate().unwrap_err().code, ErrorCode::BadConfig);
+    }
+
+    #[test]
+    fn secrets_parse_from_env_or_file_sources() {
+        let text = r#"
+            [effects.secrets.GITHUB_TOKEN]
+            env = "GITHUB_TOKEN"
+            [effects.secrets.DEPLOY_KEY]
+            file = "/etc/ice/deploy.key"
+        "#;
+        let file: File = toml::from_str(text).unwrap();
+        let secrets = &file.effects.secrets;
+        assert_eq!(secrets["GITHUB_TOKEN"], SecretSource { env: Some("GITHUB_TOKEN".into()), file: None });
+        assert_eq!(secrets["DEPLOY_KEY"], SecretSource { env: None, file: Some("/etc/ice/deploy.key".into()) });
+        file.effects.validate().unwrap();
+        assert!(toml::from_str::<File>("[effects.secrets.A]\nenv = \"A\"\nvalue = \"x\"\n").is_err());
+        // No secrets: nothing about them is written back.
+        let round = toml::to_string(&EffectsConfig::default()).unwrap();
+        assert!(!round.contains("secrets"), "{round}");
+    }
+
+    #[test]
+    fn validate_refuses_malformed_secrets() {
+        let env = |v: &str| SecretSource { env: Some(v.into()), file: None };
+        let file = |p: &str| SecretSource { env: None, file: Some(p.into()) };
+        let both = SecretSource { env: Some("A".into()), file: Some("/a".into()) };
+        for (name, source, says) in [
+            ("github_token", env("A"), "must be 1 to 64 of A-Z, 0-9 and _"),
+            ("", env("A"), "must be 1 to 64"),
+            ("A-B", env("A"), "must be 1 to 64"),
+            (&"X".repeat(65), env("A"), "must be 1 to 64"),
+            ("A", both, "sets both env and file"),
+            ("A", SecretSource::default(), "has no source"),
+            ("A", env(""), "is not an environment variable name"),
+            ("A", env("A=B"), "is not an environment variable name"),
+            ("A", file("relative/key"), "must be an absolute path"),
+            ("A", file("/a\0b"), "must be an absolute path"),
+        ] {
+            let mut c = EffectsConfig::default();
+            c.secrets.insert(name.to_owned(), source);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadConfig, "{name}");
+            assert!(err.message.contains(says), "{name}: {err}");
+        }
     }
 }

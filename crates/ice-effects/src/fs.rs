@@ -4,6 +4,9 @@
 //! (`expected_after`); the prior content goes into the blob store so rollback can put it back byte for byte.
 //! Apply re-checks the target: already at `expected_after` means a retry of an applied effect (nothing is done),
 //! still at `before` means apply now, anything else is a conflict. Writes are atomic (temp file + rename).
+//!
+//! Secret references (`${secret:NAME}`) are never resolved here and are refused anywhere in the args: content
+//! written with one would be the reference text, not what the agent may think it is.
 
 mod list;
 
@@ -12,12 +15,13 @@ use std::path::Path;
 
 use ice_core::{Access, Classification, EffectScope, ErrorCode, Risk};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::blob::check_hash;
 use crate::call::{no_effector, parse_args};
 use crate::durable::{sync_dir, write_atomic};
 use crate::sandbox::{Node, RelPath, Sandbox, io_failed, same_inode};
+use crate::secrets::screen::refuse_references_outside;
 use crate::{BlobStore, Compensation, EffectCall, EffectError, Effector, Evidence, Plan, RetryMode};
 use crate::{check_args_hash, content_hash};
 
@@ -25,6 +29,9 @@ use crate::{check_args_hash, content_hash};
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 const ACTIONS: &[&str] = &["fs.read", "fs.list", "fs.write", "fs.append", "fs.delete", "fs.restore"];
+
+/// Where secret references are resolved (not here), as said in refusals.
+const RESOLVED_IN: &str = "http.request header values and process.exec environment values";
 
 /// The filesystem effector over one sandbox root.
 #[derive(Debug, Clone)]
@@ -122,6 +129,7 @@ impl FsEffector {
             }
             other => return Err(no_effector("fs", other)),
         };
+        refuse_references_outside(call.action, call.args, None, RESOLVED_IN)?;
         let expected = format!("file:{path}");
         if call.resource != expected {
             return Err(EffectError::new(
@@ -340,6 +348,13 @@ impl Effector for FsEffector {
             _ => return None,
         };
         Some(Classification { scope: EffectScope::External, access, risk })
+    }
+
+    fn screen(&self, action: &str, args: &Value) -> Result<(), EffectError> {
+        if !ACTIONS.contains(&action) {
+            return Ok(());
+        }
+        refuse_references_outside(action, args, None, RESOLVED_IN)
     }
 
     fn plan(&self, call: &EffectCall<'_>) -> Result<Plan, EffectError> {

@@ -4,6 +4,11 @@
 //! as an `Idempotency-Key` header, so a server that honours it can deduplicate too. Secret-bearing headers
 //! (`[effects.http] redact_headers`) are recorded as `[redacted]` in both directions; bodies are kept as blobs.
 //!
+//! Header values may reference declared secrets (`"Authorization: Bearer ${secret:GITHUB_TOKEN}"`); they are
+//! resolved in `apply`, after the journal says the request is to be sent, and only into the bytes on the wire. A
+//! header with a reference is always recorded as `[redacted]`, and a response header echoing a resolved value is
+//! redacted too. A reference anywhere else in the args is refused.
+//!
 //! Args: `{"method": "GET", "url": "http://host:port/path", "body"?: "...", "headers"?: ["Name: value", ...]}`.
 
 mod client;
@@ -19,6 +24,8 @@ use serde_json::{Map, Value};
 
 use crate::call::{no_effector, parse_args, present, string_entries};
 use crate::journal::{Begin, Journal};
+use crate::secrets::screen::{CREDENTIAL_HEADERS, entries, literal, refuse_references_outside, url_has_userinfo};
+use crate::secrets::{Revealed, Secrets};
 use crate::{BlobStore, Compensation, EffectCall, EffectError, Effector, Evidence, HttpConfig, Plan, RetryMode};
 use crate::{check_args_hash, content_hash};
 
@@ -49,6 +56,9 @@ const MAX_RECORDED_VALUE: usize = 1024;
 /// What a redacted header value is recorded as.
 const REDACTED: &str = "[redacted]";
 
+/// Where this effector resolves secret references, as said in refusals.
+const RESOLVED_IN: &str = "args.headers values";
+
 /// The HTTP effector.
 #[derive(Debug, Clone)]
 pub struct HttpEffector {
@@ -60,6 +70,7 @@ pub struct HttpEffector {
     max_response: u64,
     blobs: BlobStore,
     journal: Journal,
+    secrets: Secrets,
 }
 
 #[derive(Deserialize)]
@@ -79,9 +90,17 @@ struct RequestArgs {
 struct Prepared {
     method: String,
     url: Url,
-    /// Every header to send except `Host`, `Content-Length` and `Connection`, in order.
-    headers: Vec<(String, String)>,
+    /// Every header to send except `Host`, `Content-Length` and `Connection`, in order, references unresolved.
+    headers: Vec<Header>,
     body: Option<String>,
+}
+
+/// One header as given.
+struct Header {
+    name: String,
+    value: String,
+    /// The value references a secret: it is resolved only for the wire, and always recorded as redacted.
+    secret: bool,
 }
 
 impl HttpEffector {
@@ -97,7 +116,15 @@ impl HttpEffector {
             max_response: config.max_response_bytes,
             blobs,
             journal: Journal::open(journal_dir)?,
+            secrets: Secrets::default(),
         })
+    }
+
+    /// The secrets its header values may reference (none by default: every reference is `UnknownSecret`).
+    #[must_use]
+    pub(crate) fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     fn prepare(&self, call: &EffectCall<'_>) -> Result<Prepared, EffectError> {
@@ -107,6 +134,7 @@ impl HttpEffector {
         }
         Journal::check_key(call.idempotency_key)?;
         let args: RequestArgs = parse_args(call)?;
+        refuse_references_outside(call.action, call.args, Some("headers"), RESOLVED_IN)?;
         if call.resource != args.url {
             return Err(EffectError::new(
                 ErrorCode::ResourceMismatch,
@@ -149,9 +177,14 @@ impl HttpEffector {
             if value.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(bad(format!("header `{name}` has a control character (CR, LF, NUL, ...) in its value")));
             }
-            headers.push((name, value));
+            let secret = self.secrets.check(call.action, &format!("args.headers entry `{name}`"), &value)?;
+            headers.push(Header { name, value, secret });
         }
-        headers.push(("Idempotency-Key".to_owned(), call.idempotency_key.to_owned()));
+        headers.push(Header {
+            name: "Idempotency-Key".to_owned(),
+            value: call.idempotency_key.to_owned(),
+            secret: false,
+        });
         Ok(Prepared { method, url, headers, body: args.body })
     }
 
@@ -159,15 +192,52 @@ impl HttpEffector {
         if self.redact.contains(&name.to_ascii_lowercase()) { REDACTED.to_owned() } else { value.to_owned() }
     }
 
-    /// Request headers as recorded: lowercase names, secrets redacted.
+    /// The headers to send: references resolved now, from their sources (`UnknownSecret` when one cannot be, or
+    /// when a value read could not be carried by a header). Each secret read is added to `read`.
+    fn wire_headers(
+        &self,
+        action: &str,
+        p: &Prepared,
+        read: &mut Vec<Revealed>,
+    ) -> Result<Vec<(String, String)>, EffectError> {
+        p.headers
+            .iter()
+            .map(|h| {
+                if !h.secret {
+                    return Ok((h.name.clone(), h.value.clone()));
+                }
+                let field = format!("args.headers entry `{}`", h.name);
+                let value = self.secrets.resolve(action, &field, &h.value, read)?;
+                if value.expose().chars().any(|c| c.is_control() && c != '\t') {
+                    return Err(EffectError::new(
+                        ErrorCode::UnknownSecret,
+                        format!(
+                            "{action}: {field} resolves to a value with a control character (CR, LF, NUL, ...), \
+                             which a header cannot carry; check the secret's source"
+                        ),
+                    ));
+                }
+                Ok((h.name.clone(), value.expose().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Request headers as recorded: lowercase names, secrets redacted (always, for a value with a reference).
     fn request_record(&self, p: &Prepared) -> Value {
-        let map: Map<String, Value> =
-            p.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), Value::from(self.redacted(n, v)))).collect();
+        let map: Map<String, Value> = p
+            .headers
+            .iter()
+            .map(|h| {
+                let value = if h.secret { REDACTED.to_owned() } else { self.redacted(&h.name, &h.value) };
+                (h.name.to_ascii_lowercase(), Value::from(value))
+            })
+            .collect();
         Value::Object(map)
     }
 
-    /// Response headers as recorded: lowercase names, repeated fields joined, secrets redacted, bounded.
-    fn response_record(&self, resp: &Response) -> (Value, bool) {
+    /// Response headers as recorded: lowercase names, repeated fields joined, secrets redacted (configured names,
+    /// and any value containing a secret read for this request), bounded.
+    fn response_record(&self, resp: &Response, read: &[Revealed]) -> (Value, bool) {
         let mut map: BTreeMap<String, String> = BTreeMap::new();
         let mut cut = false;
         for (name, value) in &resp.headers {
@@ -179,7 +249,11 @@ impl HttpEffector {
             if !entry.is_empty() {
                 entry.push_str(", ");
             }
-            entry.push_str(&self.redacted(name, value));
+            if read.iter().any(|secret| value.contains(secret.expose())) {
+                entry.push_str(REDACTED);
+            } else {
+                entry.push_str(&self.redacted(name, value));
+            }
         }
         let map = map
             .into_iter()
@@ -196,8 +270,8 @@ impl HttpEffector {
         (Value::Object(map), cut)
     }
 
-    fn evidence(&self, p: &Prepared, resp: &Response, duration: Duration) -> Evidence {
-        let (headers, headers_cut) = self.response_record(resp);
+    fn evidence(&self, p: &Prepared, resp: &Response, duration: Duration, read: &[Revealed]) -> Evidence {
+        let (headers, headers_cut) = self.response_record(resp, read);
         let mut detail = Map::new();
         detail.insert("status".into(), resp.status.into());
         detail.insert("headers".into(), headers);
@@ -253,6 +327,30 @@ impl Effector for HttpEffector {
         })
     }
 
+    fn screen(&self, action: &str, args: &Value) -> Result<(), EffectError> {
+        if action != "http.request" {
+            return Ok(());
+        }
+        refuse_references_outside(action, args, Some("headers"), RESOLVED_IN)?;
+        if args.get("url").and_then(Value::as_str).is_some_and(url_has_userinfo) {
+            return Err(EffectError::new(
+                ErrorCode::LiteralSecret,
+                "http.request: args.url carries user info (`user:password@`); send credentials in a header with a \
+                 secret reference",
+            ));
+        }
+        for entry in entries(args, "headers", ':') {
+            if self.secrets.check(action, &entry.label, &entry.value)? {
+                continue;
+            }
+            let name = entry.name.trim_matches([' ', '\t']).to_ascii_lowercase();
+            if !entry.value.is_empty() && (CREDENTIAL_HEADERS.contains(&name.as_str()) || self.redact.contains(&name)) {
+                return Err(literal(action, &entry.label));
+            }
+        }
+        Ok(())
+    }
+
     fn plan(&self, call: &EffectCall<'_>) -> Result<Plan, EffectError> {
         let p = self.prepare(call)?;
         let compensation = match p.method.as_str() {
@@ -283,12 +381,21 @@ impl Effector for HttpEffector {
         if let Begin::Done(evidence) = self.journal.begin(call)? {
             return Ok(evidence);
         }
+        let mut read = Vec::new();
+        let headers = match self.wire_headers(call.action, &p, &mut read) {
+            Ok(headers) => headers,
+            Err(e) => {
+                // Nothing was sent, so a retry (once the source is fixed) may send it.
+                self.journal.abandon(call)?;
+                return Err(e);
+            }
+        };
         let request =
-            Request { method: &p.method, url: &p.url, headers: &p.headers, body: p.body.as_deref().map(str::as_bytes) };
+            Request { method: &p.method, url: &p.url, headers: &headers, body: p.body.as_deref().map(str::as_bytes) };
         let start = Instant::now();
         match client::send(&request, self.timeout, self.max_response) {
             Ok(response) => {
-                let mut evidence = self.evidence(&p, &response, start.elapsed());
+                let mut evidence = self.evidence(&p, &response, start.elapsed(), &read);
                 // The request happened; if its end cannot be journaled, the evidence is still the truth to report.
                 if let Err(e) = self.journal.complete(call, &evidence)
                     && let Value::Object(detail) = &mut evidence.detail

@@ -26,6 +26,26 @@
 //! (headers, spaces and tabs around the value dropped); an object, an empty name or a name given twice is
 //! refused with `BadArgument`.
 //!
+//! # Secrets
+//!
+//! Proposals are recorded whole in the ledger, so credentials are never args. An arg refers to a secret declared
+//! under `[effects.secrets]` as `${secret:NAME}`, e.g. `"Authorization: Bearer ${secret:GITHUB_TOKEN}"` in
+//! `http.request` `headers` or `"GH_TOKEN=${secret:GITHUB_TOKEN}"` in `process.exec` `env`:
+//!
+//! - References are resolved only there (header values, environment values), only in `apply`, and only into the
+//!   request on the wire or the child's environment. A reference anywhere else is refused (`NotAllowlisted`), in
+//!   every effector's `plan`; so is one naming an undeclared secret (`UnknownSecret`) or a malformed one
+//!   (`BadArgument`). A source that cannot be read at apply time (variable unset, file missing, not a regular
+//!   file, or open to group or others) fails the effect with `UnknownSecret` before anything is sent or run,
+//!   and is not journaled, so the same permit may run once the source is fixed.
+//! - The permit, the args hash and the plan are about the args with the references. A header whose value came
+//!   from a secret is recorded as `[redacted]` whatever `redact_headers` says, and a response header echoing a
+//!   resolved value is redacted too; errors name the secret and its source, never the value. What a server sends
+//!   back in a body, or a program prints, is kept as output like any other.
+//! - [`Effectors::screen_args`] is the intake check the runtime runs on a proposal before recording it: literal
+//!   credentials (in credential headers, credential-named environment variables, URL user info, or anything
+//!   shaped like a well-known token or private key) are refused with `LiteralSecret`.
+//!
 //! [`Effectors`] builds all three from an [`EffectsConfig`] and routes an action to the effector serving it.
 //! Paths are relative to the sandbox root; `..`, `.`, empty segments, control characters, backslashes,
 //! over-long names and symlinks anywhere along the path are refused with `ICE-E0810`.
@@ -51,6 +71,11 @@
 //! max_request_bytes = 1048576      # request body
 //! max_response_bytes = 4194304     # response body kept; a longer one is cut and marked truncated
 //! redact_headers = ["authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"]
+//!
+//! [effects.secrets.GITHUB_TOKEN]   # NAME: 1 to 64 of A-Z, 0-9, _; exactly one of env / file
+//! env = "GITHUB_TOKEN"             # read from the runtime's environment at each resolution
+//! [effects.secrets.DEPLOY_KEY]
+//! file = "/etc/ice/deploy.key"     # absolute; a regular file of mode 0600 or 0400; trailing newlines dropped
 //! ```
 //!
 //! State lives under the `.ice` dir: `blobs/` (content-addressed, blake3) and `effects/journal/` (one
@@ -66,10 +91,11 @@ mod journal;
 mod process;
 mod registry;
 mod sandbox;
+mod secrets;
 
 pub use blob::BlobStore;
 pub use call::{OwnedCall, check_args_hash, content_hash};
-pub use config::{EffectsConfig, HttpConfig, ProcessConfig};
+pub use config::{EffectsConfig, HttpConfig, ProcessConfig, SecretSource};
 pub use fs::{FsEffector, MAX_FILE_BYTES};
 pub use http::HttpEffector;
 pub use process::ProcessEffector;
@@ -184,6 +210,14 @@ pub trait Effector: Send + Sync {
     fn plan(&self, call: &EffectCall<'_>) -> Result<Plan, EffectError>;
     /// Performs the planned effect, exactly once per idempotency key.
     fn apply(&self, call: &EffectCall<'_>, plan: &Plan) -> Result<Evidence, EffectError>;
+    /// Screens a proposal's args at intake, before anything is recorded or decided (the ledger keeps args whole):
+    /// refuses literal credentials in fields this effector knows carry them (`LiteralSecret`) and secret
+    /// references it would not accept in `plan`. Lenient about everything else, which `plan` checks. The default
+    /// accepts everything; [`Effectors::screen_args`] adds the credential-shape check for every action.
+    fn screen(&self, action: &str, args: &Value) -> Result<(), EffectError> {
+        let _ = (action, args);
+        Ok(())
+    }
 }
 
 /// An effector's refusal or failure, with a stable code (`ICE-E08xx`).

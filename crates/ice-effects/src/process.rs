@@ -8,6 +8,11 @@
 //!
 //! Args: `{"argv": ["prog", ...], "cwd"?: "dir", "stdin"?: "...", "env"?: ["NAME=value", ...]}`; each env name
 //! must be in `effects.process.env_allow`.
+//!
+//! Environment values may reference declared secrets (`"GH_TOKEN=${secret:GITHUB_TOKEN}"`); they are resolved in
+//! `apply`, after the journal says the process is to run, and only into the child's environment. The evidence
+//! never lists the environment; what the program itself prints is its output, kept as such. A reference anywhere
+//! else (argv, stdin, cwd) is refused.
 
 mod run;
 
@@ -23,12 +28,17 @@ use serde_json::{Map, Value, json};
 use crate::call::{no_effector, parse_args, present, string_entries};
 use crate::journal::{Begin, Journal};
 use crate::sandbox::{Node, Sandbox};
+use crate::secrets::Secrets;
+use crate::secrets::screen::{entries, is_credential_env_name, literal, refuse_references_outside};
 use crate::{BlobStore, Compensation, EffectCall, EffectError, Effector, Evidence, Plan, ProcessConfig, RetryMode};
 use crate::{check_args_hash, content_hash};
 
 use self::run::{DEFAULT_PATH, Finished, RunError, Spec};
 
 const ACTIONS: &[&str] = &["process.exec"];
+
+/// Where this effector resolves secret references, as said in refusals.
+const RESOLVED_IN: &str = "args.env values";
 
 /// The process effector.
 #[derive(Debug, Clone)]
@@ -40,6 +50,7 @@ pub struct ProcessEffector {
     sandbox: Sandbox,
     blobs: BlobStore,
     journal: Journal,
+    secrets: Secrets,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +72,7 @@ struct Prepared {
     program: PathBuf,
     argv: Vec<String>,
     cwd: PathBuf,
+    /// References unresolved.
     env: BTreeMap<String, String>,
     stdin: String,
 }
@@ -82,7 +94,15 @@ impl ProcessEffector {
             sandbox: Sandbox::new(sandbox_root)?,
             blobs,
             journal: Journal::open(journal_dir)?,
+            secrets: Secrets::default(),
         })
+    }
+
+    /// The secrets its environment values may reference (none by default: every reference is `UnknownSecret`).
+    #[must_use]
+    pub(crate) fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     fn prepare(&self, call: &EffectCall<'_>) -> Result<Prepared, EffectError> {
@@ -92,6 +112,7 @@ impl ProcessEffector {
         }
         Journal::check_key(call.idempotency_key)?;
         let args: ExecArgs = parse_args(call)?;
+        refuse_references_outside(call.action, call.args, Some("env"), RESOLVED_IN)?;
         let env = parse_env(args.env)?;
         let Some(program) = args.argv.first() else {
             return Err(bad("args.argv must name a program (argv[0])"));
@@ -122,6 +143,7 @@ impl ProcessEffector {
             if value.contains('\0') {
                 return Err(bad(format!("the value of args.env entry `{name}` must not contain NUL bytes")));
             }
+            self.secrets.check(call.action, &format!("args.env entry `{name}`"), value)?;
         }
         let rel = self.sandbox.check(args.cwd.as_deref().unwrap_or(""), true)?;
         match self.sandbox.resolve(&rel)? {
@@ -141,6 +163,29 @@ impl ProcessEffector {
             env,
             stdin: args.stdin.unwrap_or_default(),
         })
+    }
+
+    /// The child's extra environment: references resolved now, from their sources (`UnknownSecret` when one
+    /// cannot be, or when a value read could not be carried by an environment variable).
+    fn resolved_env(&self, action: &str, p: &Prepared) -> Result<BTreeMap<String, String>, EffectError> {
+        let mut read = Vec::new();
+        p.env
+            .iter()
+            .map(|(name, value)| {
+                let field = format!("args.env entry `{name}`");
+                let value = self.secrets.resolve(action, &field, value, &mut read)?;
+                if value.expose().contains('\0') {
+                    return Err(EffectError::new(
+                        ErrorCode::UnknownSecret,
+                        format!(
+                            "{action}: {field} resolves to a value with a NUL byte, which an environment variable \
+                             cannot carry; check the secret's source"
+                        ),
+                    ));
+                }
+                Ok((name.clone(), value.expose().to_owned()))
+            })
+            .collect()
     }
 
     /// Hash of what the process is given: argv and stdin, as canonical JSON.
@@ -212,6 +257,22 @@ impl Effector for ProcessEffector {
         })
     }
 
+    fn screen(&self, action: &str, args: &Value) -> Result<(), EffectError> {
+        if action != "process.exec" {
+            return Ok(());
+        }
+        refuse_references_outside(action, args, Some("env"), RESOLVED_IN)?;
+        for entry in entries(args, "env", '=') {
+            if self.secrets.check(action, &entry.label, &entry.value)? {
+                continue;
+            }
+            if !entry.value.is_empty() && is_credential_env_name(&entry.name) {
+                return Err(literal(action, &entry.label));
+            }
+        }
+        Ok(())
+    }
+
     fn plan(&self, call: &EffectCall<'_>) -> Result<Plan, EffectError> {
         let p = self.prepare(call)?;
         Ok(Plan {
@@ -238,11 +299,19 @@ impl Effector for ProcessEffector {
         if let Begin::Done(evidence) = self.journal.begin(call)? {
             return Ok(evidence);
         }
+        let env = match self.resolved_env(call.action, &p) {
+            Ok(env) => env,
+            Err(e) => {
+                // Nothing ran, so a retry (once the source is fixed) may run it.
+                self.journal.abandon(call)?;
+                return Err(e);
+            }
+        };
         let spec = Spec {
             program: &p.program,
             argv: &p.argv,
             cwd: &p.cwd,
-            env: &p.env,
+            env: &env,
             stdin: p.stdin.as_bytes(),
             timeout: self.timeout,
             max_output: self.max_output,

@@ -1,11 +1,15 @@
-//! The effector registry: builds the configured effectors over one sandbox, blob store and journal, and routes
-//! an action to the effector serving it. The runtime holds one of these; tests swap in instrumented effectors.
+//! The effector registry: builds the configured effectors over one sandbox, blob store, journal and set of
+//! declared secrets, routes an action to the effector serving it, and screens proposals' args at intake. The
+//! runtime holds one of these; tests swap in instrumented effectors.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ice_core::Classification;
+use serde_json::Value;
 
+use crate::secrets::Secrets;
+use crate::secrets::screen::refuse_credential_shapes;
 use crate::{BlobStore, EffectError, Effector, EffectsConfig, FsEffector, HttpEffector, ProcessEffector};
 
 /// The effectors a runtime executes through.
@@ -19,7 +23,8 @@ pub struct Effectors {
 impl Effectors {
     /// Builds the fs, process and http effectors. `base_dir` resolves a relative `config.sandbox` (created when
     /// missing); `state_dir` (the `.ice` dir) holds `blobs/` and `effects/journal/`. The config is validated first
-    /// (`BadConfig`).
+    /// (`BadConfig`). The process and http effectors resolve the secrets declared in `config.secrets`; no source
+    /// is read here.
     pub fn new(config: &EffectsConfig, base_dir: &Path, state_dir: &Path) -> Result<Self, EffectError> {
         config.validate()?;
         let sandbox = base_dir.join(&config.sandbox);
@@ -27,8 +32,10 @@ impl Effectors {
         let journal = state_dir.join("effects").join("journal");
         let fs = FsEffector::new(&sandbox, blobs.clone())?;
         let sandbox_root = fs.sandbox_root().to_owned();
-        let process = ProcessEffector::new(&config.process, &sandbox_root, blobs.clone(), &journal)?;
-        let http = HttpEffector::new(&config.http, blobs.clone(), &journal)?;
+        let secrets = Secrets::new(&config.secrets);
+        let process = ProcessEffector::new(&config.process, &sandbox_root, blobs.clone(), &journal)?
+            .with_secrets(secrets.clone());
+        let http = HttpEffector::new(&config.http, blobs.clone(), &journal)?.with_secrets(secrets);
         Ok(Self { effectors: vec![Box::new(fs), Box::new(process), Box::new(http)], blobs, sandbox_root })
     }
 
@@ -49,6 +56,30 @@ impl Effectors {
     /// The effector serving `action`, if any (the runtime refuses the rest with `NoEffector`).
     pub fn for_action(&self, action: &str) -> Option<&dyn Effector> {
         self.effectors.iter().rev().find(|e| e.actions().contains(&action)).map(|e| e.as_ref())
+    }
+
+    /// Screens a proposal's args when it is submitted, before anything is recorded or decided: the ledger keeps
+    /// args whole and forever, so a credential must be refused before it gets there. Refuses:
+    ///
+    /// - `LiteralSecret`: a credential given literally. For the action's effector, fields known to carry
+    ///   credentials ([`Effector::screen`]: `http.request` headers such as `Authorization`, `Cookie`, `X-Api-Key`
+    ///   or any in `[effects.http] redact_headers`, and user info in `args.url`; `process.exec` environment
+    ///   variables whose name contains `TOKEN`, `SECRET`, `PASSWORD`, ...) whose value has no `${secret:NAME}`
+    ///   reference. For every action, served or not, any string or object key in the args shaped like a
+    ///   well-known credential (`Bearer`/`Basic` credentials, GitHub, `sk-`, AWS, Slack tokens, PEM private
+    ///   keys).
+    /// - `UnknownSecret`: a reference to a secret not declared under `[effects.secrets]`.
+    /// - `NotAllowlisted`: a reference where it is not resolved (anywhere but `http.request` header values and
+    ///   `process.exec` environment values).
+    /// - `BadArgument`: a malformed reference (`${secret:` without a valid `NAME}`).
+    ///
+    /// Messages name the field, never its value. Other problems with the args are left to `plan`. An action no
+    /// effector serves gets only the shape check.
+    pub fn screen_args(&self, action: &str, args: &Value) -> Result<(), EffectError> {
+        if let Some(effector) = self.for_action(action) {
+            effector.screen(action, args)?;
+        }
+        refuse_credential_shapes(action, args)
     }
 
     /// The blob store (prior content for rollback, outputs as evidence).
