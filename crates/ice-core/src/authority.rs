@@ -69,6 +69,13 @@ pub struct ProposalRecord {
     pub submitted_at: Timestamp,
     /// The decision, once made.
     pub verdict: Option<Verdict>,
+    /// The grant the decision used (what revoking that grant reaches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<EventId>,
+    /// The authenticated principal behind the proposal when it differs from `actor` (an operator acting for the
+    /// agent): it may no more approve the proposal than the agent may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_by: Option<Principal>,
 }
 
 /// The policy set in force.
@@ -234,6 +241,8 @@ impl AuthorityState {
                         args_hash: p.args_hash,
                         submitted_at: e.time,
                         verdict: None,
+                        grant: None,
+                        proposed_by: e.acted_by.as_ref().map(|a| a.principal.clone()).filter(|p| *p != e.origin),
                     },
                 );
             }
@@ -241,6 +250,7 @@ impl AuthorityState {
                 let d: Decision = parse(e.kind, payload)?;
                 if let Some(p) = self.proposals.get_mut(&d.proposal_id) {
                     p.verdict = Some(d.verdict);
+                    p.grant = d.grants.first().copied();
                 }
             }
             EventKind::GrantIssued => {
@@ -294,24 +304,5 @@ impl AuthorityState {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// Validates the typed payload of an authority kind (used at intake).
-pub fn check_payload(kind: EventKind, payload: &str) -> Result<(), Rejection> {
-    match kind {
-        EventKind::ProposalSubmitted => parse::<Proposal>(kind, payload).map(drop),
-        EventKind::DecisionMade => parse::<Decision>(kind, payload).map(drop),
-        EventKind::GrantIssued => parse::<GrantIssued>(kind, payload).map(drop),
-        EventKind::GrantUsed | EventKind::GrantRevoked | EventKind::GrantExpired => {
-            parse::<GrantRef>(kind, payload).map(drop)
-        }
-        EventKind::BudgetSet => parse::<BudgetSet>(kind, payload).map(drop),
-        EventKind::BudgetReserved => parse::<BudgetReserved>(kind, payload).map(drop),
-        EventKind::BudgetSettled | EventKind::BudgetReleased => parse::<BudgetSettled>(kind, payload).map(drop),
-        EventKind::AgentSuspended | EventKind::AgentResumed => parse::<AgentStatusChange>(kind, payload).map(drop),
-        EventKind::RunContained => parse::<RunContained>(kind, payload).map(drop),
-        EventKind::PolicyActivated => parse::<PolicyActivated>(kind, payload).map(drop),
-        _ => Ok(()),
     }
 }

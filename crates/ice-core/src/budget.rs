@@ -174,8 +174,10 @@ pub struct BudgetExceeded {
     pub budget: BudgetKey,
     /// Its limit.
     pub limit: u64,
-    /// Spent + reserved already.
-    pub used: u64,
+    /// Settled spend in the bucket.
+    pub spent: u64,
+    /// Open reservations in the bucket.
+    pub reserved: u64,
     /// What the proposal asked for.
     pub requested: u64,
 }
@@ -235,7 +237,13 @@ impl Budgets {
             let amount = estimate.get(key.dimension);
             let used = line.used(bucket);
             if used.saturating_add(amount) > line.limit {
-                return Err(BudgetExceeded { budget: key.clone(), limit: line.limit, used, requested: amount });
+                return Err(BudgetExceeded {
+                    budget: key.clone(),
+                    limit: line.limit,
+                    spent: line.spent.get(&bucket).copied().unwrap_or(0),
+                    reserved: line.reserved.get(&bucket).copied().unwrap_or(0),
+                    requested: amount,
+                });
             }
             charges.push(Charge { budget: key.clone(), bucket, amount });
         }
@@ -292,7 +300,7 @@ mod tests {
         let p1 = EventId(uuid::Uuid::from_u64_pair(1, 1));
         b.apply_reserved(&BudgetReserved { proposal_id: p1, charges });
         let over = b.plan(&agent(), None, &est, now).unwrap_err();
-        assert_eq!((over.used, over.requested, over.limit), (2, 2, 3));
+        assert_eq!((over.spent, over.reserved, over.requested, over.limit), (0, 2, 2, 3));
         b.apply_settled(&BudgetSettled { proposal_id: p1, actual: Cost::of(Dimension::Calls, 1), reason: None });
         assert_eq!(b.lines()[&key].used(0), 1);
         assert!(b.plan(&agent(), None, &est, now).is_ok());

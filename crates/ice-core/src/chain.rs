@@ -83,13 +83,25 @@ pub fn seal_job(
             TimeSource::Declared => d.time,
         };
         let seq = cur.seq.next();
-        let hash = envelope_hash(seq, d.event_id, d.run_id, d.kind, &d.origin, time, &d.causes, &d.payload, &cur.hash);
+        let hash = envelope_hash(
+            seq,
+            d.event_id,
+            d.run_id,
+            d.kind,
+            &d.origin,
+            d.acted_by.as_ref(),
+            time,
+            &d.causes,
+            &d.payload,
+            &cur.hash,
+        );
         let event = Event {
             seq,
             event_id: d.event_id,
             run_id: d.run_id,
             kind: d.kind,
             origin: d.origin.clone(),
+            acted_by: d.acted_by.clone(),
             time,
             causes: d.causes.clone(),
             payload: d.payload.clone(),

@@ -326,8 +326,8 @@ pub fn decide(state: &AuthorityState, input: &DecisionInput<'_>) -> DecisionPlan
                 reasons.push(Reason::new(
                     "budget_exceeded",
                     format!(
-                        "{}: {} used + {} requested exceeds the limit {}",
-                        over.budget, over.used, over.requested, over.limit
+                        "{} ({}): {} spent + {} reserved + {} requested exceeds the limit {}",
+                        over.budget, over.budget.dimension, over.spent, over.reserved, over.requested, over.limit
                     ),
                     vec![over.budget.to_string()],
                 ));

@@ -195,6 +195,42 @@ impl EffectState {
         self.reconfigured.contains(agent)
     }
 
+    /// The approver rule for an `ApprovalGranted` / `ApprovalDenied` whose origin is `answerer`: a human the
+    /// request's approver patterns name (the escalation's, once escalated), and never the proposer — neither the
+    /// agent nor the operator who proposed for it.
+    pub fn check_answerer(
+        &self,
+        payload: &str,
+        answerer: &Principal,
+        authority: &AuthorityState,
+    ) -> Result<(), Rejection> {
+        let a: ApprovalAnswer = parse(EventKind::ApprovalGranted, payload)?;
+        let Some(record) = self.approvals.get(&a.approval_id) else {
+            return Err(Rejection::new(
+                ErrorCode::UnknownApproval,
+                format!("approval {} does not exist", a.approval_id),
+            ));
+        };
+        let req = &record.request;
+        let proposed_by = authority.proposals().get(&req.proposal_id).and_then(|p| p.proposed_by.as_ref());
+        if answerer.kind != crate::principal::PrincipalKind::Human
+            || *answerer == req.actor
+            || proposed_by == Some(answerer)
+            || !req.approvers.iter().any(|p| principal_matches(p, answerer))
+        {
+            return Err(Rejection::new(
+                ErrorCode::ApproverNotAuthorized,
+                format!(
+                    "{answerer} may not answer approval {} for {} (approvers: {}; never the proposer)",
+                    a.approval_id,
+                    req.actor,
+                    req.approvers.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Live permits held by an agent (what a suspension revokes).
     pub fn live_permits_of<'a>(&'a self, agent: &'a Principal, now: Timestamp) -> impl Iterator<Item = EventId> + 'a {
         self.permits
@@ -491,23 +527,6 @@ impl EffectState {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// Validates the typed payload of an effect-boundary kind (used at intake).
-pub fn check_payload(kind: EventKind, payload: &str) -> Result<(), Rejection> {
-    match kind {
-        EventKind::PermitIssued => parse::<PermitIssued>(kind, payload).map(drop),
-        EventKind::PermitRevoked => parse::<PermitRevoked>(kind, payload).map(drop),
-        EventKind::ApprovalRequested => parse::<ApprovalRequested>(kind, payload).map(drop),
-        EventKind::ApprovalGranted | EventKind::ApprovalDenied => parse::<ApprovalAnswer>(kind, payload).map(drop),
-        EventKind::ApprovalExpired | EventKind::ApprovalEscalated => parse::<ApprovalTimeout>(kind, payload).map(drop),
-        EventKind::EffectRefused => parse::<EffectRefused>(kind, payload).map(drop),
-        EventKind::EffectStarted => parse::<EffectStarted>(kind, payload).map(drop),
-        EventKind::EffectCompleted => parse::<EffectCompleted>(kind, payload).map(drop),
-        EventKind::EffectFailed | EventKind::EffectUnknown => parse::<EffectFailed>(kind, payload).map(drop),
-        EventKind::Reconfigured => parse::<Reconfigured>(kind, payload).map(drop),
-        _ => Ok(()),
     }
 }
 

@@ -347,7 +347,9 @@ impl ErrorCode {
                 "map your OS user in .ice/config.toml ([[users]] uid, principal, roles) or pass a token with --token \
                  / ICE_TOKEN"
             }
-            Self::TokenInvalid => "check the token (it is printed once by `ice token create`); list tokens with `ice token list`",
+            Self::TokenInvalid => {
+                "check the token (it is printed once by `ice token create`); list tokens with `ice token list`"
+            }
             Self::TokenRevoked => "the token was revoked; ask an operator for a new one (`ice token create`)",
             Self::TokenExpired => "the token expired; ask an operator for a new one (`ice token create --ttl ...`)",
             Self::RoleRequired => {
@@ -359,7 +361,9 @@ impl ErrorCode {
                 "acting for another principal needs act_as for it in your [[users]] entry of .ice/config.toml \
                  (agents only); tokens act only as their own principal"
             }
-            Self::ReservedPrincipal => "runtime, effector and policy principals are ICE's own; no caller can claim them",
+            Self::ReservedPrincipal => {
+                "runtime, effector and policy principals are ICE's own; no caller can claim them"
+            }
             Self::HashMismatch | Self::BrokenLink | Self::SequenceGap | Self::TimeRegression => {
                 "the ledger was modified outside ICE; restore it from a verified copy and investigate"
             }

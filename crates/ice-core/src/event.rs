@@ -4,6 +4,8 @@
 //! `hash = blake3(E)` where `E` is the concatenation, in this fixed order, of:
 //! the 13 ASCII bytes `ice.event.v1\n`; `seq` as u64 big-endian; `event_id` (16 bytes); `0x00`, or `0x01` followed
 //! by the 16 bytes of `run_id`; `kind` and `origin` as UTF-8, each preceded by its length as u32 big-endian;
+//! (`origin` is `KIND:NAME`, or, for an event made on an authenticated caller's behalf, `KIND:NAME|` followed by
+//! the [`Attribution`] text `PRINCIPAL;CREDENTIAL;ROLES` — the exact text stored in the origin column);
 //! `time` (µs since the epoch) as i64 big-endian; the number of causes as u32 big-endian then each cause (16 bytes);
 //! the canonical payload bytes preceded by their length as u32 big-endian; `prev_hash` (32 bytes).
 //! This is a canonical encoding of the envelope: the payload is RFC 8785 text already, every other field has
@@ -11,6 +13,7 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::Attribution;
 use crate::canonical::CanonicalJson;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{EventHash, EventId, RunId, Seq, Timestamp};
@@ -30,8 +33,10 @@ pub struct Event {
     pub run_id: Option<RunId>,
     /// Kind from the closed taxonomy.
     pub kind: EventKind,
-    /// Who emitted it.
+    /// Who emitted it: the principal acted for.
     pub origin: Principal,
+    /// The authenticated caller behind it (absent for ICE's own events).
+    pub acted_by: Option<Attribution>,
     /// When, from the injected clock; never earlier than the previous event's time.
     pub time: Timestamp,
     /// Parent events (must exist before this one).
@@ -62,8 +67,10 @@ pub struct Draft {
     pub run_id: Option<RunId>,
     /// Kind from the closed taxonomy.
     pub kind: EventKind,
-    /// Who emits it.
+    /// Who emits it: the principal acted for.
     pub origin: Principal,
+    /// The authenticated caller behind it (absent for ICE's own events).
+    pub acted_by: Option<Attribution>,
     /// Time at intake.
     pub time: Timestamp,
     /// Where the time came from.
@@ -74,6 +81,22 @@ pub struct Draft {
     pub payload: CanonicalJson,
 }
 
+/// The origin column's text: `KIND:NAME`, or `KIND:NAME|ATTRIBUTION` for an event made on a caller's behalf.
+pub fn origin_text(origin: &Principal, acted_by: Option<&Attribution>) -> String {
+    match acted_by {
+        Some(a) => format!("{origin}|{a}"),
+        None => origin.to_string(),
+    }
+}
+
+/// Parses [`origin_text`] back.
+pub fn parse_origin_text(text: &str) -> Result<(Principal, Option<Attribution>), Rejection> {
+    match text.split_once('|') {
+        Some((origin, a)) => Ok((origin.parse()?, Some(a.parse()?))),
+        None => Ok((text.parse()?, None)),
+    }
+}
+
 /// Computes the v1 envelope hash from the fields (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn envelope_hash(
@@ -82,6 +105,7 @@ pub fn envelope_hash(
     run_id: Option<RunId>,
     kind: EventKind,
     origin: &Principal,
+    acted_by: Option<&Attribution>,
     time: Timestamp,
     causes: &[EventId],
     payload: &CanonicalJson,
@@ -97,6 +121,7 @@ pub fn envelope_hash(
         run_id,
         kind,
         origin,
+        acted_by,
         time,
         causes,
         payload,
@@ -114,6 +139,7 @@ fn write_envelope(
     run_id: Option<RunId>,
     kind: EventKind,
     origin: &Principal,
+    acted_by: Option<&Attribution>,
     time: Timestamp,
     causes: &[EventId],
     payload: &CanonicalJson,
@@ -131,11 +157,17 @@ fn write_envelope(
     }
     write_str(out, kind.as_str());
     let origin_kind = origin.kind.as_str();
-    // origin is encoded as its `KIND:NAME` text without allocating.
-    out(&len_u32(origin_kind.len() + 1 + origin.name.len()).to_be_bytes());
+    // origin is encoded as its `KIND:NAME` text (plus `|ATTRIBUTION`) without allocating for the common case.
+    let attribution = acted_by.map(ToString::to_string);
+    let extra = attribution.as_ref().map_or(0, |a| a.len() + 1);
+    out(&len_u32(origin_kind.len() + 1 + origin.name.len() + extra).to_be_bytes());
     out(origin_kind.as_bytes());
     out(b":");
     out(origin.name.as_bytes());
+    if let Some(a) = &attribution {
+        out(b"|");
+        out(a.as_bytes());
+    }
     out(&time.0.to_be_bytes());
     out(&len_u32(causes.len()).to_be_bytes());
     for c in causes {
@@ -164,6 +196,7 @@ impl Event {
             self.run_id,
             self.kind,
             &self.origin,
+            self.acted_by.as_ref(),
             self.time,
             &self.causes,
             &self.payload,
@@ -181,6 +214,7 @@ impl Event {
             self.run_id,
             self.kind,
             &self.origin,
+            self.acted_by.as_ref(),
             self.time,
             &self.causes,
             &self.payload,
@@ -197,6 +231,7 @@ impl Event {
             "run_id": self.run_id.map(|r| r.to_string()),
             "kind": self.kind.as_str(),
             "origin": self.origin.to_string(),
+            "acted_by": self.acted_by.as_ref().map(ToString::to_string),
             "time": self.time.to_rfc3339(),
             "time_us": self.time.0,
             "causes": self.causes.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -243,6 +278,13 @@ impl Event {
             run_id,
             kind: text("kind")?.parse()?,
             origin: text("origin")?.parse()?,
+            acted_by: match v.get("acted_by") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(a)) => Some(a.parse()?),
+                Some(_) => {
+                    return Err(Rejection::new(ErrorCode::BadEnvelopeField, "event field `acted_by` must be a string"));
+                }
+            },
             time: Timestamp(int("time_us")?),
             causes,
             payload: CanonicalJson::from_value(field("payload")?)?,

@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::Attribution;
 use crate::canonical::CanonicalJson;
 use crate::clock::{Clock, IdSource};
 use crate::error::{ErrorCode, Rejection};
@@ -39,8 +40,14 @@ pub struct RawEvent {
     pub time: Option<String>,
 }
 
-/// Runs validation steps 1–3 on a submission and builds the draft.
-pub fn intake(raw: &RawEvent, clock: &dyn Clock, ids: &dyn IdSource) -> Result<Draft, Rejection> {
+/// Runs validation steps 1–3 on a submission and builds the draft, attributed to the authenticated caller
+/// `acted_by` (the runtime sets `raw.origin` from the caller, never from input).
+pub fn intake(
+    raw: &RawEvent,
+    acted_by: Option<Attribution>,
+    clock: &dyn Clock,
+    ids: &dyn IdSource,
+) -> Result<Draft, Rejection> {
     // 1. structure
     let origin: Principal = raw.origin.parse()?;
     let run_id = raw.run_id.as_deref().map(str::parse::<RunId>).transpose()?;
@@ -70,7 +77,7 @@ pub fn intake(raw: &RawEvent, clock: &dyn Clock, ids: &dyn IdSource) -> Result<D
     }
     // 3. origin authority
     check_authority(kind, &origin)?;
-    Ok(Draft { event_id: ids.event_id(), run_id, kind, origin, time, time_source, causes, payload })
+    Ok(Draft { event_id: ids.event_id(), run_id, kind, origin, acted_by, time, time_source, causes, payload })
 }
 
 /// Builds a draft from trusted, typed parts (events ICE emits itself), still enforcing taxonomy and authority.
@@ -91,6 +98,7 @@ pub fn internal_draft(
         run_id,
         kind,
         origin,
+        acted_by: None,
         time: clock.now(),
         time_source: TimeSource::Clock,
         causes,
@@ -110,19 +118,54 @@ fn check_scope(kind: EventKind, run_id: Option<RunId>) -> Result<(), Rejection> 
     }
 }
 
+/// The schema of each kind's payload, exhaustively over the closed taxonomy: adding a kind without deciding its
+/// payload schema does not compile. Cognitive notes and memory events (no schema yet) are free-form objects.
 fn check_typed_payload(kind: EventKind, payload: &CanonicalJson) -> Result<(), Rejection> {
     fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, p: &CanonicalJson) -> Result<(), Rejection> {
         serde_json::from_str::<T>(p.as_str()).map(|_| ()).map_err(|e| {
             Rejection::new(ErrorCode::BadPayloadStructure, format!("{kind} payload does not fit its schema: {e}"))
         })
     }
+    use crate::{auth, authority, budget, checkpoint, decision, effect, grant, proposal};
+    use EventKind as K;
     match kind {
-        EventKind::LedgerInitialized => parse::<payloads::LedgerInitialized>(kind, payload),
-        EventKind::RunCreated => parse::<payloads::RunCreated>(kind, payload),
-        EventKind::RunTransitioned => parse::<payloads::RunTransitioned>(kind, payload),
-        EventKind::TransitionRejected => parse::<payloads::TransitionRejected>(kind, payload),
-        _ => crate::authority::check_payload(kind, payload.as_str())
-            .and_then(|()| crate::effect::check_payload(kind, payload.as_str())),
+        K::LedgerInitialized => parse::<payloads::LedgerInitialized>(kind, payload),
+        K::RunCreated => parse::<payloads::RunCreated>(kind, payload),
+        K::RunTransitioned => parse::<payloads::RunTransitioned>(kind, payload),
+        K::TransitionRejected => parse::<payloads::TransitionRejected>(kind, payload),
+        K::AgentSuspended | K::AgentResumed => parse::<authority::AgentStatusChange>(kind, payload),
+        K::Reconfigured => parse::<effect::Reconfigured>(kind, payload),
+        K::RunContained => parse::<authority::RunContained>(kind, payload),
+        K::ProposalSubmitted => parse::<proposal::Proposal>(kind, payload),
+        K::ProposalWithdrawn
+        | K::ObservationRecorded
+        | K::PlanRecorded
+        | K::ReasoningRecorded
+        | K::MemoryPromoted
+        | K::MemoryExpired
+        | K::MemoryDeprecated
+        | K::MemorySuperseded
+        | K::MemoryInvalidated
+        | K::SnapshotRecorded => Ok(()),
+        K::PolicyActivated => parse::<authority::PolicyActivated>(kind, payload),
+        K::DecisionMade => parse::<decision::Decision>(kind, payload),
+        K::ApprovalRequested => parse::<effect::ApprovalRequested>(kind, payload),
+        K::ApprovalGranted | K::ApprovalDenied => parse::<effect::ApprovalAnswer>(kind, payload),
+        K::ApprovalExpired | K::ApprovalEscalated => parse::<effect::ApprovalTimeout>(kind, payload),
+        K::BudgetSet => parse::<budget::BudgetSet>(kind, payload),
+        K::BudgetReserved => parse::<budget::BudgetReserved>(kind, payload),
+        K::BudgetSettled | K::BudgetReleased => parse::<budget::BudgetSettled>(kind, payload),
+        K::GrantIssued => parse::<grant::GrantIssued>(kind, payload),
+        K::GrantUsed | K::GrantExpired | K::GrantRevoked => parse::<grant::GrantRef>(kind, payload),
+        K::TokenIssued => parse::<auth::TokenIssued>(kind, payload),
+        K::TokenRevoked => parse::<auth::TokenRevoked>(kind, payload),
+        K::PermitIssued => parse::<effect::PermitIssued>(kind, payload),
+        K::PermitRevoked => parse::<effect::PermitRevoked>(kind, payload),
+        K::EffectRefused => parse::<effect::EffectRefused>(kind, payload),
+        K::EffectStarted => parse::<effect::EffectStarted>(kind, payload),
+        K::EffectCompleted => parse::<effect::EffectCompleted>(kind, payload),
+        K::EffectFailed | K::EffectUnknown => parse::<effect::EffectFailed>(kind, payload),
+        K::Checkpoint => parse::<checkpoint::CheckpointPayload>(kind, payload),
     }
 }
 
@@ -163,6 +206,7 @@ pub fn draft_summary(d: &Draft) -> Value {
         "event_id": d.event_id.to_string(),
         "kind": d.kind.as_str(),
         "origin": d.origin.to_string(),
+        "acted_by": d.acted_by.as_ref().map(ToString::to_string),
         "run_id": d.run_id.map(|r| r.to_string()),
         "causes": d.causes.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "time": d.time.to_rfc3339(),
@@ -171,7 +215,30 @@ pub fn draft_summary(d: &Draft) -> Value {
     })
 }
 
-/// Builds the `TransitionRejected` draft that records a refusal. `run_id` is set only when the run exists.
+/// Largest attempt summary kept whole in a refusal record (canonical bytes); a larger one is replaced by its size,
+/// hash and an excerpt, so the record always fits the payload limit and a refusal is always recorded.
+pub const MAX_ATTEMPT_BYTES: usize = 4096;
+/// Longest refusal message kept (characters).
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+
+/// `attempt` as recorded: whole when small, else `{"truncated": true, "bytes", "blake3", "excerpt"}`.
+pub fn bounded_attempt(attempt: Value) -> Value {
+    let text =
+        CanonicalJson::from_value(&attempt).map(|c| c.as_str().to_owned()).unwrap_or_else(|_| attempt.to_string());
+    if text.len() <= MAX_ATTEMPT_BYTES {
+        return attempt;
+    }
+    json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "blake3": blake3::hash(text.as_bytes()).to_hex().to_string(),
+        "excerpt": text.chars().take(EXCERPT_CHARS * 4).collect::<String>(),
+    })
+}
+
+/// Builds the `TransitionRejected` draft that records a refusal. `run_id` is set only when the run exists. The
+/// attempt and message are bounded ([`bounded_attempt`], [`MAX_MESSAGE_CHARS`]) so that recording never fails
+/// because the refused input was large.
 pub fn rejection_draft(
     rejection: &Rejection,
     attempt: Value,
@@ -181,8 +248,8 @@ pub fn rejection_draft(
 ) -> Result<Draft, Rejection> {
     let payload = payloads::TransitionRejected {
         code: rejection.code.as_str().to_owned(),
-        message: rejection.message.clone(),
-        attempt,
+        message: rejection.message.chars().take(MAX_MESSAGE_CHARS).collect(),
+        attempt: bounded_attempt(attempt),
     };
     internal_draft(
         EventKind::TransitionRejected,
@@ -212,7 +279,22 @@ mod tests {
 
     fn code(r: &RawEvent) -> Option<ErrorCode> {
         let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
-        intake(r, &clock, &SequentialIds::new(1)).err().map(|e| e.code)
+        intake(r, None, &clock, &SequentialIds::new(1)).err().map(|e| e.code)
+    }
+
+    #[test]
+    fn large_attempts_are_bounded_so_the_refusal_is_always_recorded() {
+        let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+        let ids = SequentialIds::new(1);
+        let huge = json!({"reason": "x".repeat(200_000), "nested": {"a": "y".repeat(70_000)}});
+        let r = Rejection::new(ErrorCode::BadArgument, "z".repeat(100_000));
+        let d = rejection_draft(&r, huge, None, &clock, &ids).unwrap();
+        assert!(d.payload.as_str().len() < 8 * 1024, "{}", d.payload.as_str().len());
+        let p: Value = serde_json::from_str(d.payload.as_str()).unwrap();
+        assert_eq!(p["attempt"]["truncated"], true);
+        let small = rejection_draft(&r, json!({"kind": "X"}), None, &clock, &ids).unwrap();
+        let p: Value = serde_json::from_str(small.payload.as_str()).unwrap();
+        assert_eq!(p["attempt"], json!({"kind": "X"}));
     }
 
     #[test]

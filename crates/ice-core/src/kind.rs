@@ -147,6 +147,10 @@ kinds! {
     GrantExpired => Capability, Optional;
     /// A capability grant was revoked.
     GrantRevoked => Capability, Optional;
+    /// An API token was issued (its id is this event's id; only a keyed hash of the secret is recorded).
+    TokenIssued => Capability, Forbidden;
+    /// An API token was revoked.
+    TokenRevoked => Capability, Forbidden;
 
     /// An execution permit was issued for an allowed proposal.
     PermitIssued => Effect, Required;

@@ -4,6 +4,7 @@
 //! Nothing here does I/O, reads the system clock or draws randomness: time and ids are injected
 //! ([`Clock`], [`IdSource`]). That is what makes replay exact.
 
+pub mod auth;
 pub mod authority;
 pub mod budget;
 pub mod bundle;
@@ -28,6 +29,7 @@ pub mod proposal;
 pub mod run;
 pub mod state;
 
+pub use auth::{Attribution, Credential, Role, Roles};
 pub use canonical::CanonicalJson;
 pub use chain::{ChainHead, ChainVerifier, VerifyFailure, VerifySummary, seal_job};
 pub use clock::{Clock, IdSource, ManualClock, SequentialIds};

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Attribution, Tokens};
 use crate::authority::AuthorityState;
 use crate::chain::ChainHead;
 use crate::effect::EffectState;
@@ -51,6 +52,8 @@ pub struct LedgerState {
     runs: BTreeMap<RunId, RunRecord>,
     authority: AuthorityState,
     effects: EffectState,
+    #[serde(default)]
+    tokens: Tokens,
     head: Option<ChainHead>,
     events: u64,
     rejections: u64,
@@ -117,6 +120,11 @@ impl LedgerState {
         &self.effects
     }
 
+    /// API tokens (live, revoked and expired).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
     /// One run.
     pub fn run(&self, id: RunId) -> Option<&RunRecord> {
         self.runs.get(&id)
@@ -130,9 +138,30 @@ impl LedgerState {
     /// Checks the state-dependent rules for a draft: the run it names exists (a new one for `RunCreated`) and
     /// is not terminated, and a `RunTransitioned` starts from the run's current state and is legal.
     pub fn admit(&self, d: &Draft) -> Result<(), Rejection> {
+        self.check_caller(d.kind, &d.origin, d.acted_by.as_ref(), d.payload.as_str(), d.time, true)?;
         self.check(d.kind, d.run_id, d.payload.as_str(), true)?;
         self.authority.check(d.kind, d.payload.as_str(), d.time, true)?;
         self.effects.check(d.kind, d.payload.as_str(), d.time, true, &self.authority)
+    }
+
+    /// Who stood behind the event, and may they (see [`crate::auth::check_caller`]); token issue and revocation;
+    /// and the approver rule: an approval is answered by a human its request (or escalation) names, never by the
+    /// proposer.
+    fn check_caller(
+        &self,
+        kind: EventKind,
+        origin: &Principal,
+        acted_by: Option<&Attribution>,
+        payload: &str,
+        time: Timestamp,
+        admitting: bool,
+    ) -> Result<(), Rejection> {
+        crate::auth::check_caller(kind, origin, acted_by, &self.tokens, time, admitting)?;
+        self.tokens.check(kind, payload)?;
+        if matches!(kind, EventKind::ApprovalGranted | EventKind::ApprovalDenied) {
+            self.effects.check_answerer(payload, origin, &self.authority)?;
+        }
+        Ok(())
     }
 
     fn check(&self, kind: EventKind, run_id: Option<RunId>, payload: &str, admitting: bool) -> Result<(), Rejection> {
@@ -197,11 +226,13 @@ impl LedgerState {
         if e.seq != expected {
             return Err(Rejection::new(ErrorCode::SequenceGap, format!("fold expected seq {expected}, got {}", e.seq)));
         }
+        self.check_caller(e.kind, &e.origin, e.acted_by.as_ref(), e.payload.as_str(), e.time, false)?;
         self.check(e.kind, e.run_id, e.payload.as_str(), false)?;
         self.authority.check(e.kind, e.payload.as_str(), e.time, false)?;
         self.effects.check(e.kind, e.payload.as_str(), e.time, false, &self.authority)?;
         self.authority.apply(e)?;
         self.effects.apply(e)?;
+        self.tokens.apply(e.kind, e.event_id, &e.origin, e.time, e.payload.as_str());
         match e.kind {
             EventKind::RunCreated => {
                 let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();
@@ -262,9 +293,9 @@ impl LedgerState {
     /// and last seq, the head) are left out on purpose: they are moved by free events (agents' notes, rejections)
     /// that may land between a checkpoint's covered range and the checkpoint itself, and they decide nothing.
     ///
-    /// v1 layout: blake3 of `"ice.state-root.v1\n"` followed by, in this order, the section hashes of `runs`,
+    /// v2 layout: blake3 of `"ice.state-root.v2\n"` followed by, in this order, the section hashes of `runs`,
     /// `proposals`, `grants`, `budget_lines`, `reservations`, `authority` (suspended, contained, policy hash and
-    /// event), `permits`, `approvals`, `effects` and `reconfigured`. A map section is blake3(name, length, then blake3 of the RFC 8785
+    /// event), `permits`, `approvals`, `effects`, `reconfigured` and `tokens` (v1 had no `tokens`). A map section is blake3(name, length, then blake3 of the RFC 8785
     /// encoding of each `[key, value]` in key order) — entry hashes are cached, so a checkpoint re-hashes only what
     /// changed; other sections are blake3(name, RFC 8785 encoding).
     pub fn state_root(&self) -> Result<String, Rejection> {
@@ -292,10 +323,13 @@ impl LedgerState {
         let runs = serde_json::to_value(&runs)
             .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
         let mut h = blake3::Hasher::new();
-        h.update(b"ice.state-root.v1\n");
+        h.update(b"ice.state-root.v2\n");
         hash_canonical("runs", &runs, &mut h)?;
         self.authority.root_parts(&mut h)?;
         self.effects.root_parts(&mut h)?;
+        let tokens = serde_json::to_value(self.tokens.all().values().collect::<Vec<_>>())
+            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
+        hash_canonical("tokens", &tokens, &mut h)?;
         Ok(h.finalize().to_hex().to_string())
     }
 

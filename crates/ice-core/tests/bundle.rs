@@ -60,6 +60,7 @@ impl Ledger {
             run_id: run,
             kind,
             origin,
+            acted_by: None,
             time: Timestamp::from_secs(1_795_000_000).plus_micros(seq as i64 * 1000),
             causes: Vec::new(),
             payload: CanonicalJson::from_value(&payload).unwrap(),

@@ -11,14 +11,12 @@ use ice_core::budget::{BudgetReserved, BudgetSettled};
 use ice_core::decision::{DecisionPlan, Verdict};
 use ice_core::effect::{
     ApprovalAnswer, ApprovalRequested, ApprovalStatus, ApprovalTimeout, OnTimeout, PermitIssued, PermitRevoked,
-    principal_matches,
 };
 use ice_core::grant::{GrantRef, GrantStatus};
-use ice_core::{
-    Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, PrincipalKind, Proposal, Rejection, RunId,
-};
+use ice_core::{Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, Proposal, Rejection, RunId};
 use serde_json::json;
 
+use crate::caller::Caller;
 use crate::policy::CompiledPolicy;
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -92,16 +90,17 @@ impl Runtime {
         Ok(Some(draft))
     }
 
-    /// `PermitRevoked` for every live permit an agent holds (what suspending it means).
-    pub(crate) fn revoke_permits_drafts(
+    /// `PermitRevoked` for each of `permits` (live ones, found by the caller), each with the release of the
+    /// reservation made for it.
+    pub(crate) fn revoke_permit_drafts(
         &self,
         st: &LedgerState,
-        agent: &Principal,
+        permits: &[EventId],
         reason: &str,
     ) -> Result<Vec<Draft>, Rejection> {
-        let now = self.now();
-        st.effects()
-            .live_permits_of(agent, now)
+        permits
+            .iter()
+            .copied()
             .map(|permit_id| {
                 let permit = st.effects().permits().get(&permit_id);
                 let run = permit.and_then(|p| p.run);
@@ -162,10 +161,12 @@ impl Runtime {
         Ok(recorded)
     }
 
-    /// Approves a pending approval. `args_hash`, when given, is the hash the approver saw and must match.
+    /// Approves a pending approval (approver role; a human the request names, never the proposer). `args_hash`,
+    /// when given, is the hash the approver saw and must match. Granting re-evaluates what the decision depended
+    /// on — the grant, the policy now in force, the budget, suspension and containment — before a permit is issued.
     pub fn approve(
         &self,
-        approver: &Principal,
+        approver: &Caller,
         approval: EventId,
         args_hash: Option<&str>,
         comment: Option<&str>,
@@ -173,10 +174,10 @@ impl Runtime {
         self.answer(approver, approval, args_hash, comment, true)
     }
 
-    /// Denies a pending approval.
+    /// Denies a pending approval (approver role, same rules as approving).
     pub fn deny_approval(
         &self,
-        approver: &Principal,
+        approver: &Caller,
         approval: EventId,
         comment: Option<&str>,
     ) -> Result<Vec<Event>, RuntimeError> {
@@ -185,7 +186,7 @@ impl Runtime {
 
     fn answer(
         &self,
-        approver: &Principal,
+        approver: &Caller,
         approval: EventId,
         args_hash: Option<&str>,
         comment: Option<&str>,
@@ -195,35 +196,46 @@ impl Runtime {
         self.expire_approvals()?;
         let kind = if grant { EventKind::ApprovalGranted } else { EventKind::ApprovalDenied };
         let attempt = || {
-            json!({"kind": kind.as_str(), "origin": approver.to_string(), "approval_id": approval.to_string(),
+            json!({"kind": kind.as_str(), "origin": approver.principal().to_string(),
+                "acted_by": approver.attribution().to_string(), "approval_id": approval.to_string(),
                 "args_hash": args_hash})
         };
         let run = self.with_state(|st| st.effects().approvals().get(&approval).and_then(|a| a.run))?;
-        let permit_ttl = if grant {
+        let policy = if grant {
             match self.active_policy() {
-                Ok(p) => secs(p.catalog.permits.ttl_secs),
+                Ok(p) => Some(p),
                 Err(RuntimeError::Rejected { rejection, .. }) => return Err(self.refuse(rejection, attempt(), run)),
                 Err(e) => return Err(e),
             }
         } else {
-            0
+            None
+        };
+        // The proposal's args, for re-evaluating the policy now in force (read outside the state lock).
+        let proposal = match (
+            grant,
+            self.with_state(|st| st.effects().approvals().get(&approval).map(|a| a.request.proposal_id))?,
+        ) {
+            (true, Some(pid)) => Some(self.proposal_of(pid)?),
+            _ => None,
         };
         self.commit_with(
-            &|st: &LedgerState| self.answer_drafts(st, approver, approval, args_hash, comment, grant, permit_ttl),
+            &|st: &LedgerState| {
+                self.answer_drafts(st, approver, approval, args_hash, comment, policy.as_deref().zip(proposal.as_ref()))
+            },
             &attempt,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The answer and, when granting, what the permit needs: the grant use, the reservation and the permit.
+    /// `granting` carries the policy in force and the proposal (absent when denying).
     fn answer_drafts(
         &self,
         st: &LedgerState,
-        approver: &Principal,
+        approver: &Caller,
         approval: EventId,
         args_hash: Option<&str>,
         comment: Option<&str>,
-        grant: bool,
-        permit_ttl: i64,
+        granting: Option<(&CompiledPolicy, &Proposal)>,
     ) -> Result<Vec<Draft>, Rejection> {
         let record =
             st.effects().approvals().get(&approval).ok_or_else(|| {
@@ -236,35 +248,42 @@ impl Runtime {
             ));
         }
         let req = &record.request;
-        let may_answer = approver.kind == PrincipalKind::Human
-            && *approver != req.actor
-            && req.approvers.iter().any(|p| principal_matches(p, approver));
-        if !may_answer {
-            return Err(Rejection::new(
-                ErrorCode::ApproverNotAuthorized,
-                format!("{approver} may not answer approval {approval} (approvers: {})", req.approvers.join(", ")),
-            ));
-        }
         let answer = ApprovalAnswer {
             approval_id: approval,
             args_hash: args_hash.unwrap_or(&req.args_hash).to_owned(),
             comment: comment.map(str::to_owned),
         };
-        let kind = if grant { EventKind::ApprovalGranted } else { EventKind::ApprovalDenied };
-        let mut first = self.internal(kind, approver.clone(), record.run, &answer)?;
+        let kind = if granting.is_some() { EventKind::ApprovalGranted } else { EventKind::ApprovalDenied };
+        let mut first = self.caller_draft(approver, kind, record.run, &answer)?;
         first.causes = vec![approval];
-        st.effects().check(kind, first.payload.as_str(), first.time, true, st.authority())?;
+        // Role, approver patterns, never the proposer, args hash, deadline: admission checks the answer (the same
+        // checks the fold makes) before anything of this bundle is appended.
         let aid = first.event_id;
         let mut drafts = vec![first];
-        if !grant {
+        let Some((policy, proposal)) = granting else {
             return Ok(drafts);
-        }
+        };
         let now = self.now();
         let rt = Principal::runtime();
         if let Some(why) = st.authority().suspended(&req.actor) {
             return Err(Rejection::new(
                 ErrorCode::ResumeNotAllowed,
                 format!("{} is suspended ({why}); no permit can be issued until it is resumed", req.actor),
+            ));
+        }
+        if record.run.is_some_and(|r| st.authority().is_contained(r)) {
+            return Err(Rejection::new(
+                ErrorCode::IllegalTransition,
+                format!(
+                    "run {} is contained; no permit can be issued in it",
+                    record.run.map(|r| r.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+        if !self.still_permitted(st, policy, &req.actor, record.run, proposal, now) {
+            return Err(Rejection::new(
+                ErrorCode::NoPermit,
+                format!("the policy now in force ({}) no longer permits this proposal; propose again", policy.hash),
             ));
         }
         if let Some(grant_id) = req.grant_id {
@@ -280,12 +299,13 @@ impl Runtime {
             d.causes = vec![aid];
             drafts.push(d);
         }
-        let charges = st.authority().budgets().plan(&req.actor, record.run, &req.cost_estimate, now).map_err(|o| {
+        let estimate = policy.catalog.reservation(&req.action, &req.cost_estimate);
+        let charges = st.authority().budgets().plan(&req.actor, record.run, &estimate, now).map_err(|o| {
             Rejection::new(
                 ErrorCode::BadBudget,
                 format!(
-                    "approving would overspend {}: {} used + {} requested exceeds {}",
-                    o.budget, o.used, o.requested, o.limit
+                    "approving would overspend {}: {} spent + {} reserved + {} requested exceeds {}",
+                    o.budget, o.spent, o.reserved, o.requested, o.limit
                 ),
             )
         })?;
@@ -299,7 +319,7 @@ impl Runtime {
             action: req.action.clone(),
             resource: req.resource.clone(),
             args_hash: req.args_hash.clone(),
-            expires_at: now.plus_micros(permit_ttl),
+            expires_at: now.plus_micros(secs(policy.catalog.permits.ttl_secs)),
             approval_id: Some(approval),
         };
         let mut d = self.internal(EventKind::PermitIssued, rt, record.run, &p)?;

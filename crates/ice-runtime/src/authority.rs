@@ -20,17 +20,19 @@ use ice_core::{
 use ice_policy::{PolicyOutcome, PolicyRequest};
 use serde_json::{Value, json};
 
+use crate::caller::Caller;
 use crate::policy::{CompiledPolicy, PolicyBundle, PolicyHandle};
 use crate::runtime::{Runtime, RuntimeError};
 
 /// Longest accepted purpose text.
 const MAX_PURPOSE: usize = 1024;
 
-/// A proposal as submitted (untrusted).
+/// A live permit as policy activation re-evaluates it: id, holder, run and the proposal it was issued for.
+type LivePermit = (EventId, Principal, Option<RunId>, Proposal);
+
+/// A proposal as submitted (untrusted). Who proposes is the authenticated caller, never a field of the input.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProposalInput {
-    /// Who proposes (`agent:NAME`, ...).
-    pub actor: String,
     /// The run it belongs to.
     pub run: Option<String>,
     /// Action name.
@@ -89,32 +91,66 @@ pub struct GrantInput {
     pub revocable: bool,
 }
 
-fn principal_from(text: &str) -> Result<Principal, Rejection> {
-    text.parse()
-}
-
 impl ProposalInput {
     /// Reads a proposal from a raw `ProposalSubmitted` submission (payload fields `action`, `resource`, `args`,
     /// `purpose`, `cost_estimate`, `nondeterminism`; `args_hash` is recomputed, never trusted).
-    pub fn from_raw(raw: &ice_core::RawEvent, payload: &Value) -> Self {
-        let text = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Self {
-            actor: raw.origin.clone(),
-            run: raw.run_id.clone(),
-            action: text("action"),
-            resource: text("resource"),
-            args: payload.get("args").map_or_else(|| "{}".to_owned(), Value::to_string),
-            purpose: text("purpose"),
-            cost_estimate: payload
-                .get("cost_estimate")
-                .and_then(|c| serde_json::from_value(c.clone()).ok())
-                .unwrap_or_default(),
-            nondeterminism: payload
-                .get("nondeterminism")
-                .and_then(|c| serde_json::from_value(c.clone()).ok())
-                .unwrap_or_default(),
-            compensates: None,
+    pub fn from_raw(raw: &ice_core::RawEvent, payload: &Value) -> Result<Self, Rejection> {
+        let mut input = Self::from_json(payload)?;
+        input.run = raw.run_id.clone();
+        Ok(input)
+    }
+
+    /// The one strict proposal parser, for raw submissions and proposal files alike: `action`, `resource`,
+    /// `purpose` must be strings when present, `args` an object, `cost_estimate` an object of dimension → whole
+    /// number, `nondeterminism` one of none|low|high, `run` a string. A malformed field is refused, never defaulted;
+    /// unknown fields are refused too (a typo must not silently drop a cost estimate).
+    pub fn from_json(v: &Value) -> Result<Self, Rejection> {
+        const FIELDS: [&str; 8] =
+            ["actor", "run", "action", "resource", "args", "purpose", "cost_estimate", "nondeterminism"];
+        let bad = |m: String| Rejection::new(ErrorCode::BadPayloadStructure, m);
+        let obj = v.as_object().ok_or_else(|| bad("a proposal must be a JSON object".into()))?;
+        if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(bad(format!("proposal field `{k}` is not one of {}", FIELDS.join(", "))));
         }
+        let text = |k: &str| -> Result<Option<String>, Rejection> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(bad(format!("proposal field `{k}` must be a string"))),
+            }
+        };
+        let args = match obj.get("args") {
+            None | Some(Value::Null) => "{}".to_owned(),
+            Some(a @ Value::Object(_)) => a.to_string(),
+            Some(_) => return Err(bad("proposal field `args` must be a JSON object".into())),
+        };
+        let cost_estimate = match obj.get("cost_estimate") {
+            None | Some(Value::Null) => Cost::zero(),
+            Some(c) => serde_json::from_value::<Cost>(c.clone()).map_err(|e| {
+                bad(format!("proposal field `cost_estimate` must map wall_ms|tokens|money_micros|calls|bytes to whole numbers: {e}"))
+            })?,
+        };
+        if cost_estimate.0.values().any(|v| *v > ice_core::canonical::MAX_SAFE_INTEGER) {
+            return Err(bad("a cost estimate amount is above 2^53-1".into()));
+        }
+        let nondeterminism = match obj.get("nondeterminism") {
+            None | Some(Value::Null) => Nondeterminism::default(),
+            Some(n) => serde_json::from_value(n.clone())
+                .map_err(|_| bad("proposal field `nondeterminism` must be none, low or high".into()))?,
+        };
+        // `actor` is accepted for old proposal files but must be empty or match the caller (checked by the caller
+        // of this parser against the authenticated principal).
+        text("actor")?;
+        Ok(Self {
+            run: text("run")?,
+            action: text("action")?.unwrap_or_default(),
+            resource: text("resource")?.unwrap_or_default(),
+            args,
+            purpose: text("purpose")?.unwrap_or_default(),
+            cost_estimate,
+            nondeterminism,
+            compensates: None,
+        })
     }
 }
 
@@ -148,11 +184,14 @@ impl Runtime {
     }
 
     /// Checks a proposal's structure and builds its recorded form (canonical args and their hash).
-    fn checked_proposal(&self, input: &ProposalInput) -> Result<(Principal, Option<RunId>, Proposal), Rejection> {
-        let actor = principal_from(&input.actor)?;
+    fn checked_proposal(&self, input: &ProposalInput) -> Result<(Option<RunId>, Proposal), Rejection> {
         let run = input.run.as_deref().map(str::parse::<RunId>).transpose()?;
         let (args, args_hash) = canonical_args(&input.args)?;
         check_resource(&input.resource)?;
+        // Credentials never enter the ledger: literal secrets are refused before anything is recorded.
+        if let Some(effectors) = self.effector_registry() {
+            effectors.screen_args(&input.action, &args.to_value()).map_err(|e| Rejection::new(e.code, e.message))?;
+        }
         if input.purpose.chars().count() > MAX_PURPOSE {
             return Err(Rejection::new(
                 ErrorCode::BadPayloadStructure,
@@ -175,18 +214,22 @@ impl Runtime {
             nondeterminism: input.nondeterminism,
             compensates: input.compensates,
         };
-        Ok((actor, run, proposal))
+        Ok((run, proposal))
     }
 
-    /// Submits a proposal and decides it. Structural problems (bad actor, run, args, resource, unknown action)
-    /// are refused and recorded as `TransitionRejected`; everything else gets exactly one recorded decision.
-    pub fn propose(&self, input: &ProposalInput) -> Result<DecisionOutcome, RuntimeError> {
+    /// Submits a proposal on the caller's behalf (agent or operator) and decides it. Structural problems (run,
+    /// args, resource, unknown action, a literal credential) are refused and recorded as `TransitionRejected`;
+    /// everything else gets exactly one recorded decision.
+    pub fn propose(&self, caller: &Caller, input: &ProposalInput) -> Result<DecisionOutcome, RuntimeError> {
+        let actor = caller.principal().clone();
         let attempt = || {
-            json!({"kind": "ProposalSubmitted", "origin": input.actor, "run_id": input.run, "action": input.action,
-                "resource": input.resource, "args_blake3": blake3::hash(input.args.as_bytes()).to_hex().to_string(),
-                "args_bytes": input.args.len()})
+            json!({"kind": "ProposalSubmitted", "origin": actor.to_string(), "acted_by": caller.attribution().to_string(),
+                "run_id": input.run.as_deref().map(|r| r.chars().take(64).collect::<String>()),
+                "action": input.action.chars().take(128).collect::<String>(),
+                "resource": input.resource.chars().take(256).collect::<String>(),
+                "args_blake3": blake3::hash(input.args.as_bytes()).to_hex().to_string(), "args_bytes": input.args.len()})
         };
-        let (actor, run, proposal) = match self.checked_proposal(input) {
+        let (run, proposal) = match self.checked_proposal(input) {
             Ok(v) => v,
             Err(r) => {
                 let run = input.run.as_deref().and_then(|r| r.parse().ok());
@@ -199,7 +242,7 @@ impl Runtime {
             Err(e) => return Err(e),
         };
         let events =
-            self.commit_with(&|st: &LedgerState| self.decision_bundle(st, &policy, &actor, run, &proposal), &attempt)?;
+            self.commit_with(&|st: &LedgerState| self.decision_bundle(st, &policy, caller, run, &proposal), &attempt)?;
         let proposal_event = events.first().cloned();
         let decision_event = events.iter().find(|e| e.kind == EventKind::DecisionMade).cloned();
         match (proposal_event, decision_event) {
@@ -257,6 +300,9 @@ impl Runtime {
             approval_reasons: verdict.approval_reasons,
             errors: verdict.errors,
         };
+        // The reservation is never below the catalog's minimum for the action: an estimate of nothing does not
+        // dodge a budget.
+        let estimate = policy.catalog.reservation(&proposal.action, &proposal.cost_estimate);
         Ok(decide(
             st.authority(),
             &DecisionInput {
@@ -265,7 +311,7 @@ impl Runtime {
                 run,
                 action: &proposal.action,
                 resource: &proposal.resource,
-                estimate: &proposal.cost_estimate,
+                estimate: &estimate,
                 classification,
                 now,
                 policy: &finding,
@@ -275,19 +321,19 @@ impl Runtime {
         ))
     }
 
-    /// What would be decided for this proposal now, without recording anything (`ice propose --dry-run`).
-    /// The proposal id in the returned decision is a fresh id that is never recorded.
-    pub fn dry_run(&self, input: &ProposalInput) -> Result<Decision, RuntimeError> {
+    /// What would be decided for the caller's proposal now, without recording anything (`ice propose
+    /// --dry-run`). The proposal id in the returned decision is a fresh id that is never recorded.
+    pub fn dry_run(&self, caller: &Caller, input: &ProposalInput) -> Result<Decision, RuntimeError> {
         self.catch_up()?;
-        let prepared = self.prepare_proposal(input)?;
+        let prepared = self.prepare_proposal(caller, input)?;
         self.decide_prepared(&prepared)
     }
 
     /// Checks a proposal's structure once, for repeated dry-run decisions (the decide benchmark).
-    pub fn prepare_proposal(&self, input: &ProposalInput) -> Result<PreparedProposal, RuntimeError> {
-        let (actor, run, proposal) =
+    pub fn prepare_proposal(&self, caller: &Caller, input: &ProposalInput) -> Result<PreparedProposal, RuntimeError> {
+        let (run, proposal) =
             self.checked_proposal(input).map_err(|rejection| RuntimeError::Rejected { rejection, record: None })?;
-        Ok(PreparedProposal { actor, run, proposal })
+        Ok(PreparedProposal { actor: caller.principal().clone(), run, proposal })
     }
 
     /// Decides a prepared proposal against the state folded so far (no catch-up, nothing recorded): the pure
@@ -306,10 +352,11 @@ impl Runtime {
         &self,
         st: &LedgerState,
         policy: &CompiledPolicy,
-        actor: &Principal,
+        caller: &Caller,
         run: Option<RunId>,
         proposal: &Proposal,
     ) -> Result<Vec<Draft>, Rejection> {
+        let actor = caller.principal();
         if !policy.catalog.actions.contains_key(&proposal.action) {
             return Err(Rejection::new(
                 ErrorCode::UnknownAction,
@@ -328,7 +375,7 @@ impl Runtime {
                 ));
             }
         }
-        let proposal_draft = self.internal(EventKind::ProposalSubmitted, actor.clone(), run, proposal)?;
+        let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, proposal)?;
         let pid = proposal_draft.event_id;
         let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time)?;
         let rt = Principal::runtime();
@@ -358,7 +405,8 @@ impl Runtime {
         }
         if plan.suspend_agent {
             let why = format!("{actor} suspended by the decision on proposal {pid}");
-            drafts.extend(self.revoke_permits_drafts(st, actor, &why)?.into_iter().map(caused));
+            let live: Vec<EventId> = st.effects().live_permits_of(actor, self.now()).collect();
+            drafts.extend(self.revoke_permit_drafts(st, &live, &why)?.into_iter().map(caused));
             let s = AgentStatusChange {
                 principal: actor.clone(),
                 reason: format!("consequence of {:?} on proposal {pid}", plan.decision.violation).to_lowercase(),
@@ -372,14 +420,25 @@ impl Runtime {
                 proposal_id: Some(pid),
             };
             drafts.push(caused(self.internal(EventKind::RunContained, rt, run, &c)?));
+            // Containing a run reaches what was already issued in it.
+            let now = self.now();
+            let live: Vec<EventId> = st
+                .effects()
+                .permits()
+                .values()
+                .filter(|p| p.run == run && run.is_some() && p.status(now) == ice_core::effect::PermitStatus::Live)
+                .map(|p| p.id)
+                .collect();
+            let why = format!("run contained by the decision on proposal {pid}");
+            drafts.extend(self.revoke_permit_drafts(st, &live, &why)?.into_iter().map(caused));
         }
         Ok(drafts)
     }
 
-    /// Issues a capability grant. Only humans and the runtime may issue grants.
-    pub fn issue_grant(&self, issuer: &Principal, input: &GrantInput) -> Result<Event, RuntimeError> {
+    /// Issues a capability grant (operator only).
+    pub fn issue_grant(&self, caller: &Caller, input: &GrantInput) -> Result<Event, RuntimeError> {
         let attempt = || {
-            json!({"kind": "GrantIssued", "origin": issuer.to_string(), "principal": input.principal.to_string(),
+            json!({"kind": "GrantIssued", "origin": caller.principal().to_string(), "principal": input.principal.to_string(),
                 "actions": input.actions, "resource": input.resource, "run_id": input.run.map(|r| r.to_string())})
         };
         let terms = (|| -> Result<GrantIssued, Rejection> {
@@ -404,19 +463,62 @@ impl Runtime {
             })
         })();
         match terms {
-            Ok(t) => self.emit(EventKind::GrantIssued, issuer.clone(), input.run, &t),
+            Ok(t) => self.emit_for(caller, EventKind::GrantIssued, input.run, &t),
             Err(r) => Err(self.refuse(r, attempt(), input.run)),
         }
     }
 
-    /// Revokes a grant; takes effect for every decision after this event.
-    pub fn revoke_grant(&self, actor: &Principal, grant: EventId, reason: &str) -> Result<Event, RuntimeError> {
+    /// Revokes a grant (operator only); takes effect for every decision after this event, and the outstanding
+    /// permits it covered are revoked with it (their reservations released).
+    pub fn revoke_grant(&self, caller: &Caller, grant: EventId, reason: &str) -> Result<Event, RuntimeError> {
         let r = GrantRef { grant_id: grant, proposal_id: None, reason: Some(reason.to_owned()) };
-        self.emit(EventKind::GrantRevoked, actor.clone(), None, &r)
+        let attempt =
+            || json!({"kind": "GrantRevoked", "origin": caller.principal().to_string(), "grant_id": grant.to_string()});
+        let events = self.commit_with(
+            &|st: &LedgerState| {
+                let first = self.caller_draft(caller, EventKind::GrantRevoked, None, &r)?;
+                let why = format!("grant {grant} revoked: {reason}");
+                let now = self.now();
+                let covered: Vec<EventId> = st
+                    .effects()
+                    .permits()
+                    .values()
+                    .filter(|p| p.status(now) == ice_core::effect::PermitStatus::Live)
+                    .filter(|p| {
+                        st.authority().proposals().get(&p.terms.proposal_id).and_then(|x| x.grant) == Some(grant)
+                    })
+                    .map(|p| p.id)
+                    .collect();
+                self.with_revocations(st, first, &covered, &why)
+            },
+            &attempt,
+        )?;
+        events
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "revoke appended nothing".into() })
     }
 
-    /// Sets (or changes) a budget limit.
-    pub fn set_budget(&self, actor: &Principal, key: BudgetKey, limit: u64) -> Result<Event, RuntimeError> {
+    /// `first`, then `PermitRevoked` (and the reservation's release) for each of `permits`, caused by `first`.
+    pub(crate) fn with_revocations(
+        &self,
+        st: &LedgerState,
+        first: Draft,
+        permits: &[EventId],
+        why: &str,
+    ) -> Result<Vec<Draft>, Rejection> {
+        let cause = first.event_id;
+        let mut drafts = vec![first];
+        for d in self.revoke_permit_drafts(st, permits, why)? {
+            let mut d = d;
+            d.causes = vec![cause];
+            drafts.push(d);
+        }
+        Ok(drafts)
+    }
+
+    /// Sets (or changes) a budget limit (operator only).
+    pub fn set_budget(&self, caller: &Caller, key: BudgetKey, limit: u64) -> Result<Event, RuntimeError> {
         let run = match &key.scope {
             ice_core::budget::BudgetScope::Run { run_id } => Some(*run_id),
             _ => None,
@@ -425,22 +527,57 @@ impl Runtime {
             let r = Rejection::new(ErrorCode::BadBudget, format!("limit {limit} is above 2^53-1"));
             return Err(self.refuse(r, json!({"kind": "BudgetSet", "limit": limit}), run));
         }
-        self.emit(EventKind::BudgetSet, actor.clone(), run, &BudgetSet { key, limit })
+        self.emit_for(caller, EventKind::BudgetSet, run, &BudgetSet { key, limit })
     }
 
-    /// Settles a proposal's reservation with its actual cost (releasing the unused part). Effect outcomes call
-    /// this; until effectors exist it is also exposed as `ice budget settle`.
-    pub fn settle(&self, actor: &Principal, proposal: EventId, actual: Cost) -> Result<Event, RuntimeError> {
-        let run = self.with_state(|s| s.authority().proposals().get(&proposal).and_then(|p| p.run))?;
-        let s = BudgetSettled { proposal_id: proposal, actual, reason: None };
-        self.emit(EventKind::BudgetSettled, actor.clone(), run, &s)
+    /// Settles a proposal's reservation by hand (operator only), e.g. one whose permit expired before a
+    /// reconciliation released it. Refused while the proposal's permit can still run or its effect has no outcome yet: effect
+    /// outcomes settle their own cost.
+    pub fn settle(&self, caller: &Caller, proposal: EventId, actual: Cost) -> Result<Event, RuntimeError> {
+        let attempt = || json!({"kind": "BudgetSettled", "origin": caller.principal().to_string(), "proposal_id": proposal.to_string()});
+        let s = BudgetSettled {
+            proposal_id: proposal,
+            actual,
+            reason: Some(format!("settled by hand by {}", caller.principal())),
+        };
+        let mut events = self.commit_with(
+            &|st: &LedgerState| {
+                let run = st.authority().proposals().get(&proposal).and_then(|p| p.run);
+                let draft = self.caller_draft(caller, EventKind::BudgetSettled, run, &s)?;
+                if let Some(permit) = st.effects().permit_for(proposal) {
+                    let running = permit.used_by.and_then(|e| st.effects().effects().get(&e)).is_some_and(|e| {
+                        matches!(e.status, ice_core::effect::EffectStatus::Running | ice_core::effect::EffectStatus::Unknown)
+                    });
+                    if permit.status(self.now()) == ice_core::effect::PermitStatus::Live || running {
+                        return Err(Rejection::new(
+                            ErrorCode::SettleWhileLive,
+                            format!("proposal {proposal} has permit {} that can still run (or an effect without an outcome)", permit.id),
+                        ));
+                    }
+                }
+                Ok(vec![draft])
+            },
+            &attempt,
+        )?;
+        events.pop().ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "settle appended nothing".into() })
     }
 
-    /// Validates a policy directory and activates it, recording the whole bundle. On any error nothing but the
-    /// refusal is recorded and the previous policy set stays in force.
-    pub fn activate_policy(&self, actor: &Principal, dir: &Path) -> Result<Event, RuntimeError> {
+    /// Validates a policy directory and activates it (operator only), recording the whole bundle. Outstanding
+    /// permits the new set no longer permits are revoked in the same append. On any error nothing but the refusal
+    /// is recorded and the previous policy set stays in force.
+    pub fn activate_policy(&self, caller: &Caller, dir: &Path) -> Result<Event, RuntimeError> {
+        self.activate_policy_by(Some(caller), dir)
+    }
+
+    /// The default policy set that `ice init` activates, recorded as the runtime's own event.
+    pub(crate) fn activate_initial_policy(&self, dir: &Path) -> Result<Event, RuntimeError> {
+        self.activate_policy_by(None, dir)
+    }
+
+    fn activate_policy_by(&self, caller: Option<&Caller>, dir: &Path) -> Result<Event, RuntimeError> {
+        let origin = caller.map_or_else(Principal::runtime, |c| c.principal().clone());
         let attempt =
-            || json!({"kind": "PolicyActivated", "origin": actor.to_string(), "dir": dir.display().to_string()});
+            || json!({"kind": "PolicyActivated", "origin": origin.to_string(), "dir": dir.display().to_string()});
         let compiled = PolicyBundle::load_dir(dir).and_then(|b| {
             let c = b.compile()?;
             Ok((b, c))
@@ -454,29 +591,97 @@ impl Runtime {
             bundle: bundle.to_value(),
             policies: compiled.engine.policy_ids(),
         };
-        self.policy_cache().insert(compiled.hash.clone(), Arc::new(compiled));
-        self.emit(EventKind::PolicyActivated, actor.clone(), None, &payload)
+        let compiled = Arc::new(compiled);
+        self.policy_cache().insert(compiled.hash.clone(), Arc::clone(&compiled));
+        // Live permits, with their proposals' args read before taking the state lock (they are few: live only).
+        let live = self.live_permit_proposals()?;
+        let events = self.commit_with(
+            &|st: &LedgerState| {
+                let first = match caller {
+                    Some(c) => self.caller_draft(c, EventKind::PolicyActivated, None, &payload)?,
+                    None => self.internal(EventKind::PolicyActivated, Principal::runtime(), None, &payload)?,
+                };
+                let forbidden = self.no_longer_permitted(st, &compiled, &live, first.time);
+                self.with_revocations(st, first, &forbidden, &format!("policy {} no longer permits it", compiled.hash))
+            },
+            &attempt,
+        )?;
+        events
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "activation appended nothing".into() })
     }
 
-    /// Suspends an agent by command.
-    pub fn suspend_agent(&self, actor: &Principal, agent: &Principal, reason: &str) -> Result<Event, RuntimeError> {
+    /// Live permits and the proposals they were issued for.
+    fn live_permit_proposals(&self) -> Result<Vec<LivePermit>, RuntimeError> {
+        let now = self.now();
+        let live: Vec<(EventId, Principal, Option<RunId>, EventId)> = self.with_state(|st| {
+            st.effects()
+                .permits()
+                .values()
+                .filter(|p| p.status(now) == ice_core::effect::PermitStatus::Live)
+                .map(|p| (p.id, p.terms.actor.clone(), p.run, p.terms.proposal_id))
+                .collect()
+        })?;
+        live.into_iter().map(|(id, actor, run, pid)| Ok((id, actor, run, self.proposal_of(pid)?))).collect()
+    }
+
+    /// The permits among `live` that `policy` would not permit now (forbid, no permit or error; a permit that
+    /// would now need approval stands: it was allowed or approved already).
+    fn no_longer_permitted(
+        &self,
+        st: &LedgerState,
+        policy: &CompiledPolicy,
+        live: &[LivePermit],
+        now: Timestamp,
+    ) -> Vec<EventId> {
+        live.iter()
+            .filter(|(id, ..)| {
+                st.effects().permits().get(id).is_some_and(|p| p.status(now) == ice_core::effect::PermitStatus::Live)
+            })
+            .filter(|(_, actor, run, proposal)| !self.still_permitted(st, policy, actor, *run, proposal, now))
+            .map(|(id, ..)| *id)
+            .collect()
+    }
+
+    /// Whether Cedar under `policy` still permits (or asks approval for) a proposal.
+    pub(crate) fn still_permitted(
+        &self,
+        st: &LedgerState,
+        policy: &CompiledPolicy,
+        actor: &Principal,
+        run: Option<RunId>,
+        proposal: &Proposal,
+        now: Timestamp,
+    ) -> bool {
+        let Some(classification) = policy.catalog.actions.get(&proposal.action).copied() else { return false };
+        let verdict = policy.engine.evaluate(&PolicyRequest {
+            principal: actor,
+            action: &proposal.action,
+            resource: &proposal.resource,
+            run_id: run,
+            run_state: run.and_then(|r| st.run(r)).map(|r| r.state),
+            classification,
+            cost: &proposal.cost_estimate,
+            time: now,
+            args: &proposal.args,
+        });
+        matches!(verdict.outcome, PolicyOutcome::Permit | PolicyOutcome::RequireApproval)
+    }
+
+    /// Suspends an agent (operator only); its live permits are revoked in the same append.
+    pub fn suspend_agent(&self, caller: &Caller, agent: &Principal, reason: &str) -> Result<Event, RuntimeError> {
         if agent.kind != PrincipalKind::Agent {
             let r = Rejection::new(ErrorCode::BadArgument, format!("{agent} is not an agent"));
             return Err(self.refuse(r, json!({"kind": "AgentSuspended", "principal": agent.to_string()}), None));
         }
         let s = AgentStatusChange { principal: agent.clone(), reason: reason.to_owned(), proposal_id: None };
-        let attempt = || json!({"kind": "AgentSuspended", "origin": actor.to_string(), "principal": agent.to_string()});
+        let attempt = || json!({"kind": "AgentSuspended", "origin": caller.principal().to_string(), "principal": agent.to_string()});
         let events = self.commit_with(
             &|st: &LedgerState| {
-                let first = self.internal(EventKind::AgentSuspended, actor.clone(), None, &s)?;
-                let sid = first.event_id;
-                let mut drafts = vec![first];
-                let why = format!("{agent} suspended: {reason}");
-                for mut d in self.revoke_permits_drafts(st, agent, &why)? {
-                    d.causes = vec![sid];
-                    drafts.push(d);
-                }
-                Ok(drafts)
+                let first = self.caller_draft(caller, EventKind::AgentSuspended, None, &s)?;
+                let live: Vec<EventId> = st.effects().live_permits_of(agent, self.now()).collect();
+                self.with_revocations(st, first, &live, &format!("{agent} suspended: {reason}"))
             },
             &attempt,
         )?;
@@ -486,24 +691,21 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "suspend appended nothing".into() })
     }
 
-    /// Records what changed about a suspended agent (`Reconfigured`); resuming requires one since the suspension.
-    pub fn reconfigure_agent(&self, actor: &Principal, agent: &Principal, change: &str) -> Result<Event, RuntimeError> {
+    /// Records what changed about a suspended agent (`Reconfigured`, operator only); resuming requires one since
+    /// the suspension.
+    pub fn reconfigure_agent(&self, caller: &Caller, agent: &Principal, change: &str) -> Result<Event, RuntimeError> {
         if change.trim().is_empty() {
             let r = Rejection::new(ErrorCode::ReasonRequired, "say what changed with --change \"...\"");
             return Err(self.refuse(r, json!({"kind": "Reconfigured", "principal": agent.to_string()}), None));
         }
         let r = ice_core::effect::Reconfigured { principal: agent.clone(), change: change.to_owned() };
-        self.emit(EventKind::Reconfigured, actor.clone(), None, &r)
+        self.emit_for(caller, EventKind::Reconfigured, None, &r)
     }
 
-    /// Resumes a suspended, reconfigured agent. Only humans (or the runtime) hold the authority to resume.
-    pub fn resume_agent(&self, actor: &Principal, agent: &Principal, reason: &str) -> Result<Event, RuntimeError> {
-        if !matches!(actor.kind, PrincipalKind::Human | PrincipalKind::Runtime) {
-            let r = Rejection::new(ErrorCode::OriginNotAuthorized, format!("{actor} may not resume agents"));
-            return Err(self.refuse(r, json!({"kind": "AgentResumed", "principal": agent.to_string()}), None));
-        }
+    /// Resumes a suspended, reconfigured agent (operator only).
+    pub fn resume_agent(&self, caller: &Caller, agent: &Principal, reason: &str) -> Result<Event, RuntimeError> {
         let s = AgentStatusChange { principal: agent.clone(), reason: reason.to_owned(), proposal_id: None };
-        self.emit(EventKind::AgentResumed, actor.clone(), None, &s)
+        self.emit_for(caller, EventKind::AgentResumed, None, &s)
     }
 
     /// The current time on the runtime's clock.

@@ -15,12 +15,13 @@ use ice_core::budget::BudgetSettled;
 use ice_core::effect::{EffectCompleted, EffectFailed, EffectRefused, EffectStarted, EffectStatus, PermitStatus};
 use ice_core::proposal::canonical_args;
 use ice_core::{
-    CanonicalJson, Cost, Dimension, Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, PrincipalKind,
-    Proposal, Rejection, RunId, RunState, payloads,
+    CanonicalJson, Cost, Dimension, Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, Proposal,
+    Rejection, Role, RunId, RunState, payloads,
 };
 use ice_effects::{EffectCall, Effector, Effectors, Evidence, Plan};
 use serde_json::{Value, json};
 
+use crate::caller::Caller;
 use crate::runtime::{Runtime, RuntimeError};
 
 /// How long after its start an effect without an outcome, on an instance whose liveness cannot be checked (another
@@ -31,11 +32,9 @@ const OUTCOME_DEADLINE_MICROS: i64 = 15 * 60 * 1_000_000;
 /// `after-effect-apply`. The process prints `ICE_TEST_PAUSED <point>` to stderr and sleeps until killed.
 pub const TEST_PAUSE_ENV: &str = "ICE_TEST_PAUSE";
 
-/// What to execute.
+/// What to execute (the caller executing must be the permit's holder).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecInput {
-    /// Who executes (must be the permit's holder).
-    pub actor: String,
     /// The permit id.
     pub permit: String,
     /// The args JSON to execute with; `None` executes the proposal's own args.
@@ -96,6 +95,23 @@ fn pause_if(point: &str) {
     }
 }
 
+/// Dimensions an effector measures itself; every other declared dimension (tokens, money) cannot be measured here.
+const MEASURED: [Dimension; 3] = [Dimension::Calls, Dimension::WallMs, Dimension::Bytes];
+
+/// What an effect's outcome settles: the measured cost where it is measurable, and for the dimensions that cannot
+/// be measured (tokens, money) what was reserved for them — an agent that declared a cost pays it; it cannot make
+/// the cost vanish by the effector not measuring it.
+fn settled_cost(measured: &Cost, charges: &[ice_core::budget::Charge]) -> Cost {
+    let mut actual = measured.clone();
+    for c in charges.iter().filter(|c| !MEASURED.contains(&c.budget.dimension)) {
+        let d = c.budget.dimension;
+        if actual.get(d) < c.amount {
+            actual.set(d, c.amount);
+        }
+    }
+    actual
+}
+
 fn rejected(code: ErrorCode, message: impl Into<String>) -> Rejection {
     Rejection::new(code, message)
 }
@@ -126,7 +142,7 @@ impl Runtime {
     }
 
     /// The canonical args of a recorded proposal.
-    fn proposal_of(&self, id: EventId) -> Result<Proposal, RuntimeError> {
+    pub(crate) fn proposal_of(&self, id: EventId) -> Result<Proposal, RuntimeError> {
         let event = self
             .store()
             .get(id)?
@@ -140,17 +156,21 @@ impl Runtime {
     ///
     /// It does not reconcile: nothing it decides depends on other effects' outcomes or on approvals, and it checks
     /// the permit's own expiry, so the hot path stays free of sweeps over history.
-    pub fn execute(&self, input: &ExecInput) -> Result<ExecOutcome, RuntimeError> {
+    pub fn execute(&self, caller: &Caller, input: &ExecInput) -> Result<ExecOutcome, RuntimeError> {
         let permit_id: Option<EventId> = input.permit.parse().ok();
         let presented_hash = input.args.as_deref().map(|a| blake3::hash(a.as_bytes()).to_hex().to_string());
         let Some(permit_id) = permit_id else {
             let r = rejected(ErrorCode::NoPermit, format!("`{}` is not a permit id", input.permit));
             return Err(self.refuse_effect(r, None, presented_hash, None));
         };
-        let actor: Principal = match input.actor.parse() {
-            Ok(a) => a,
-            Err(r) => return Err(self.refuse_effect(r, Some(permit_id), presented_hash, None)),
-        };
+        let actor = caller.principal().clone();
+        if !caller.has(Role::Agent) && !caller.has(Role::Operator) {
+            let r = rejected(
+                ErrorCode::RoleRequired,
+                format!("executing a permit needs the agent or operator role ({} has {})", actor, caller.roles()),
+            );
+            return Err(self.refuse_effect(r, Some(permit_id), presented_hash, None));
+        }
         let permit = self.with_state(|st| st.effects().permits().get(&permit_id).cloned())?;
         let Some(permit) = permit else {
             let r = rejected(ErrorCode::NoPermit, format!("permit {permit_id} does not exist"));
@@ -228,8 +248,16 @@ impl Runtime {
             deadline: self.now().plus_micros(OUTCOME_DEADLINE_MICROS),
             compensates: proposal.compensates,
         };
+        let policy = match self.active_policy() {
+            Ok(p) => p,
+            Err(RuntimeError::Rejected { rejection, .. }) => return Err(refuse(rejection)),
+            Err(e) => return Err(e),
+        };
         let events = self.commit_or(
-            &|st: &LedgerState| self.start_drafts(st, run, &started),
+            &|st: &LedgerState| {
+                self.still_executable(st, &policy, &permit, &proposal)?;
+                self.start_drafts(st, run, &started)
+            },
             &|r, run| self.refuse_effect(r, Some(permit_id), Some(args_hash.clone()), run),
             &|| run,
         )?;
@@ -238,6 +266,37 @@ impl Runtime {
         };
         pause_if("after-effect-start");
         self.apply_and_record(effector, &call, &plan, started_event, None)
+    }
+
+    /// Whether a permit may still start its effect against current state, beyond its own status (which admission
+    /// checks): its holder is not suspended, its run not contained, the grant its decision used not revoked, and the
+    /// policy now in force still permits it. Revocation normally revokes the permit itself; this is the check at the
+    /// boundary that holds even if that did not happen.
+    fn still_executable(
+        &self,
+        st: &LedgerState,
+        policy: &crate::policy::CompiledPolicy,
+        permit: &ice_core::effect::PermitRecord,
+        proposal: &Proposal,
+    ) -> Result<(), Rejection> {
+        let actor = &permit.terms.actor;
+        let revoked = |why: String| rejected(ErrorCode::PermitRevoked, format!("permit {}: {why}", permit.id));
+        if let Some(why) = st.authority().suspended(actor) {
+            return Err(revoked(format!("{actor} is suspended ({why})")));
+        }
+        if permit.run.is_some_and(|r| st.authority().is_contained(r)) {
+            return Err(revoked("its run is contained".into()));
+        }
+        let grant = st.authority().proposals().get(&permit.terms.proposal_id).and_then(|p| p.grant).or_else(|| {
+            permit.terms.approval_id.and_then(|a| st.effects().approvals().get(&a)).and_then(|a| a.request.grant_id)
+        });
+        if let Some(g) = grant.and_then(|g| st.authority().grants().get(&g)).filter(|g| g.revoked.is_some()) {
+            return Err(revoked(format!("grant {} was revoked", g.id)));
+        }
+        if !self.still_permitted(st, policy, actor, permit.run, proposal, self.now()) {
+            return Err(revoked(format!("the policy now in force ({}) no longer permits it", policy.hash)));
+        }
+        Ok(())
     }
 
     /// `EffectStarted` (and the run's move to EXECUTING when it is CONTEXT_READY), checked against caught-up state.
@@ -327,8 +386,12 @@ impl Runtime {
                 st.effects().check(kind, outcome.payload.as_str(), outcome.time, true, st.authority())?;
                 let oid = outcome.event_id;
                 let mut drafts = vec![outcome];
-                if st.authority().budgets().reservation(payload.proposal_id).is_some() {
-                    let s = BudgetSettled { proposal_id: payload.proposal_id, actual: actual.clone(), reason: None };
+                if let Some(charges) = st.authority().budgets().reservation(payload.proposal_id) {
+                    let s = BudgetSettled {
+                        proposal_id: payload.proposal_id,
+                        actual: settled_cost(&actual, charges),
+                        reason: None,
+                    };
                     let mut d = self.internal(EventKind::BudgetSettled, Principal::runtime(), run, &s)?;
                     d.causes = vec![oid];
                     drafts.push(d);
@@ -384,7 +447,10 @@ impl Runtime {
 
     /// Retries an effect whose outcome is unknown, with the same idempotency key: the effector either finds it
     /// applied (and says so) or applies it once.
-    pub fn retry_effect(&self, actor: &Principal, started_id: EventId) -> Result<ExecOutcome, RuntimeError> {
+    /// Operator only.
+    pub fn retry_effect(&self, caller: &Caller, started_id: EventId) -> Result<ExecOutcome, RuntimeError> {
+        self.require(caller, Role::Operator, "retrying an effect")?;
+        let actor = caller.principal();
         self.reconcile()?;
         let record = self.with_state(|st| st.effects().effects().get(&started_id).cloned())?;
         let attempt = || json!({"kind": "EffectRetry", "started_id": started_id.to_string()});
@@ -405,12 +471,6 @@ impl Runtime {
                 )
                 .to_lowercase(),
             );
-            return Err(self.refuse(r, attempt(), run));
-        }
-        let permit = self.with_state(|st| st.effects().permits().get(&record.started.permit_id).cloned())?;
-        let allowed = permit.as_ref().is_some_and(|p| &p.terms.actor == actor) || actor.kind == PrincipalKind::Human;
-        if !allowed {
-            let r = rejected(ErrorCode::NoPermit, format!("{actor} may not retry effect {started_id}"));
             return Err(self.refuse(r, attempt(), run));
         }
         let proposal = self.proposal_of(record.started.proposal_id)?;
@@ -439,19 +499,17 @@ impl Runtime {
         self.apply_and_record(effector, &call, &plan, started, Some(actor.clone()))
     }
 
-    /// Records by hand the outcome of an effect whose outcome is unknown (a human checked the target).
+    /// Records by hand the outcome of an effect whose outcome is unknown (an operator checked the target).
     pub fn resolve_effect(
         &self,
-        actor: &Principal,
+        caller: &Caller,
         started_id: EventId,
         completed: bool,
         note: &str,
     ) -> Result<Event, RuntimeError> {
         let attempt = || json!({"kind": "EffectResolve", "started_id": started_id.to_string()});
-        if actor.kind != PrincipalKind::Human {
-            let r = rejected(ErrorCode::OriginNotAuthorized, "only a human may record an effect's outcome by hand");
-            return Err(self.refuse(r, attempt(), None));
-        }
+        self.require(caller, Role::Operator, "recording an effect's outcome by hand")?;
+        let actor = caller.principal();
         let record = self.with_state(|st| st.effects().effects().get(&started_id).cloned())?;
         let run = record.as_ref().and_then(|r| r.run);
         if record.as_ref().is_none_or(|r| r.status != EffectStatus::Unknown) {

@@ -6,6 +6,8 @@
 //!   ledger.db            the SQLite ledger (default store)
 //!   keys/runtime.key     ed25519 secret key, hex, mode 0600 (signs checkpoints)
 //!   keys/runtime.pub     ed25519 public key, hex (also recorded in the LedgerInitialized event)
+//!   keys/token.key       32-byte key, hex, mode 0600: token secrets are recorded only as keyed hashes under it
+//!   keys/ledger.pub      the ledger's key as pinned when this home created or joined it
 //!   policies/            Cedar policies, schema.cedarschema and policy.toml (activated by `ice init`)
 //! ```
 
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use ice_core::{Clock, ErrorCode, IdSource, Principal};
+use ice_core::{Clock, ErrorCode, IdSource};
 use ice_store::{Store, StoreError};
 use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use serde::{Deserialize, Serialize};
@@ -67,6 +69,9 @@ pub struct Config {
     /// Effectors: sandbox, allowlists, limits.
     #[serde(default)]
     pub effects: ice_effects::EffectsConfig,
+    /// Local OS users and the principal and roles each one is (`[[users]]`).
+    #[serde(default)]
+    pub users: Vec<crate::caller::LocalUser>,
 }
 
 /// The `[store]` table.
@@ -87,9 +92,6 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Principal that CLI commands act as when `--as` is not given.
-    #[serde(default = "default_actor")]
-    pub default_actor: String,
     /// Append a signed checkpoint after this many events (0: never by count).
     #[serde(default = "default_checkpoint_events")]
     pub checkpoint_every_events: u64,
@@ -107,7 +109,6 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            default_actor: default_actor(),
             checkpoint_every_events: default_checkpoint_events(),
             checkpoint_every_secs: default_checkpoint_secs(),
             keep_snapshots: default_keep_snapshots(),
@@ -132,9 +133,6 @@ fn default_synchronous() -> String {
 fn default_max_batch() -> usize {
     2048
 }
-fn default_actor() -> String {
-    "human:operator".to_owned()
-}
 
 impl Config {
     /// The configuration `ice init` writes for a store URL.
@@ -147,6 +145,7 @@ impl Config {
             },
             runtime: RuntimeConfig::default(),
             effects: ice_effects::EffectsConfig::default(),
+            users: Vec::new(),
         }
     }
 }
@@ -181,6 +180,9 @@ impl IceHome {
         })?;
         let config: Config = toml::from_str(&text)
             .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("{} is invalid: {e}", path.display())))?;
+        for u in &config.users {
+            u.validate().map_err(|r| HomeError::new(r.code, format!("{}: {}", path.display(), r.message)))?;
+        }
         Ok(Self { dir, config })
     }
 
@@ -204,14 +206,21 @@ impl IceHome {
         }
         let io = |what: &str, e: std::io::Error| HomeError::new(ErrorCode::StoreUnavailable, format!("{what}: {e}"));
         fs::create_dir_all(ice.join("keys")).map_err(|e| io(&format!("cannot create {}", ice.display()), e))?;
+        // Only the owner reads the home: keys, ledger, config (other OS users, agents' among them, get nothing).
+        private_dir(&ice).map_err(|e| io(&format!("cannot restrict {}", ice.display()), e))?;
+        private_dir(&ice.join("keys")).map_err(|e| io("cannot restrict keys/", e))?;
         let url = store_url.map_or_else(|| "sqlite:ledger.db".to_owned(), str::to_owned);
-        let config = Config::new(&url);
+        let mut config = Config::new(&url);
+        // The user who initialises the home is its first operator, with every role, and may act for agents (the
+        // demo and README flows drive agents by hand).
+        config.users.push(crate::caller::LocalUser::this_process(&format!("human:{}", login_name())));
         let text = format!(
             "# ICE configuration. See README.md, section Configuration.\n{}",
             toml::to_string_pretty(&config)
                 .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("cannot encode config: {e}")))?
         );
         let public = write_key_pair(&ice.join("keys"))?;
+        write_private(&ice.join("keys").join("token.key"), &to_hex(&random_key()?))?;
         let home = Self { dir: ice.clone(), config };
         let policies = ice.join("policies");
         crate::policy::write_defaults(&policies)
@@ -220,7 +229,7 @@ impl IceHome {
         // A shared (PostgreSQL) ledger may already be initialised by another instance: join it as it is.
         if runtime.with_state(|s| s.event_count())? == 0 {
             runtime.initialize(&public)?;
-            runtime.activate_policy(&Principal::runtime(), &policies)?;
+            runtime.activate_initial_policy(&policies)?;
         }
         // Pin the ledger's key (trust on first use when joining a shared ledger): `ice verify` checks checkpoint
         // signatures against it, not against whatever key the ledger itself claims later.
@@ -228,7 +237,8 @@ impl IceHome {
         fs::write(ice.join("keys").join("ledger.pub"), format!("{ledger_key}\n"))
             .map_err(|e| io("cannot write keys/ledger.pub", e))?;
         // Written last: until it exists, the directory does not count as initialised.
-        fs::write(ice.join("config.toml"), text).map_err(|e| io("cannot write config.toml", e))?;
+        write_private(&ice.join("config.toml"), text.trim_end())?;
+        restrict_ledger_files(&ice);
         Ok((home, runtime))
     }
 
@@ -240,13 +250,6 @@ impl IceHome {
     /// The loaded configuration.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// The principal CLI commands act as by default.
-    pub fn default_actor(&self) -> Result<Principal, HomeError> {
-        self.config.runtime.default_actor.parse().map_err(|e: ice_core::Rejection| {
-            HomeError::new(ErrorCode::BadConfig, format!("runtime.default_actor: {}", e.message))
-        })
     }
 
     /// The store URL in force: `ICE_STORE` if set, else the configured one.
@@ -315,6 +318,10 @@ impl IceHome {
         let store = self.open_store()?;
         let start = crate::snapshot::latest_valid(&*store, &self.snapshot_dir()).unwrap_or_default();
         let mut rt = Runtime::open_with_snapshot(store, clock, ids, start)?.with_effectors(Arc::new(effectors));
+        rt.set_local_users(self.config.users.clone());
+        if let Some(key) = self.token_key()? {
+            rt.set_token_key(key);
+        }
         if let Some(key) = self.signing_key()? {
             rt.set_checkpoints(crate::checkpoints::CheckpointPolicy {
                 key,
@@ -329,7 +336,32 @@ impl IceHome {
 
     /// Opens the runtime folding the whole ledger from its first event (no snapshot), for replay.
     pub fn open_runtime_unsnapshotted(&self) -> Result<Runtime, HomeError> {
-        Ok(Runtime::open(self.open_store()?, Arc::new(SystemClock), Arc::new(SystemIds))?)
+        let mut rt = Runtime::open(self.open_store()?, Arc::new(SystemClock), Arc::new(SystemIds))?;
+        rt.set_local_users(self.config.users.clone());
+        if let Some(key) = self.token_key()? {
+            rt.set_token_key(key);
+        }
+        Ok(rt)
+    }
+
+    /// The key token secrets are hashed under (`keys/token.key`), created on first use for homes made before
+    /// tokens existed.
+    pub fn token_key(&self) -> Result<Option<[u8; 32]>, HomeError> {
+        let path = self.dir.join("keys").join("token.key");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = random_key()?;
+                write_private(&path, &to_hex(&key))?;
+                return Ok(Some(key));
+            }
+            Err(e) => return Err(HomeError::new(ErrorCode::BadConfig, format!("cannot read {}: {e}", path.display()))),
+        };
+        let key: [u8; 32] =
+            ice_core::checkpoint::from_hex(text.trim()).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                HomeError::new(ErrorCode::BadConfig, format!("{} is not a 32-byte hex key", path.display()))
+            })?;
+        Ok(Some(key))
     }
 
     /// Where state snapshots are kept.
@@ -401,11 +433,65 @@ fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Generates the runtime ed25519 key pair; returns the public key in hex.
-fn write_key_pair(keys: &Path) -> Result<String, HomeError> {
+/// 32 random bytes from the OS.
+fn random_key() -> Result<[u8; 32], HomeError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
-        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("no OS randomness for the key: {e}")))?;
+        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("no OS randomness for a key: {e}")))?;
+    Ok(seed)
+}
+
+/// The login name of this process's user, as a principal name: its `/etc/passwd` entry (by uid, not the
+/// environment), else `$USER`, else `uid<N>`; restricted to the characters principal names allow.
+fn login_name() -> String {
+    let uid = crate::caller::process_uid();
+    let from_passwd = fs::read_to_string("/etc/passwd").ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+        })
+    });
+    let raw = from_passwd
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("uid{uid}"));
+    let name: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') { c } else { '_' })
+        .take(64)
+        .collect();
+    if name.is_empty() { "operator".to_owned() } else { name }
+}
+
+/// Mode 0700 on a directory.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Mode 0600 on the SQLite ledger files that exist (SQLite gives its WAL and shared-memory files the database's
+/// mode); best effort.
+fn restrict_ledger_files(ice: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
+            let path = ice.join(name);
+            if path.exists() {
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+/// Generates the runtime ed25519 key pair; returns the public key in hex.
+fn write_key_pair(keys: &Path) -> Result<String, HomeError> {
+    let seed = random_key()?;
     let signing = SigningKey::from_bytes(&seed);
     let public = to_hex(signing.verifying_key().as_bytes());
     let secret_path = keys.join("runtime.key");

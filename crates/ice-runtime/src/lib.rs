@@ -4,6 +4,7 @@
 mod approvals;
 mod authority;
 mod boundary;
+mod caller;
 pub mod checkpoints;
 mod home;
 pub mod policy;
@@ -15,6 +16,7 @@ mod system;
 
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};
 pub use boundary::{ExecInput, ExecOutcome, TEST_PAUSE_ENV};
+pub use caller::{Caller, LocalUser, Presented, process_uid};
 pub use home::{Config, HomeError, ICE_DIR, IceHome, STORE_ENV};
 pub use replay::{DecisionDiff, Divergence, ReplayReport, WhatIfFilter, WhatIfReport};
 pub use rollback::{RollbackItem, RollbackReport, RollbackStep, RollbackTarget};

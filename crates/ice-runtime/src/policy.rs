@@ -25,6 +25,10 @@
 //!
 //! [permits]
 //! ttl_secs = 900                # how long an execution permit stays usable
+//!
+//! [min_cost]                    # the least a proposal reserves per dimension, whatever it estimates
+//! "*" = { calls = 1 }           # every action (the default when the table is absent)
+//! "model.call" = { calls = 1, tokens = 100 }
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,7 +37,7 @@ use std::sync::Arc;
 
 use ice_core::decision::Consequences;
 use ice_core::effect::OnTimeout;
-use ice_core::{Classification, ErrorCode, Rejection};
+use ice_core::{Classification, Cost, Dimension, ErrorCode, Rejection};
 use ice_policy::{PolicyEngine, PolicySource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,7 +46,7 @@ use serde_json::Value;
 pub const CATALOG_FILE: &str = "policy.toml";
 
 /// `policy.toml`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionCatalog {
     /// Classification per action name.
@@ -57,6 +61,44 @@ pub struct ActionCatalog {
     /// Execution permits.
     #[serde(default)]
     pub permits: PermitRules,
+    /// The least each action reserves per cost dimension, whatever the agent estimates: by action name, `"*"` for
+    /// every action not listed. Absent: every action reserves at least one call.
+    #[serde(default = "default_min_cost")]
+    pub min_cost: BTreeMap<String, Cost>,
+}
+
+impl Default for ActionCatalog {
+    fn default() -> Self {
+        Self {
+            actions: BTreeMap::new(),
+            consequences: Consequences::default(),
+            approvals: ApprovalRules::default(),
+            permits: PermitRules::default(),
+            min_cost: default_min_cost(),
+        }
+    }
+}
+
+fn default_min_cost() -> BTreeMap<String, Cost> {
+    BTreeMap::from([("*".to_owned(), Cost::of(Dimension::Calls, 1))])
+}
+
+impl ActionCatalog {
+    /// The action's minimum cost (its own entry, else `"*"`, else nothing).
+    pub fn min_cost(&self, action: &str) -> Cost {
+        self.min_cost.get(action).or_else(|| self.min_cost.get("*")).cloned().unwrap_or_default()
+    }
+
+    /// What a proposal reserves: per dimension, the larger of its estimate and the action's minimum.
+    pub fn reservation(&self, action: &str, estimate: &Cost) -> Cost {
+        let mut r = estimate.clone();
+        for (d, min) in self.min_cost(action).0 {
+            if r.get(d) < min {
+                r.set(d, min);
+            }
+        }
+        r
+    }
 }
 
 /// The `[approvals]` table of `policy.toml`.
@@ -166,6 +208,9 @@ escalation_ttl_secs = 86400
 
 [permits]
 ttl_secs = 900                # an allowed or approved proposal must be executed within this
+
+[min_cost]                    # the least a proposal reserves per dimension, whatever the agent estimates
+"*" = { calls = 1 }
 "#;
 
 /// A policy bundle as recorded in `PolicyActivated`.

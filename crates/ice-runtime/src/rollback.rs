@@ -9,15 +9,14 @@
 
 use ice_core::decision::Verdict;
 use ice_core::effect::{EffectRecord, EffectStatus};
-use ice_core::{
-    Draft, ErrorCode, EventId, EventKind, LedgerState, Principal, Rejection, RunId, RunRecord, RunState, payloads,
-};
+use ice_core::{Draft, ErrorCode, EventId, EventKind, LedgerState, Rejection, RunId, RunRecord, RunState, payloads};
 use ice_effects::{Compensation, Plan};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::authority::ProposalInput;
 use crate::boundary::ExecInput;
+use crate::caller::Caller;
 use crate::runtime::{Runtime, RuntimeError};
 
 /// What to roll back.
@@ -93,15 +92,15 @@ pub struct RollbackReport {
 
 impl Runtime {
     /// Finishes an executing run: VALIDATING, then COMMITTED if every effect completed, else ABORTED.
-    pub fn finish_run(&self, actor: &Principal, run: RunId) -> Result<RunRecord, RuntimeError> {
+    pub fn finish_run(&self, caller: &Caller, run: RunId) -> Result<RunRecord, RuntimeError> {
         self.reconcile()?;
         let attempt = || json!({"kind": "RunTransitioned", "run_id": run.to_string(), "to": "COMMITTED|ABORTED"});
-        self.commit_with(&|st: &LedgerState| self.finish_drafts(st, actor, run), &attempt)?;
+        self.commit_with(&|st: &LedgerState| self.finish_drafts(st, caller, run), &attempt)?;
         self.with_state(|st| st.run(run).cloned())?
             .ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: format!("run {run} vanished") })
     }
 
-    fn finish_drafts(&self, st: &LedgerState, actor: &Principal, run: RunId) -> Result<Vec<Draft>, Rejection> {
+    fn finish_drafts(&self, st: &LedgerState, caller: &Caller, run: RunId) -> Result<Vec<Draft>, Rejection> {
         let state = st.run(run).map(|r| r.state);
         if state != Some(RunState::Executing) {
             return Err(Rejection::new(
@@ -135,15 +134,17 @@ impl Runtime {
             (RunState::Aborted, format!("effects without a completed outcome: {}", bad.join(", ")))
         };
         let end = payloads::RunTransitioned { from: RunState::Validating, to, reason: Some(reason) };
-        let first = self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &validating)?;
+        let first = self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &validating)?;
         st.admit(&first)?;
-        let mut second = self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &end)?;
+        let mut second = self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &end)?;
         second.causes = vec![first.event_id];
         Ok(vec![first, second])
     }
 
-    /// Rolls back completed effects; see the module docs.
-    pub fn rollback(&self, actor: &Principal, target: RollbackTarget) -> Result<RollbackReport, RuntimeError> {
+    /// Rolls back completed effects (operator only; the compensations are the operator's own proposals, decided
+    /// like any other); see the module docs.
+    pub fn rollback(&self, actor: &Caller, target: RollbackTarget) -> Result<RollbackReport, RuntimeError> {
+        self.require(actor, ice_core::Role::Operator, "rollback")?;
         self.reconcile()?;
         let attempt = || json!({"kind": "Rollback", "target": format!("{target:?}")});
         let targets: Vec<EffectRecord> = self.with_state(|st| {
@@ -194,7 +195,7 @@ impl Runtime {
         Ok(RollbackReport { run, run_state, items })
     }
 
-    fn compensate(&self, actor: &Principal, run: RunId, effect: &EffectRecord) -> Result<RollbackStep, RuntimeError> {
+    fn compensate(&self, actor: &Caller, run: RunId, effect: &EffectRecord) -> Result<RollbackStep, RuntimeError> {
         if let Some(by) = effect.compensated_by {
             return Ok(RollbackStep::AlreadyCompensated { by });
         }
@@ -209,7 +210,6 @@ impl Runtime {
             Compensation::DeleteFile { path } => ("fs.delete", path.clone(), json!({"path": path})),
         };
         let input = ProposalInput {
-            actor: actor.to_string(),
             run: Some(run.to_string()),
             action: action.to_owned(),
             resource: format!("file:{path}"),
@@ -221,7 +221,7 @@ impl Runtime {
             compensates: Some(effect.id),
             ..ProposalInput::default()
         };
-        let decided = match self.propose(&input) {
+        let decided = match self.propose(actor, &input) {
             Ok(d) => d,
             Err(RuntimeError::Rejected { rejection, .. }) => {
                 return Ok(RollbackStep::Failed { message: rejection.to_string() });
@@ -247,8 +247,8 @@ impl Runtime {
         let Some(permit) = permit else {
             return Ok(RollbackStep::Failed { message: "allowed but no permit was issued".into() });
         };
-        let exec = ExecInput { actor: actor.to_string(), permit: permit.to_string(), args: None };
-        match self.execute(&exec) {
+        let exec = ExecInput { permit: permit.to_string(), args: None };
+        match self.execute(actor, &exec) {
             Ok(out) if out.status == EffectStatus::Completed => {
                 Ok(RollbackStep::Compensated { compensation: out.started.event_id })
             }

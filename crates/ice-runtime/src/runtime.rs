@@ -19,6 +19,7 @@ use ice_core::{
 };
 use ice_store::{AppendRequest, EventQuery, Store, StoreError};
 
+use crate::caller::Caller;
 use crate::policy::PolicyHandle;
 use serde_json::Value;
 
@@ -82,6 +83,10 @@ pub struct Runtime {
     checkpointing: std::sync::atomic::AtomicBool,
     /// Seq of the snapshot the state was loaded from at open (0: folded from the start).
     started_from: Seq,
+    /// Local OS users and what they are (`[[users]]`).
+    local_users: Vec<crate::caller::LocalUser>,
+    /// Key of the keyed hash under which token secrets are recorded (`keys/token.key`).
+    token_key: Option<[u8; 32]>,
 }
 
 impl Runtime {
@@ -108,6 +113,8 @@ impl Runtime {
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
             started_from,
+            local_users: Vec::new(),
+            token_key: None,
         };
         {
             let mut st = rt.lock();
@@ -125,6 +132,24 @@ impl Runtime {
     /// [`Runtime::with_effectors`] in place.
     pub fn set_effectors(&mut self, effectors: Arc<ice_effects::Effectors>) {
         self.effectors = Some(effectors);
+    }
+
+    /// The local OS users [`Runtime::authenticate`] accepts (`[[users]]` of the home's config).
+    pub fn set_local_users(&mut self, users: Vec<crate::caller::LocalUser>) {
+        self.local_users = users;
+    }
+
+    /// The key token secrets are hashed under.
+    pub fn set_token_key(&mut self, key: [u8; 32]) {
+        self.token_key = Some(key);
+    }
+
+    pub(crate) fn local_users(&self) -> &[crate::caller::LocalUser] {
+        &self.local_users
+    }
+
+    pub(crate) fn token_key(&self) -> Option<[u8; 32]> {
+        self.token_key
     }
 
     /// Signs checkpoints (see [`crate::checkpoints`]) with this policy.
@@ -220,14 +245,29 @@ impl Runtime {
         self.with_state(|s| s.run(id).cloned())
     }
 
-    /// Submits an untrusted event (the generic intake used by `ice emit` and, later, agents). Agents' cognitive
-    /// events are appended; a `ProposalSubmitted` is decided through [`Runtime::propose`] (the returned event is
-    /// its `DecisionMade`); every other kind has its own governed method and is refused here.
-    pub fn submit(&self, raw: &RawEvent) -> Result<Event, RuntimeError> {
-        match intake::intake(raw, &*self.clock, &*self.ids) {
+    /// Submits an untrusted event on the caller's behalf (the generic intake used by `ice emit` and agents): the
+    /// origin is the caller's principal, never the submission's `origin` field (which, when given, must name it).
+    /// Agents' cognitive events are appended; a `ProposalSubmitted` is decided through [`Runtime::propose`] (the
+    /// returned event is its `DecisionMade`); every other kind has its own governed method and is refused here.
+    pub fn submit(&self, caller: &Caller, raw: &RawEvent) -> Result<Event, RuntimeError> {
+        let claimed = raw.origin.trim();
+        if !claimed.is_empty() && claimed != caller.principal().to_string() {
+            let rejection = Rejection::new(
+                ErrorCode::ActAsNotAllowed,
+                format!("the submission names origin `{claimed}` but the caller is {}", caller.principal()),
+            );
+            let run = raw.run_id.as_deref().and_then(|r| r.parse::<RunId>().ok());
+            return Err(self.refuse(rejection, intake::attempt_summary(raw), run));
+        }
+        let mut raw = raw.clone();
+        raw.origin = caller.principal().to_string();
+        let raw = &raw;
+        match intake::intake(raw, Some(caller.attribution().clone()), &*self.clock, &*self.ids) {
             Ok(draft) if draft.kind == EventKind::ProposalSubmitted => {
-                let input = crate::authority::ProposalInput::from_raw(raw, &draft.payload.to_value());
-                self.propose(&input).map(|o| o.decision_event)
+                match crate::authority::ProposalInput::from_raw(raw, &draft.payload.to_value()) {
+                    Ok(input) => self.propose(caller, &input).map(|o| o.decision_event),
+                    Err(rejection) => Err(self.refuse(rejection, intake::attempt_summary(raw), draft.run_id)),
+                }
             }
             Ok(draft) if !is_free_kind(draft.kind) => {
                 let rejection = Rejection::new(
@@ -251,23 +291,23 @@ impl Runtime {
         self.emit(EventKind::LedgerInitialized, Principal::runtime(), None, &payload)
     }
 
-    /// Creates a run (state CREATED).
-    pub fn create_run(&self, actor: &Principal, label: Option<String>) -> Result<RunRecord, RuntimeError> {
+    /// Creates a run (state CREATED). Operator only.
+    pub fn create_run(&self, caller: &Caller, label: Option<String>) -> Result<RunRecord, RuntimeError> {
         let run = self.ids.run_id();
-        self.emit(EventKind::RunCreated, actor.clone(), Some(run), &payloads::RunCreated { label })?;
+        self.emit_for(caller, EventKind::RunCreated, Some(run), &payloads::RunCreated { label })?;
         self.run(run)?.ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: format!("run {run} vanished") })
     }
 
-    /// Moves a run to `to`, or along the happy path when `to` is `None`.
+    /// Moves a run to `to`, or along the happy path when `to` is `None`. Operator only.
     pub fn advance_run(
         &self,
-        actor: &Principal,
+        caller: &Caller,
         run: RunId,
         to: Option<RunState>,
         reason: Option<String>,
     ) -> Result<RunRecord, RuntimeError> {
         let attempt = || {
-            serde_json::json!({"kind": "RunTransitioned", "run_id": run.to_string(), "origin": actor.to_string(),
+            serde_json::json!({"kind": "RunTransitioned", "run_id": run.to_string(), "origin": caller.principal().to_string(),
                 "to": to.map(RunState::as_str), "reason": reason})
         };
         // The payload names the run's current state, so it is built under the state lock, from caught-up state.
@@ -281,7 +321,7 @@ impl Runtime {
                     // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
                     let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
                     let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
-                    self.internal(EventKind::RunTransitioned, actor.clone(), Some(run), &payload)?
+                    self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &payload)?
                 }])
             },
             &attempt,
@@ -292,15 +332,16 @@ impl Runtime {
     /// Ends a run from any non-terminal state (a reason is required unless it is COMMITTED or ABORTED).
     pub fn terminate_run(
         &self,
-        actor: &Principal,
+        caller: &Caller,
         run: RunId,
         reason: Option<String>,
     ) -> Result<RunRecord, RuntimeError> {
-        self.advance_run(actor, run, Some(RunState::Terminated), reason)
+        self.advance_run(caller, run, Some(RunState::Terminated), reason)
     }
 
-    /// Emits a typed event from inside ICE through the same admission and sealing as everything else.
-    pub fn emit<T: serde::Serialize>(
+    /// Emits a typed event of ICE's own (origin `runtime:*`) through the same admission and sealing as everything
+    /// else; events on a caller's behalf go through `emit_for`.
+    pub(crate) fn emit<T: serde::Serialize>(
         &self,
         kind: EventKind,
         origin: Principal,

@@ -9,16 +9,15 @@ use std::sync::Arc;
 
 use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::decision::{Decision, Verdict, Violation};
-use ice_core::{Cost, Dimension, ErrorCode, EventId, EventKind, Principal};
-use ice_runtime::{GrantInput, ProposalInput, RuntimeError};
+use ice_core::{Cost, Dimension, ErrorCode, EventId, EventKind, Role, Roles};
+use ice_runtime::{GrantInput, Presented, ProposalInput, RuntimeError};
 use ice_store::EventQuery;
 use proptest::prelude::*;
 
 use common::{HOUR, Ledger};
 
-fn write(actor: &str, run: &str, path: &str) -> ProposalInput {
+fn write(run: &str, path: &str) -> ProposalInput {
     ProposalInput {
-        actor: actor.into(),
         run: Some(run.into()),
         action: "fs.write".into(),
         resource: format!("file:{path}"),
@@ -45,18 +44,18 @@ fn grant(to: &str, ttl: Option<i64>, max_uses: Option<u64>) -> GrantInput {
 fn ttl_expiry_max_uses_and_revocation_with_a_fake_clock() {
     let l = Ledger::new();
     let run = l.executing_run();
-    let verdict = |p: &ProposalInput| l.rt.propose(p).unwrap().decision;
+    let verdict = |who: &str, p: &ProposalInput| l.rt.propose(&l.agent(who), p).unwrap().decision;
 
     // TTL: usable until it expires, then denied with the expiry recorded once.
     let g = l.rt.issue_grant(&l.alice, &grant("agent:a", Some(HOUR), None)).unwrap();
-    assert_eq!(verdict(&write("agent:a", &run, "/sandbox/a")).verdict, Verdict::Allow);
+    assert_eq!(verdict("agent:a", &write(&run, "/sandbox/a")).verdict, Verdict::Allow);
     l.clock.advance(HOUR - 1);
-    assert_eq!(verdict(&write("agent:a", &run, "/sandbox/a")).verdict, Verdict::Allow);
+    assert_eq!(verdict("agent:a", &write(&run, "/sandbox/a")).verdict, Verdict::Allow);
     l.clock.advance(1);
-    let d = verdict(&write("agent:a", &run, "/sandbox/a"));
+    let d = verdict("agent:a", &write(&run, "/sandbox/a"));
     assert_eq!((d.verdict, d.violation), (Verdict::Deny, Some(Violation::NoGrant)));
     assert!(d.reasons.iter().any(|r| r.kind == "no_grant" && r.detail.contains("expired")), "{:?}", d.reasons);
-    verdict(&write("agent:a", &run, "/sandbox/a"));
+    verdict("agent:a", &write(&run, "/sandbox/a"));
     let expired = l.events(EventKind::GrantExpired);
     assert_eq!(expired.len(), 1, "expiry recorded exactly once");
     assert_eq!(expired[0].payload.to_value()["grant_id"], g.event_id.to_string());
@@ -64,17 +63,27 @@ fn ttl_expiry_max_uses_and_revocation_with_a_fake_clock() {
     // Max uses: two allowed decisions, then used up.
     l.rt.issue_grant(&l.alice, &grant("agent:b", None, Some(2))).unwrap();
     for _ in 0..2 {
-        assert_eq!(verdict(&write("agent:b", &run, "/sandbox/b")).verdict, Verdict::Allow);
+        assert_eq!(verdict("agent:b", &write(&run, "/sandbox/b")).verdict, Verdict::Allow);
     }
-    let d = verdict(&write("agent:b", &run, "/sandbox/b"));
+    let d = verdict("agent:b", &write(&run, "/sandbox/b"));
     assert_eq!(d.violation, Some(Violation::NoGrant));
     assert!(d.reasons.iter().any(|r| r.detail.contains("usedup")), "{:?}", d.reasons);
 
-    // Revocation takes effect for the very next decision.
+    // Revocation takes effect for the very next decision, and reaches the permit the grant already covered.
     let g = l.rt.issue_grant(&l.alice, &grant("agent:c", None, None)).unwrap();
-    assert_eq!(verdict(&write("agent:c", &run, "/sandbox/c")).verdict, Verdict::Allow);
-    l.rt.revoke_grant(&l.alice, g.event_id, "no longer trusted").unwrap();
-    assert_eq!(verdict(&write("agent:c", &run, "/sandbox/c")).violation, Some(Violation::NoGrant));
+    let covered = l.rt.propose(&l.agent("agent:c"), &write(&run, "/sandbox/c")).unwrap();
+    assert_eq!(covered.decision.verdict, Verdict::Allow);
+    let permit = covered.events.iter().find(|e| e.kind == EventKind::PermitIssued).unwrap().event_id;
+    assert!(l.events(EventKind::PermitRevoked).is_empty());
+    let revoked = l.rt.revoke_grant(&l.alice, g.event_id, "no longer trusted").unwrap();
+    let permits_revoked = l.events(EventKind::PermitRevoked);
+    assert_eq!(permits_revoked.len(), 1, "only the permit the revoked grant covered");
+    assert_eq!(permits_revoked[0].payload.to_value()["permit_id"], permit.to_string());
+    assert_eq!(permits_revoked[0].seq.0, revoked.seq.0 + 1, "in the same append as the revocation");
+    let released = l.events(EventKind::BudgetReleased);
+    assert_eq!(released.len(), 1, "with its reservation");
+    assert_eq!(released[0].seq.0, revoked.seq.0 + 2);
+    assert_eq!(verdict("agent:c", &write(&run, "/sandbox/c")).violation, Some(Violation::NoGrant));
     let again = l.rt.revoke_grant(&l.alice, g.event_id, "twice");
     assert!(
         matches!(again, Err(RuntimeError::Rejected { ref rejection, .. }) if rejection.code == ErrorCode::GrantNotRevocable)
@@ -84,11 +93,15 @@ fn ttl_expiry_max_uses_and_revocation_with_a_fake_clock() {
         matches!(unknown, Err(RuntimeError::Rejected { ref rejection, .. }) if rejection.code == ErrorCode::UnknownGrant)
     );
 
-    // Agents cannot issue grants.
-    let agent: Principal = "agent:a".parse().unwrap();
-    let refused = l.rt.issue_grant(&agent, &grant("agent:a", None, None));
+    // Agents cannot issue grants, not even the operator acting for one; nor can a human without the operator role.
+    let refused = l.rt.issue_grant(&l.agent("agent:a"), &grant("agent:a", None, None));
     assert!(
         matches!(refused, Err(RuntimeError::Rejected { ref rejection, .. }) if rejection.code == ErrorCode::OriginNotAuthorized)
+    );
+    let approver = l.human("human:bob", Roles::of(&[Role::Approver]));
+    let refused = l.rt.issue_grant(&approver, &grant("agent:a", None, None));
+    assert!(
+        matches!(refused, Err(RuntimeError::Rejected { ref rejection, .. }) if rejection.code == ErrorCode::RoleRequired)
     );
 }
 
@@ -101,13 +114,14 @@ fn budget_race_allows_exactly_what_fits() {
     l.rt.issue_grant(&l.alice, &grant("agent:a", None, None)).unwrap();
     let key = BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total };
     l.rt.set_budget(&l.alice, key.clone(), 100).unwrap();
+    let agent = l.agent("agent:a");
     let verdicts: Vec<(EventId, Decision)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50)
             .map(|_| {
                 s.spawn(|| {
                     (0..20)
                         .map(|_| {
-                            let o = l.rt.propose(&write("agent:a", &run, "/sandbox/race")).unwrap();
+                            let o = l.rt.propose(&agent, &write(&run, "/sandbox/race")).unwrap();
                             (o.proposal.event_id, o.decision)
                         })
                         .collect::<Vec<_>>()
@@ -128,11 +142,19 @@ fn budget_race_allows_exactly_what_fits() {
     let used = |l: &Ledger| l.rt.with_state(|s| s.authority().budgets().lines()[&key].used(0)).unwrap();
     assert_eq!(used(&l), 100);
 
-    // Settle one reservation with zero actual calls: its unit is released and one more proposal fits.
+    // Settling by hand is refused while the reservation's permit can still run (its effect settles its own cost).
+    let live = l.rt.settle(&l.alice, allowed[0].0, Cost::zero());
+    assert!(
+        matches!(live, Err(RuntimeError::Rejected { ref rejection, .. }) if rejection.code == ErrorCode::SettleWhileLive)
+    );
+    assert_eq!(used(&l), 100);
+    // Once the permits have expired unused (not swept yet, so every reservation still stands), settle one with zero
+    // actual calls: its unit is released and one more proposal fits.
+    l.clock.advance(16 * 60 * 1_000_000);
     l.rt.settle(&l.alice, allowed[0].0, Cost::zero()).unwrap();
     assert_eq!(used(&l), 99);
-    assert_eq!(l.rt.propose(&write("agent:a", &run, "/sandbox/race")).unwrap().decision.verdict, Verdict::Allow);
-    assert_eq!(l.rt.propose(&write("agent:a", &run, "/sandbox/race")).unwrap().decision.verdict, Verdict::Deny);
+    assert_eq!(l.rt.propose(&agent, &write(&run, "/sandbox/race")).unwrap().decision.verdict, Verdict::Allow);
+    assert_eq!(l.rt.propose(&agent, &write(&run, "/sandbox/race")).unwrap().decision.verdict, Verdict::Deny);
     // A settled reservation cannot be settled twice.
     let twice = l.rt.settle(&l.alice, allowed[0].0, Cost::zero());
     assert!(
@@ -195,14 +217,14 @@ proptest! {
     fn nothing_is_allowed_without_a_live_grant_and_a_permit(ops in prop::collection::vec(op(), 1..30)) {
         let l = Ledger::fast();
         let run = l.executing_run();
-        let agents = ["agent:p0", "agent:p1", "agent:p2"];
+        let agents = ["agent:p0", "agent:p1", "agent:p2"].map(|a| l.agent(a));
         let mut model: HashMap<EventId, ModelGrant> = HashMap::new();
         let mut order: Vec<EventId> = Vec::new();
         for op in ops {
             match op {
                 Op::Grant { agent, actions, resource, ttl_s, max_uses } => {
                     let g = GrantInput {
-                        principal: agents[agent].parse().unwrap(),
+                        principal: agents[agent].principal().clone(),
                         run: None,
                         actions: vec![actions.into()],
                         resource: resource.into(),
@@ -226,10 +248,10 @@ proptest! {
                 }
                 Op::Advance(s) => l.clock.advance(s * 1_000_000),
                 Op::Propose { agent, action, path } => {
-                    let mut p = write(agents[agent], &run, path);
+                    let mut p = write(&run, path);
                     p.action = action.into();
                     p.args = format!(r#"{{"path":"{path}","content":"x"}}"#);
-                    let o = l.rt.propose(&p).unwrap();
+                    let o = l.rt.propose(&agents[agent], &p).unwrap();
                     let d = &o.decision;
                     if d.verdict == Verdict::Allow {
                         let used = d.grants.first().copied();
@@ -267,7 +289,7 @@ fn decisions_are_one_atomic_bundle_with_causes() {
     let l = Ledger::new();
     let run = l.executing_run();
     l.rt.issue_grant(&l.alice, &grant("agent:a", None, None)).unwrap();
-    let o = l.rt.propose(&write("agent:a", &run, "/sandbox/x")).unwrap();
+    let o = l.rt.propose(&l.agent("agent:a"), &write(&run, "/sandbox/x")).unwrap();
     let kinds: Vec<EventKind> = o.events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
@@ -290,28 +312,22 @@ fn decisions_are_one_atomic_bundle_with_causes() {
 fn bad_proposals_are_refused_and_recorded() {
     let l = Ledger::new();
     let run = l.executing_run();
+    let agent = l.agent("agent:a");
     let cases: Vec<(ProposalInput, ErrorCode)> = vec![
+        (ProposalInput { action: "fs.teleport".into(), ..write(&run, "/sandbox/x") }, ErrorCode::UnknownAction),
         (
-            ProposalInput { action: "fs.teleport".into(), ..write("agent:a", &run, "/sandbox/x") },
-            ErrorCode::UnknownAction,
-        ),
-        (
-            ProposalInput {
-                args: format!(r#"{{"p":"{}"}}"#, "x".repeat(40_000)),
-                ..write("agent:a", &run, "/sandbox/x")
-            },
+            ProposalInput { args: format!(r#"{{"p":"{}"}}"#, "x".repeat(40_000)), ..write(&run, "/sandbox/x") },
             ErrorCode::BadPayloadStructure,
         ),
-        (ProposalInput { args: "{nope".into(), ..write("agent:a", &run, "/sandbox/x") }, ErrorCode::MalformedJson),
+        (ProposalInput { args: "{nope".into(), ..write(&run, "/sandbox/x") }, ErrorCode::MalformedJson),
         (
-            ProposalInput { resource: "file:/sandbox/../etc/passwd".into(), ..write("agent:a", &run, "/sandbox/x") },
+            ProposalInput { resource: "file:/sandbox/../etc/passwd".into(), ..write(&run, "/sandbox/x") },
             ErrorCode::BadResource,
         ),
-        (write("robot:a", &run, "/sandbox/x"), ErrorCode::BadEnvelopeField),
     ];
     for (input, code) in cases {
         let before = l.count();
-        match l.rt.propose(&input) {
+        match l.rt.propose(&agent, &input) {
             Err(RuntimeError::Rejected { rejection, record: Some(rec) }) => {
                 assert_eq!(rejection.code, code, "{rejection}");
                 assert_eq!(rec.kind, EventKind::TransitionRejected);
@@ -320,6 +336,17 @@ fn bad_proposals_are_refused_and_recorded() {
         }
         assert_eq!(l.count(), before + 1, "only the rejection is written");
     }
+    // Who proposes is no field of the input any more: a principal that is not one is refused when the caller
+    // asks to act for it, before any proposal, and the refusal is recorded.
+    let before = l.count();
+    match l.rt.authenticate(&Presented::Local { act_as: Some("robot:a") }) {
+        Err(RuntimeError::Rejected { rejection, record: Some(rec) }) => {
+            assert_eq!(rejection.code, ErrorCode::BadEnvelopeField, "{rejection}");
+            assert_eq!(rec.kind, EventKind::TransitionRejected);
+        }
+        other => panic!("expected a recorded refusal with {}, got {other:?}", ErrorCode::BadEnvelopeField),
+    }
+    assert_eq!(l.count(), before + 1, "only the rejection is written");
     assert!(l.events(EventKind::ProposalSubmitted).is_empty());
 }
 
@@ -330,17 +357,17 @@ fn consequences_suspend_and_contain() {
             .replace("policy_forbid = \"deny\"", "policy_forbid = \"contain\"")
     });
     let run = l.executing_run();
-    let d = l.rt.propose(&write("agent:rogue", &run, "/sandbox/x")).unwrap().decision;
+    let d = l.rt.propose(&l.agent("agent:rogue"), &write(&run, "/sandbox/x")).unwrap().decision;
     assert_eq!((d.verdict, d.violation), (Verdict::Suspend, Some(Violation::NoGrant)));
     assert!(l.rt.with_state(|s| s.authority().suspended(&"agent:rogue".parse().unwrap()).is_some()).unwrap());
     l.rt.issue_grant(&l.alice, &grant("agent:rogue", None, None)).unwrap();
-    let d = l.rt.propose(&write("agent:rogue", &run, "/sandbox/x")).unwrap().decision;
+    let d = l.rt.propose(&l.agent("agent:rogue"), &write(&run, "/sandbox/x")).unwrap().decision;
     assert_eq!((d.verdict, d.violation), (Verdict::Deny, Some(Violation::AgentSuspended)));
 
     l.rt.issue_grant(&l.alice, &grant("agent:ok", None, None)).unwrap();
-    let d = l.rt.propose(&write("agent:ok", &run, "/sandbox/secrets/k")).unwrap().decision;
+    let d = l.rt.propose(&l.agent("agent:ok"), &write(&run, "/sandbox/secrets/k")).unwrap().decision;
     assert_eq!((d.verdict, d.violation), (Verdict::Deny, Some(Violation::PolicyForbid)));
-    let d = l.rt.propose(&write("agent:ok", &run, "/sandbox/fine.md")).unwrap().decision;
+    let d = l.rt.propose(&l.agent("agent:ok"), &write(&run, "/sandbox/fine.md")).unwrap().decision;
     assert_eq!(d.violation, Some(Violation::RunContained), "the run is contained after the forbid");
     l.fold_from_scratch();
     let _ = Arc::clone(&l.clock);

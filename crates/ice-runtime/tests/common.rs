@@ -1,11 +1,11 @@
-//! Shared fixture for runtime tests: a fresh SQLite ledger with the default policy set active, a fake clock and
-//! deterministic ids.
+//! Shared fixture for runtime tests: a fresh SQLite ledger with the default policy set active, a fake clock,
+//! deterministic ids, and authenticated callers (the OS user this process runs as is the operator `human:alice`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::new_without_default, dead_code)]
 
 use std::sync::Arc;
 
-use ice_core::{Event, EventKind, LedgerState, ManualClock, Principal, SequentialIds, Timestamp};
-use ice_runtime::Runtime;
+use ice_core::{Event, EventKind, LedgerState, ManualClock, Roles, SequentialIds, Timestamp};
+use ice_runtime::{Caller, LocalUser, Presented, Runtime};
 use ice_store::{EventQuery, Store};
 use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -23,8 +23,8 @@ pub struct Ledger {
     pub rt: Runtime,
     /// Its clock (advance it to test expiry).
     pub clock: Arc<ManualClock>,
-    /// A human authority.
-    pub alice: Principal,
+    /// The operator: the OS user this process runs as, mapped to `human:alice` with every role.
+    pub alice: Caller,
     _dir: tempfile::TempDir,
 }
 
@@ -53,10 +53,25 @@ impl Ledger {
         let options = SqliteOptions { synchronous, ..SqliteOptions::default() };
         let store: Arc<dyn Store> = SqliteStore::open(dir.path().join("ledger.db"), options).unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_900_000_000)));
-        let rt = Runtime::open(store, clock.clone(), Arc::new(SequentialIds::new(7))).unwrap();
+        let mut rt = Runtime::open(store, clock.clone(), Arc::new(SequentialIds::new(7))).unwrap();
+        rt.set_local_users(vec![LocalUser::this_process("human:alice")]);
+        rt.set_token_key([7u8; 32]);
         rt.initialize(&ice_core::checkpoint::to_hex(test_key().verifying_key().as_bytes())).unwrap();
-        rt.activate_policy(&Principal::runtime(), &policies).unwrap();
-        Self { rt, clock, alice: "human:alice".parse().unwrap(), _dir: dir }
+        let alice = rt.authenticate(&Presented::Local { act_as: None }).unwrap();
+        rt.activate_policy(&alice, &policies).unwrap();
+        Self { rt, clock, alice, _dir: dir }
+    }
+
+    /// The operator acting for an agent (`agent:NAME`): it exercises the agent role only.
+    pub fn agent(&self, name: &str) -> Caller {
+        self.rt.authenticate(&Presented::Local { act_as: Some(name) }).unwrap()
+    }
+
+    /// Another human (`human:NAME`) with `roles`, authenticated by a token the operator issues (one
+    /// `TokenIssued` event per call).
+    pub fn human(&self, name: &str, roles: Roles) -> Caller {
+        let (_, secret) = self.rt.issue_token(&self.alice, &name.parse().unwrap(), roles, None, None).unwrap();
+        self.rt.authenticate(&Presented::Token { secret: &secret, act_as: None }).unwrap()
     }
 
     /// Signs a checkpoint every `every` events, with snapshots in the scratch directory.

@@ -112,7 +112,6 @@ fn run_scenario(text: &str) -> String {
             }
             Step::Propose { r#as, action, resource, args, cost } => {
                 let input = ProposalInput {
-                    actor: r#as.clone(),
                     run: Some(run.clone()),
                     action: action.clone(),
                     resource: resource.clone(),
@@ -121,7 +120,7 @@ fn run_scenario(text: &str) -> String {
                     cost_estimate: cost.unwrap_or_default(),
                     ..ProposalInput::default()
                 };
-                match l.rt.propose(&input) {
+                match l.rt.propose(&l.agent(&r#as), &input) {
                     Ok(o) => {
                         labels.add(o.proposal.event_id, format!("proposal#{}", proposals.len()));
                         proposals.push(o.proposal.event_id);
@@ -148,10 +147,13 @@ fn run_scenario(text: &str) -> String {
                     Err(e) => panic!("{e}"),
                 }
             }
-            Step::Settle { proposal, actual } => {
-                l.rt.settle(&l.alice, proposals[proposal], actual.clone()).unwrap();
-                format!("proposal#{proposal} settled at {actual}")
-            }
+            Step::Settle { proposal, actual } => match l.rt.settle(&l.alice, proposals[proposal], actual.clone()) {
+                Ok(_) => format!("proposal#{proposal} settled at {actual}"),
+                Err(RuntimeError::Rejected { rejection, .. }) => {
+                    format!("proposal#{proposal} settle at {actual} refused: {}", rejection.code)
+                }
+                Err(e) => panic!("{e}"),
+            },
         };
         let _ = writeln!(out, "{i:>2}. {}", labels.apply(&line));
     }

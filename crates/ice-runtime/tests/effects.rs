@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::Ledger;
 use ice_core::effect::{EffectStarted, PermitIssued, PermitRevoked};
-use ice_core::{Classification, EventId, EventKind, Principal};
+use ice_core::{Classification, EventId, EventKind, Principal, Role, Roles};
 use ice_effects::{BlobStore, EffectCall, EffectError, Effector, Effectors, EffectsConfig, Evidence, FsEffector, Plan};
 use ice_runtime::{ExecInput, GrantInput, ProposalInput, RuntimeError};
 use ice_store::{EventQuery, Store};
@@ -120,10 +120,10 @@ proptest! {
     fn no_effector_call_without_a_matching_unused_permit(ops in prop::collection::vec(op(), 1..40)) {
         let (l, calls) = ledger_with_recorder();
         let run = l.executing_run();
-        let agent: Principal = "agent:w".parse().unwrap();
+        let agent = l.agent("agent:w");
         let grant = GrantInput {
-            principal: agent.clone(), run: None, actions: vec!["fs.write".into()], resource: "file:ok/".into(),
-            ttl_micros: None, max_uses: None, revocable: true,
+            principal: agent.principal().clone(), run: None, actions: vec!["fs.write".into()],
+            resource: "file:ok/".into(), ttl_micros: None, max_uses: None, revocable: true,
         };
         l.rt.issue_grant(&l.alice, &grant).unwrap();
         let mut permits: Vec<ModelPermit> = Vec::new();
@@ -136,10 +136,10 @@ proptest! {
                     let p = format!("{dir}/f{path}.txt");
                     let args = format!(r#"{{"path":"{p}","content":"v{n}"}}"#);
                     let input = ProposalInput {
-                        actor: agent.to_string(), run: Some(run.clone()), action: "fs.write".into(),
+                        run: Some(run.clone()), action: "fs.write".into(),
                         resource: format!("file:{p}"), args: args.clone(), ..ProposalInput::default()
                     };
-                    let out = l.rt.propose(&input).unwrap();
+                    let out = l.rt.propose(&agent, &input).unwrap();
                     let permit = out.events.iter().find(|e| e.kind == EventKind::PermitIssued);
                     prop_assert_eq!(permit.is_some(), granted, "a permit exactly when allowed");
                     if let Some(e) = permit {
@@ -156,7 +156,7 @@ proptest! {
                     };
                     let exact = !matches!(args, ArgsChoice::Other);
                     let live = !m.used && !m.revoked && l.rt.now().0 <= m.expires_at;
-                    let out = l.rt.execute(&ExecInput { actor: agent.to_string(), permit: m.id.to_string(), args: given });
+                    let out = l.rt.execute(&agent, &ExecInput { permit: m.id.to_string(), args: given });
                     prop_assert_eq!(out.is_ok(), live && exact, "exec of {:?} with {:?}: {:?}", m.id, args, out.as_ref().err());
                     if let Err(RuntimeError::Rejected { record, .. }) = &out {
                         prop_assert_eq!(record.as_ref().map(|r| r.kind), Some(EventKind::EffectRefused));
@@ -166,13 +166,13 @@ proptest! {
                     }
                 }
                 Op::ExecUnknown => {
-                    let out = l.rt.execute(&ExecInput { actor: agent.to_string(), permit: l.rt.fresh_event_id().to_string(), args: None });
+                    let out = l.rt.execute(&agent, &ExecInput { permit: l.rt.fresh_event_id().to_string(), args: None });
                     prop_assert!(out.is_err());
                 }
                 Op::SuspendAndResume => {
-                    l.rt.suspend_agent(&l.alice, &agent, "prop").unwrap();
-                    l.rt.reconfigure_agent(&l.alice, &agent, "prop change").unwrap();
-                    l.rt.resume_agent(&l.alice, &agent, "prop").unwrap();
+                    l.rt.suspend_agent(&l.alice, agent.principal(), "prop").unwrap();
+                    l.rt.reconfigure_agent(&l.alice, agent.principal(), "prop change").unwrap();
+                    l.rt.resume_agent(&l.alice, agent.principal(), "prop").unwrap();
                     let now = l.rt.now().0;
                     for m in permits.iter_mut().filter(|m| !m.used && now <= m.expires_at) {
                         m.revoked = true;
@@ -222,14 +222,13 @@ fn propose(
     args: &str,
 ) -> ice_runtime::DecisionOutcome {
     let input = ProposalInput {
-        actor: actor.into(),
         run: Some(run.into()),
         action: action.into(),
         resource: resource.into(),
         args: args.into(),
         ..ProposalInput::default()
     };
-    l.rt.propose(&input).unwrap()
+    l.rt.propose(&l.agent(actor), &input).unwrap()
 }
 
 fn grant_all(l: &Ledger, who: &str) {
@@ -257,8 +256,8 @@ fn unanswered_approvals_escalate_once_then_expire() {
     grant_all(&l, "agent:a");
     let o = propose(&l, &run, "agent:a", "fs.delete", "file:x.txt", r#"{"path":"x.txt"}"#);
     let approval = l.rt.with_state(|s| s.effects().approval_for(o.proposal.event_id).map(|a| a.id)).unwrap().unwrap();
-    let bob: Principal = "human:bob".parse().unwrap();
-    let security: Principal = "human:security".parse().unwrap();
+    let bob = l.human("human:bob", Roles::of(&[Role::Approver]));
+    let security = l.human("human:security", Roles::of(&[Role::Approver]));
     // Before escalation the security team is not an approver.
     let err = l.rt.approve(&security, approval, None, None).unwrap_err();
     assert_eq!(err.code(), ice_core::ErrorCode::ApproverNotAuthorized);
@@ -291,9 +290,11 @@ fn a_process_effect_runs_once_with_evidence_and_is_listed_as_irreversible() {
     let o = propose(&l, &run, "agent:a", "process.exec", "process:sh", args);
     assert_eq!(o.decision.verdict, ice_core::decision::Verdict::RequireApproval, "{:?}", o.decision.reasons);
     let approval = l.rt.with_state(|s| s.effects().approval_for(o.proposal.event_id).map(|a| a.id)).unwrap().unwrap();
-    let events = l.rt.approve(&l.alice, approval, None, Some("ok")).unwrap();
+    // alice proposed for agent:a, so a second human answers.
+    let bob = l.human("human:bob", ice_core::Roles::of(&[ice_core::Role::Approver]));
+    let events = l.rt.approve(&bob, approval, None, Some("ok")).unwrap();
     let permit = events.iter().find(|e| e.kind == EventKind::PermitIssued).unwrap().event_id;
-    let out = l.rt.execute(&ExecInput { actor: "agent:a".into(), permit: permit.to_string(), args: None }).unwrap();
+    let out = l.rt.execute(&l.agent("agent:a"), &ExecInput { permit: permit.to_string(), args: None }).unwrap();
     let evidence = out.evidence.unwrap();
     assert_eq!(evidence.detail["exit_code"], 0);
     assert_eq!(evidence.output_bytes, 6, "stdout `hello\\n`");
@@ -303,9 +304,9 @@ fn a_process_effect_runs_once_with_evidence_and_is_listed_as_irreversible() {
     // A program that is not allowlisted is refused at the boundary even when policy and approval allow it.
     let o = propose(&l, &run, "agent:a", "process.exec", "process:rm", r#"{"argv":["rm","-rf","x"]}"#);
     let approval = l.rt.with_state(|s| s.effects().approval_for(o.proposal.event_id).map(|a| a.id)).unwrap().unwrap();
-    let events = l.rt.approve(&l.alice, approval, None, None).unwrap();
+    let events = l.rt.approve(&bob, approval, None, None).unwrap();
     let permit = events.iter().find(|e| e.kind == EventKind::PermitIssued).unwrap().event_id;
-    let err = l.rt.execute(&ExecInput { actor: "agent:a".into(), permit: permit.to_string(), args: None }).unwrap_err();
+    let err = l.rt.execute(&l.agent("agent:a"), &ExecInput { permit: permit.to_string(), args: None }).unwrap_err();
     assert_eq!(err.code(), ice_core::ErrorCode::NotAllowlisted);
 
     let report = l.rt.rollback(&l.alice, ice_runtime::RollbackTarget::Run(run.parse().unwrap())).unwrap();
@@ -328,7 +329,6 @@ fn reservations_of_permits_that_expire_or_are_revoked_unused_are_released() {
     l.rt.set_budget(&l.alice, key, 2).unwrap();
     let write = |path: &str| {
         let input = ProposalInput {
-            actor: "agent:a".into(),
             run: Some(run.clone()),
             action: "fs.write".into(),
             resource: format!("file:{path}"),
@@ -336,7 +336,7 @@ fn reservations_of_permits_that_expire_or_are_revoked_unused_are_released() {
             cost_estimate: ice_core::Cost::of(ice_core::Dimension::Calls, 1),
             ..ProposalInput::default()
         };
-        l.rt.propose(&input).unwrap().decision.verdict
+        l.rt.propose(&l.agent("agent:a"), &input).unwrap().decision.verdict
     };
     use ice_core::decision::Verdict;
     assert_eq!(write("a"), Verdict::Allow);

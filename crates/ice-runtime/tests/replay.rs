@@ -59,6 +59,8 @@ proptest! {
     #[test]
     fn replay_of_a_random_workload_reproduces_the_live_state(ops in prop::collection::vec(op(), 1..60)) {
         let l = ledger();
+        // alice proposes for the agents, so another human answers their approvals.
+        let approver = l.human("human:bob", ice_core::Roles::of(&[ice_core::Role::Approver]));
         let mut runs = vec![l.executing_run()];
         let mut permits: Vec<(String, String)> = Vec::new();
         let mut approvals = Vec::new();
@@ -90,11 +92,11 @@ proptest! {
                         format!(r#"{{"path":"{path}"}}"#)
                     };
                     let input = ProposalInput {
-                        actor: AGENTS[agent].into(), run: Some(run.clone()), action: action.into(),
+                        run: Some(run.clone()), action: action.into(),
                         resource: format!("file:{path}"), args, cost_estimate: ice_core::Cost::of(Dimension::Calls, 1),
                         ..ProposalInput::default()
                     };
-                    if let Ok(o) = l.rt.propose(&input) {
+                    if let Ok(o) = l.rt.propose(&l.agent(AGENTS[agent]), &input) {
                         for e in &o.events {
                             match e.kind {
                                 EventKind::PermitIssued => permits.push((e.event_id.to_string(), AGENTS[agent].into())),
@@ -106,11 +108,11 @@ proptest! {
                 }
                 Op::Exec(i) => {
                     if let Some((permit, actor)) = permits.get(i) {
-                        let _ = l.rt.execute(&ExecInput { actor: actor.clone(), permit: permit.clone(), args: None });
+                        let _ = l.rt.execute(&l.agent(actor), &ExecInput { permit: permit.clone(), args: None });
                     }
                 }
                 Op::Approve(i) => {
-                    let answered = approvals.get(i).map(|a| l.rt.approve(&l.alice, *a, None, None));
+                    let answered = approvals.get(i).map(|a| l.rt.approve(&approver, *a, None, None));
                     if let Some(Ok(events)) = answered {
                         for e in events.iter().filter(|e| e.kind == EventKind::PermitIssued) {
                             let terms: ice_core::effect::PermitIssued = serde_json::from_str(e.payload.as_str()).unwrap();
@@ -159,14 +161,13 @@ fn what_if_reports_exactly_the_flips_of_a_stricter_policy() {
             format!(r#"{{"path":"{path}"}}"#)
         };
         let input = ProposalInput {
-            actor: agent.into(),
             run: Some(run.clone()),
             action: action.into(),
             resource: format!("file:{path}"),
             args,
             ..ProposalInput::default()
         };
-        l.rt.propose(&input).unwrap().decision.verdict
+        l.rt.propose(&l.agent(agent), &input).unwrap().decision.verdict
     };
     assert_eq!(propose("agent:p0", "fs.write", "a/x.txt"), Verdict::Allow);
     assert_eq!(propose("agent:p1", "fs.write", "a/y.txt"), Verdict::Allow);

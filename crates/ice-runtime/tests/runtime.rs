@@ -1,17 +1,25 @@
-//! Runtime behaviour over a real SQLite ledger: concurrent writers, injected clock, rejections.
+//! Runtime behaviour over a real SQLite ledger: concurrent writers, injected clock, rejections. The OS user this
+//! process runs as is mapped to the operator `human:op`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
 use ice_core::intake::RawEvent;
-use ice_core::{ErrorCode, EventKind, LedgerState, ManualClock, Principal, RunState, SequentialIds, Timestamp};
-use ice_runtime::{Runtime, RuntimeError, SystemClock, SystemIds};
+use ice_core::{ErrorCode, EventKind, LedgerState, ManualClock, RunState, SequentialIds, Timestamp};
+use ice_runtime::{Caller, LocalUser, Presented, Runtime, RuntimeError, SystemClock, SystemIds};
 use ice_store::{EventQuery, Store, verify_ledger};
 use ice_store_sqlite::{SqliteOptions, SqliteStore};
 
 fn open(path: &std::path::Path) -> Runtime {
     let store: Arc<dyn Store> = SqliteStore::open(path, SqliteOptions::default()).unwrap();
-    Runtime::open(store, Arc::new(SystemClock), Arc::new(SystemIds)).unwrap()
+    let mut rt = Runtime::open(store, Arc::new(SystemClock), Arc::new(SystemIds)).unwrap();
+    rt.set_local_users(vec![LocalUser::this_process("human:op")]);
+    rt
+}
+
+/// The operator (`act_as: None`) or the operator acting for an agent.
+fn caller(rt: &Runtime, act_as: Option<&str>) -> Caller {
+    rt.authenticate(&Presented::Local { act_as }).unwrap()
 }
 
 /// Two runtimes on one ledger file (as two processes would be) race to advance the same runs. Every transition
@@ -22,15 +30,16 @@ fn concurrent_writers_never_record_an_illegal_sequence() {
     let path = dir.path().join("ledger.db");
     let a = open(&path);
     let b = open(&path);
-    let human: Principal = "human:op".parse().unwrap();
+    let human = caller(&a, None);
     let runs: Vec<_> = (0..4).map(|_| a.create_run(&human, None).unwrap().id).collect();
     std::thread::scope(|s| {
         for rt in [&a, &b, &a, &b] {
-            let (runs, human) = (&runs, &human);
+            let runs = &runs;
+            let human = caller(rt, None);
             s.spawn(move || {
                 for _ in 0..8 {
                     for run in runs {
-                        match rt.advance_run(human, *run, None, None) {
+                        match rt.advance_run(&human, *run, None, None) {
                             Ok(_) => {}
                             // Losing the race to the end of the lifecycle is a legitimate refusal.
                             Err(RuntimeError::Rejected { rejection, .. }) => {
@@ -65,8 +74,9 @@ fn injected_clock_stamps_events_and_time_never_regresses() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = SqliteStore::open(dir.path().join("l.db"), SqliteOptions::default()).unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_900_000_000)));
-    let rt = Runtime::open(store, clock.clone(), Arc::new(SequentialIds::new(9))).unwrap();
-    let human: Principal = "human:op".parse().unwrap();
+    let mut rt = Runtime::open(store, clock.clone(), Arc::new(SequentialIds::new(9))).unwrap();
+    rt.set_local_users(vec![LocalUser::this_process("human:op")]);
+    let human = caller(&rt, None);
     let run = rt.create_run(&human, Some("clocked".into())).unwrap();
     assert_eq!(run.created_at, Timestamp::from_secs(1_900_000_000));
     clock.advance(-10_000_000);
@@ -77,7 +87,7 @@ fn injected_clock_stamps_events_and_time_never_regresses() {
         payload: "{}".into(),
         ..RawEvent::default()
     };
-    let e = rt.submit(&raw).unwrap();
+    let e = rt.submit(&caller(&rt, Some("agent:a")), &raw).unwrap();
     assert_eq!(e.time, Timestamp::from_secs(1_900_000_000), "lifted to the head's time");
 }
 
@@ -86,7 +96,7 @@ fn injected_clock_stamps_events_and_time_never_regresses() {
 fn rejections_attach_to_existing_runs_only() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(&dir.path().join("l.db"));
-    let human: Principal = "human:op".parse().unwrap();
+    let human = caller(&rt, None);
     let run = rt.create_run(&human, None).unwrap();
     let Err(RuntimeError::Rejected { record: Some(rec), .. }) =
         rt.advance_run(&human, run.id, Some(RunState::Validating), None)
@@ -101,7 +111,10 @@ fn rejections_attach_to_existing_runs_only() {
         payload: "{}".into(),
         ..RawEvent::default()
     };
-    let Err(RuntimeError::Rejected { rejection, record: Some(rec) }) = rt.submit(&raw) else { panic!("refused") };
+    let Err(RuntimeError::Rejected { rejection, record: Some(rec) }) = rt.submit(&caller(&rt, Some("agent:a")), &raw)
+    else {
+        panic!("refused")
+    };
     assert_eq!(rejection.code, ErrorCode::UnknownRun);
     assert_eq!(rec.run_id, None);
     assert_eq!(rt.with_state(LedgerState::rejection_count).unwrap(), 2);

@@ -80,14 +80,13 @@ fn run(name: &str, text: &str) {
             serde_json::json!({"path": p.path})
         };
         let input = ProposalInput {
-            actor: p.r#as.clone(),
             run: Some(run.clone()),
             action: p.action.clone(),
             resource: format!("file:{}", p.path),
             args: args.to_string(),
             ..ProposalInput::default()
         };
-        ids.push(l.rt.propose(&input).unwrap().proposal.event_id.to_string());
+        ids.push(l.rt.propose(&l.agent(&p.r#as), &input).unwrap().proposal.event_id.to_string());
     }
     let dir = tempfile::tempdir().unwrap();
     ice_runtime::policy::write_defaults(dir.path()).unwrap();

@@ -48,7 +48,7 @@ impl<'a> Columns<'a> {
         self.event_id.push(e.event_id.as_bytes());
         self.run_id.push(e.run_id.as_ref().map(|r| r.as_bytes().as_slice()));
         self.kind.push(e.kind.as_str());
-        self.origin.push(e.origin.to_string());
+        self.origin.push(ice_core::event::origin_text(&e.origin, e.acted_by.as_ref()));
         self.time.push(e.time.0);
         self.causes.push(encode_causes(&e.causes));
         self.payload.push(e.payload.as_str());
@@ -105,7 +105,7 @@ pub(crate) fn decode(row: &Row) -> Result<Event, StoreError> {
         Some(b) => Some(RunId::from_bytes(id16(b).ok_or_else(|| corrupt("run_id is not 16 bytes".into()))?)),
     };
     let kind = kind.parse().map_err(|e| corrupt(format!("kind: {e}")))?;
-    let origin = origin.parse().map_err(|e| corrupt(format!("origin: {e}")))?;
+    let (origin, acted_by) = ice_core::event::parse_origin_text(origin).map_err(|e| corrupt(format!("origin: {e}")))?;
     if !causes.len().is_multiple_of(16) {
         return Err(corrupt("causes are not a whole number of 16-byte ids".into()));
     }
@@ -119,6 +119,7 @@ pub(crate) fn decode(row: &Row) -> Result<Event, StoreError> {
         run_id,
         kind,
         origin,
+        acted_by,
         time: Timestamp(time),
         causes,
         payload: CanonicalJson::from_stored(payload),

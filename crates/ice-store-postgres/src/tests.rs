@@ -84,6 +84,7 @@ fn draft(ids: &dyn IdSource, time: i64, note: &str) -> Draft {
         run_id: None,
         kind: EventKind::ObservationRecorded,
         origin: Principal::runtime(),
+        acted_by: None,
         time: Timestamp(time),
         time_source: TimeSource::Clock,
         causes: Vec::new(),

@@ -53,7 +53,7 @@ pub fn decode(row: &Row<'_>) -> Result<Result<Event, StoreError>, rusqlite::Erro
         Ok(k) => k,
         Err(e) => return Ok(corrupt(format!("kind: {e}"))),
     };
-    let origin = match origin.parse() {
+    let (origin, acted_by) = match ice_core::event::parse_origin_text(&origin) {
         Ok(o) => o,
         Err(e) => return Ok(corrupt(format!("origin: {e}"))),
     };
@@ -71,6 +71,7 @@ pub fn decode(row: &Row<'_>) -> Result<Result<Event, StoreError>, rusqlite::Erro
         run_id,
         kind,
         origin,
+        acted_by,
         time: Timestamp(time),
         causes,
         payload: CanonicalJson::from_stored(payload),

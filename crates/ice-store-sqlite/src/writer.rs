@@ -129,7 +129,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
             match sealed {
                 Ok(events) => {
                     for e in &events {
-                        let origin = e.origin.to_string();
+                        let origin = ice_core::event::origin_text(&e.origin, e.acted_by.as_ref());
                         insert.execute(rusqlite::params![
                             sql_seq(e.seq),
                             e.event_id.as_bytes(),

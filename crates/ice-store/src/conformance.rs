@@ -74,6 +74,7 @@ fn draft(ids: &dyn IdSource, kind: EventKind, run: Option<RunId>, time: i64, not
         run_id: run,
         kind,
         origin: Principal::runtime(),
+        acted_by: None,
         time: Timestamp(time),
         time_source: TimeSource::Clock,
         causes: Vec::new(),
@@ -106,7 +107,14 @@ pub fn append_links_and_persists(h: &dyn Harness) {
         acked.extend(store.append(AppendRequest::new(vec![d.clone()])).expect("append"));
         assert_eq!(acked.last().map(|e| e.event_id), Some(d.event_id));
     }
-    let batch: Vec<Draft> = (0..5).map(|i| draft(&ids, EventKind::PlanRecorded, Some(run), T0 + 10 + i, "b")).collect();
+    // Events made on a caller's behalf carry its attribution; the store keeps it byte for byte (the hash covers it).
+    let attributed = |mut d: Draft| {
+        d.origin = "agent:planner".parse().expect("principal");
+        d.acted_by = Some("human:alice;uid:1000;agent,operator".parse().expect("attribution"));
+        d
+    };
+    let batch: Vec<Draft> =
+        (0..5).map(|i| attributed(draft(&ids, EventKind::PlanRecorded, Some(run), T0 + 10 + i, "b"))).collect();
     let sealed = store.append(AppendRequest::new(batch.clone())).expect("batch append");
     assert_eq!(sealed.len(), 5);
     acked.extend(sealed);

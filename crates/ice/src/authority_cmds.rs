@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::decision::Verdict;
 use ice_core::grant::GrantStatus;
-use ice_core::{Cost, Dimension, ErrorCode, EventId, Nondeterminism, Principal};
+use ice_core::{Cost, Dimension, ErrorCode, EventId, Principal};
 use ice_runtime::policy::{PolicyBundle, policy_rejection};
 use ice_runtime::{DecisionOutcome, GrantInput, IceHome, ProposalInput, Runtime};
 use serde_json::{Value, json};
 
-use crate::cli::{AgentCommand, BudgetCommand, GrantCommand, PolicyCommand, ProposeArgs};
-use crate::commands::{actor, parse_age_micros, read_payload, resolve_run};
+use crate::cli::{AgentCommand, BudgetCommand, GrantCommand, PolicyCommand, ProposeArgs, TokenCommand};
+use crate::commands::{caller, parse_age_micros, read_payload, resolve_run};
 use crate::exit;
 use crate::render::CliError;
 
@@ -66,11 +66,7 @@ pub fn print_decision(o: &DecisionOutcome, json_out: bool) {
     }
 }
 
-fn string_field(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// `ice propose`.
+/// `ice propose`: flags override the fields of `--file` (read with the runtime's one strict proposal parser).
 pub fn propose(home: &IceHome, args: &ProposeArgs) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     let file: Value = match &args.file {
@@ -79,54 +75,38 @@ pub fn propose(home: &IceHome, args: &ProposeArgs) -> Result<u8, CliError> {
         })?,
         None => json!({}),
     };
-    let actor_text = match args.actor.clone().or_else(|| string_field(&file, "actor")) {
-        Some(a) => a,
-        None => home.default_actor()?.to_string(),
-    };
+    let mut input = ProposalInput::from_json(&file)?;
+    let who = caller(&rt, args.actor.as_deref().or_else(|| file.get("actor").and_then(Value::as_str)))?;
     // A prefix or suffix is resolved here; anything else goes to the runtime as given, to be refused there.
-    let run = args
-        .run
-        .clone()
-        .or_else(|| string_field(&file, "run"))
-        .map(|r| resolve_run(&rt, &r).map_or(r, |id| id.to_string()));
-    let args_text = match &args.args {
-        Some(a) => read_payload(a)?,
-        None => file.get("args").map_or_else(|| "{}".to_owned(), Value::to_string),
-    };
-    let cost_estimate = match &args.cost {
-        Some(c) => Cost::parse_pairs(c)?,
-        None => file
-            .get("cost_estimate")
-            .map(|c| serde_json::from_value(c.clone()).map_err(|e| bad(format!("cost_estimate: {e}"))))
-            .transpose()?
-            .unwrap_or_default(),
-    };
-    let nondeterminism: Nondeterminism =
-        match args.nondeterminism.clone().or_else(|| string_field(&file, "nondeterminism")) {
-            Some(n) => serde_json::from_value(json!(n))
-                .map_err(|_| bad(format!("--nondeterminism `{n}`: none, low or high")))?,
-            None => Nondeterminism::None,
-        };
-    let input = ProposalInput {
-        actor: actor_text,
-        run,
-        action: args
-            .action
-            .clone()
-            .or_else(|| string_field(&file, "action"))
-            .ok_or_else(|| bad("--action is required"))?,
-        resource: args
-            .resource
-            .clone()
-            .or_else(|| string_field(&file, "resource"))
-            .ok_or_else(|| bad("--resource is required"))?,
-        args: args_text,
-        purpose: args.purpose.clone().or_else(|| string_field(&file, "purpose")).unwrap_or_default(),
-        compensates: None,
-        cost_estimate,
-        nondeterminism,
-    };
-    let outcome = rt.propose(&input)?;
+    if let Some(r) = args.run.clone().or(input.run.take()) {
+        input.run = Some(resolve_run(&rt, &r).map_or(r, |id| id.to_string()));
+    }
+    if let Some(a) = &args.args {
+        input.args = read_payload(a)?;
+    }
+    if let Some(c) = &args.cost {
+        input.cost_estimate = Cost::parse_pairs(c)?;
+    }
+    if let Some(n) = &args.nondeterminism {
+        input.nondeterminism =
+            serde_json::from_value(json!(n)).map_err(|_| bad(format!("--nondeterminism `{n}`: none, low or high")))?;
+    }
+    if let Some(a) = &args.action {
+        input.action = a.clone();
+    }
+    if let Some(r) = &args.resource {
+        input.resource = r.clone();
+    }
+    if let Some(p) = &args.purpose {
+        input.purpose = p.clone();
+    }
+    if input.action.is_empty() {
+        return Err(bad("--action is required"));
+    }
+    if input.resource.is_empty() {
+        return Err(bad("--resource is required"));
+    }
+    let outcome = rt.propose(&who, &input)?;
     print_decision(&outcome, args.json);
     Ok(verdict_exit(outcome.decision.verdict))
 }
@@ -151,7 +131,7 @@ pub fn grant(home: &IceHome, cmd: GrantCommand) -> Result<u8, CliError> {
                 max_uses,
                 revocable: !irrevocable,
             };
-            let e = rt.issue_grant(&actor(home, who.as_deref())?, &input)?;
+            let e = rt.issue_grant(&caller(&rt, who.as_deref())?, &input)?;
             if json_out {
                 println!("{}", e.to_json());
             } else {
@@ -159,7 +139,7 @@ pub fn grant(home: &IceHome, cmd: GrantCommand) -> Result<u8, CliError> {
             }
         }
         GrantCommand::Revoke { id, reason, actor: who } => {
-            let e = rt.revoke_grant(&actor(home, who.as_deref())?, parse_event_id(&id)?, &reason)?;
+            let e = rt.revoke_grant(&caller(&rt, who.as_deref())?, parse_event_id(&id)?, &reason)?;
             println!("grant {id} revoked (seq {})", e.seq);
         }
         GrantCommand::List { all, json: json_out } => {
@@ -233,7 +213,7 @@ pub fn policy(home: &IceHome, cmd: PolicyCommand) -> Result<u8, CliError> {
         PolicyCommand::Activate { policies, actor: who } => {
             let rt = home.open_runtime()?;
             let dir = policy_dir(home, policies);
-            let e = rt.activate_policy(&actor(home, who.as_deref())?, &dir)?;
+            let e = rt.activate_policy(&caller(&rt, who.as_deref())?, &dir)?;
             let hash = e.payload.to_value()["hash"].as_str().unwrap_or_default().to_owned();
             println!("activated policy set {hash} from {} (seq {})", dir.display(), e.seq);
             Ok(exit::OK)
@@ -278,12 +258,12 @@ pub fn budget(home: &IceHome, cmd: BudgetCommand) -> Result<u8, CliError> {
             let period: Period = serde_json::from_value(json!(period))
                 .map_err(|_| CliError::Coded(ErrorCode::BadBudget, "--period must be total or day".into()))?;
             let key = BudgetKey { scope, dimension: dimension.parse::<Dimension>()?, period };
-            let e = rt.set_budget(&actor(home, who.as_deref())?, key.clone(), limit)?;
+            let e = rt.set_budget(&caller(&rt, who.as_deref())?, key.clone(), limit)?;
             println!("budget {key} = {limit} (seq {})", e.seq);
         }
         BudgetCommand::Settle { proposal, actual, actor: who } => {
             let e =
-                rt.settle(&actor(home, who.as_deref())?, parse_event_id(&proposal)?, Cost::parse_pairs(&actual)?)?;
+                rt.settle(&caller(&rt, who.as_deref())?, parse_event_id(&proposal)?, Cost::parse_pairs(&actual)?)?;
             println!("settled proposal {proposal} (seq {})", e.seq);
         }
     }
@@ -319,17 +299,17 @@ pub fn agent(home: &IceHome, cmd: AgentCommand) -> Result<u8, CliError> {
     match cmd {
         AgentCommand::Suspend { agent, reason, actor: who } => {
             let target: Principal = agent.parse()?;
-            let e = rt.suspend_agent(&actor(home, who.as_deref())?, &target, &reason)?;
+            let e = rt.suspend_agent(&caller(&rt, who.as_deref())?, &target, &reason)?;
             println!("{target} suspended (seq {})", e.seq);
         }
         AgentCommand::Reconfigure { agent, change, actor: who } => {
             let target: Principal = agent.parse()?;
-            let e = rt.reconfigure_agent(&actor(home, who.as_deref())?, &target, &change)?;
+            let e = rt.reconfigure_agent(&caller(&rt, who.as_deref())?, &target, &change)?;
             println!("{target} reconfigured (seq {})", e.seq);
         }
         AgentCommand::Resume { agent, reason, actor: who } => {
             let target: Principal = agent.parse()?;
-            let e = rt.resume_agent(&actor(home, who.as_deref())?, &target, &reason)?;
+            let e = rt.resume_agent(&caller(&rt, who.as_deref())?, &target, &reason)?;
             println!("{target} resumed (seq {})", e.seq);
         }
         AgentCommand::List { json: json_out } => {
@@ -340,6 +320,64 @@ pub fn agent(home: &IceHome, cmd: AgentCommand) -> Result<u8, CliError> {
                     println!("{}", json!({"agent": p.to_string(), "state": "suspended", "reason": why}));
                 } else {
                     println!("{p}  suspended  {why}");
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `ice token ...`.
+pub fn token(home: &IceHome, cmd: TokenCommand) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    match cmd {
+        TokenCommand::Create { principal, roles, ttl, label, json: json_out } => {
+            let who = caller(&rt, None)?;
+            let principal: Principal = principal.parse()?;
+            let roles: ice_core::Roles = roles.join(",").parse()?;
+            let ttl = ttl.as_deref().map(parse_age_micros).transpose()?;
+            let (e, secret) = rt.issue_token(&who, &principal, roles, ttl, label)?;
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"token_id": e.event_id.to_string(), "principal": principal.to_string(),
+                    "roles": roles.to_string(), "token": secret, "seq": e.seq.0})
+                );
+            } else {
+                println!("token {} for {principal} ({roles}) issued (seq {})", e.event_id, e.seq);
+                println!("{secret}");
+                eprintln!("the secret above is shown once and never stored; pass it as --token or ICE_TOKEN");
+            }
+        }
+        TokenCommand::Revoke { id, reason } => {
+            let who = caller(&rt, None)?;
+            let e = rt.revoke_token(&who, parse_event_id(&id)?, &reason)?;
+            println!("token {id} revoked (seq {})", e.seq);
+        }
+        TokenCommand::List { all, json: json_out } => {
+            let now = rt.now();
+            let tokens: Vec<_> = rt.with_state(|s| s.tokens().all().values().cloned().collect())?;
+            if !json_out {
+                println!("{:<36}  {:<8}  {:<24}  {:<28}  EXPIRES", "TOKEN", "STATUS", "PRINCIPAL", "ROLES");
+            }
+            for t in tokens.iter().filter(|t| all || t.status(now) == ice_core::auth::TokenStatus::Live) {
+                let status = format!("{:?}", t.status(now)).to_lowercase();
+                let expires = t.terms.expires_at.map_or_else(|| "never".to_owned(), |x| x.to_rfc3339());
+                if json_out {
+                    // The recorded keyed hash is not secret, but listings have no use for it.
+                    println!(
+                        "{}",
+                        json!({"token_id": t.id.to_string(), "status": status, "principal": t.terms.principal.to_string(),
+                            "roles": t.terms.roles.to_string(), "expires_at": t.terms.expires_at.map(|x| x.to_rfc3339()),
+                            "label": t.terms.label, "issued_by": t.issued_by.to_string(), "revoked": t.revoked})
+                    );
+                } else {
+                    println!(
+                        "{:<36}  {status:<8}  {:<24}  {:<28}  {expires}",
+                        t.id.to_string(),
+                        t.terms.principal.to_string(),
+                        t.terms.roles.to_string()
+                    );
                 }
             }
         }

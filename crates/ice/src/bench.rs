@@ -96,6 +96,7 @@ pub fn drafts(n: usize, clock: &SystemClock, ids: &SystemIds) -> Result<Vec<Draf
                 run_id: Some(run),
                 kind: EventKind::ObservationRecorded,
                 origin: Principal::new(ice_core::PrincipalKind::Agent, "bench")?,
+                acted_by: None,
                 time: ice_core::Clock::now(clock),
                 time_source: TimeSource::Clock,
                 causes: Vec::new(),
@@ -251,7 +252,7 @@ fn decide(iterations: usize, policies: usize) -> Result<u8, CliError> {
 
     let dir = tempfile::tempdir().map_err(bench_err)?;
     let (home, rt) = IceHome::init(dir.path(), None)?;
-    let alice: Principal = "human:alice".parse()?;
+    let alice = rt.authenticate(&ice_runtime::Presented::Local { act_as: None })?;
     // Grow the policy set with realistic guards that are evaluated on every request but do not match it.
     let default_count = rt.active_policy()?.engine.policy_ids().len();
     let extra: String = (0..policies.saturating_sub(default_count))
@@ -310,8 +311,8 @@ fn decide(iterations: usize, policies: usize) -> Result<u8, CliError> {
         1_000_000,
     )?;
 
+    let bench_agent = rt.authenticate(&ice_runtime::Presented::Local { act_as: Some("agent:bench") })?;
     let input = ProposalInput {
-        actor: agent.to_string(),
         run: Some(run.id.to_string()),
         action: "fs.write".into(),
         resource: "file:/sandbox/report.md".into(),
@@ -320,7 +321,7 @@ fn decide(iterations: usize, policies: usize) -> Result<u8, CliError> {
         cost_estimate: Cost::of(Dimension::Calls, 1),
         ..ProposalInput::default()
     };
-    let first = rt.dry_run(&input)?;
+    let first = rt.dry_run(&bench_agent, &input)?;
     println!(
         "ice bench decide: {iterations} iterations; {} policies; verdict {}",
         rt.active_policy()?.engine.policy_ids().len(),
@@ -362,7 +363,7 @@ fn decide(iterations: usize, policies: usize) -> Result<u8, CliError> {
     let mut evaluate = time_it(&mut || {
         std::hint::black_box(policy.engine.evaluate(&request));
     });
-    let prepared_proposal = rt.prepare_proposal(&input)?;
+    let prepared_proposal = rt.prepare_proposal(&bench_agent, &input)?;
     let mut full = time_it(&mut || {
         std::hint::black_box(rt.decide_prepared(&prepared_proposal).ok());
     });

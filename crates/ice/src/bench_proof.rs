@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ice_core::{ChainVerifier, Event, Principal, Seq};
+use ice_core::{ChainVerifier, Event, Seq};
 use ice_runtime::checkpoints::CheckpointPolicy;
 use ice_runtime::{GrantInput, ProposalInput, Runtime, SystemClock, SystemIds};
 use ice_store::{AppendRequest, EventQuery, Store, VerifyOptions, verify_ledger_signed};
@@ -21,6 +21,7 @@ fn ledger(dir: &std::path::Path, events: usize, proposals: usize) -> Result<Runt
     let options = SqliteOptions { synchronous: Synchronous::Off, ..SqliteOptions::default() };
     let store: Arc<dyn Store> = SqliteStore::open(dir.join("ledger.db"), options).map_err(bench_err)?;
     let mut rt = Runtime::open(store, Arc::new(SystemClock), Arc::new(SystemIds))?;
+    rt.set_local_users(vec![ice_runtime::LocalUser::this_process("human:alice")]);
     let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     rt.initialize(&ice_core::checkpoint::to_hex(key.verifying_key().as_bytes()))?;
     rt.set_checkpoints(CheckpointPolicy {
@@ -32,9 +33,8 @@ fn ledger(dir: &std::path::Path, events: usize, proposals: usize) -> Result<Runt
     });
     let policies = dir.join("policies");
     ice_runtime::policy::write_defaults(&policies).map_err(bench_err)?;
-    let runtime = Principal::runtime();
-    rt.activate_policy(&runtime, &policies)?;
-    let alice: Principal = "human:alice".parse()?;
+    let alice = rt.authenticate(&ice_runtime::Presented::Local { act_as: None })?;
+    rt.activate_policy(&alice, &policies)?;
     let run = rt.create_run(&alice, None)?;
     for _ in 0..3 {
         rt.advance_run(&alice, run.id, None, None)?;
@@ -49,6 +49,7 @@ fn ledger(dir: &std::path::Path, events: usize, proposals: usize) -> Result<Runt
         revocable: true,
     };
     rt.issue_grant(&alice, &grant)?;
+    let bench_agent = rt.authenticate(&ice_runtime::Presented::Local { act_as: Some("agent:bench") })?;
     let bar = progress_bar(events as u64, "generating");
     let (clock, ids) = (SystemClock, SystemIds);
     let per_proposal = events / proposals.max(1);
@@ -64,14 +65,13 @@ fn ledger(dir: &std::path::Path, events: usize, proposals: usize) -> Result<Runt
         written += n;
         while proposed < proposals && proposed * per_proposal < written {
             let input = ProposalInput {
-                actor: "agent:bench".into(),
                 run: Some(run.id.to_string()),
                 action: "fs.write".into(),
                 resource: format!("file:reports/r{proposed}.md"),
                 args: format!(r#"{{"path":"reports/r{proposed}.md","content":"x"}}"#),
                 ..ProposalInput::default()
             };
-            rt.propose(&input)?;
+            rt.propose(&bench_agent, &input)?;
             proposed += 1;
         }
         bar.set_position(written as u64);

@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "ICE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
+    /// Authenticate with this API token (from `ice token create`) instead of as the local OS user mapped in
+    /// `.ice/config.toml` [[users]].
+    #[arg(long, global = true, env = "ICE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -54,6 +59,9 @@ pub enum Command {
     /// Show, set and settle budgets.
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Create, list and revoke API tokens (operators create and revoke; the secret is shown once).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Suspend, reconfigure, resume and list agents.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -242,9 +250,9 @@ pub struct EmitArgs {
     /// Event kind (see `ice kinds`).
     #[arg(long)]
     pub kind: String,
-    /// Emitting principal, KIND:NAME (e.g. agent:planner).
-    #[arg(long)]
-    pub origin: String,
+    /// Act for this agent (e.g. agent:planner; needs act_as for it in your [[users]] entry). Default: yourself.
+    #[arg(long = "as", visible_alias = "origin", value_name = "PRINCIPAL")]
+    pub origin: Option<String>,
     /// Run id (or unique prefix) for run-scoped kinds.
     #[arg(long)]
     pub run: Option<String>,
@@ -319,6 +327,46 @@ pub struct ProposeArgs {
     /// Print the decision as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ice token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; prints its secret once (only a keyed hash is recorded).
+    Create {
+        /// The principal it authenticates as (agent:NAME or human:NAME).
+        #[arg(long)]
+        principal: String,
+        /// Role (repeatable, or comma-separated): agent, approver, operator, auditor.
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// Time to live: 30s, 10m, 2h, 30d (default: no expiry).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A label shown in listings.
+        #[arg(long)]
+        label: Option<String>,
+        /// Print JSON (includes the secret).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: every later use is refused.
+    Revoke {
+        /// Token id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List tokens (live ones; --all for revoked and expired too). Secrets are never shown.
+    List {
+        /// Include revoked and expired tokens.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ice grant ...`

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ice_core::intake::RawEvent;
-use ice_core::{ErrorCode, EventId, EventKind, Principal, PrincipalKind, RunId, RunState, Seq, Timestamp};
-use ice_runtime::{IceHome, Runtime};
+use ice_core::{ErrorCode, EventId, EventKind, PrincipalKind, RunId, RunState, Seq, Timestamp};
+use ice_runtime::{Caller, IceHome, Presented, Runtime};
 use ice_store::EventQuery;
 
 use crate::cli::{Cli, Command, DebugCommand, EmitArgs, LogArgs, RunCommand};
@@ -15,6 +15,7 @@ use crate::{authority_cmds, bench, bundle_cmds, demo, effect_cmds, exit, proof_c
 
 /// Runs one parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
+    let _ = TOKEN.set(cli.token.clone().filter(|t| !t.trim().is_empty()));
     let explicit = cli.dir.clone();
     let home = || -> Result<IceHome, CliError> { Ok(IceHome::discover(explicit.as_deref(), &cwd()?)?) };
     match cli.command {
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Policy(cmd) => authority_cmds::policy(&home()?, cmd),
         Command::Budget(cmd) => authority_cmds::budget(&home()?, cmd),
         Command::Agent(cmd) => authority_cmds::agent(&home()?, cmd),
+        Command::Token(cmd) => authority_cmds::token(&home()?, cmd),
         Command::Exec(args) => effect_cmds::exec(&home()?, &args),
         Command::Effects(cmd) => effect_cmds::effects(&home()?, cmd),
         Command::Approvals(cmd) => effect_cmds::approvals(&home()?, cmd),
@@ -56,7 +58,6 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Debug(DebugCommand::AppendLoad { events, threads }) => append_load(&home()?, events, threads),
         Command::Debug(DebugCommand::ProposeLoad { count, threads, actor, run, action, resource, args, cost }) => {
             let input = ice_runtime::ProposalInput {
-                actor,
                 run: Some(run),
                 action,
                 resource,
@@ -65,7 +66,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 cost_estimate: ice_core::Cost::parse_pairs(&cost)?,
                 ..ice_runtime::ProposalInput::default()
             };
-            propose_load(&home()?, &input, count, threads)
+            propose_load(&home()?, &actor, &input, count, threads)
         }
     }
 }
@@ -94,11 +95,18 @@ fn init(dir: Option<PathBuf>, store: Option<&str>) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
-pub fn actor(home: &IceHome, given: Option<&str>) -> Result<Principal, CliError> {
-    match given {
-        Some(p) => Ok(p.parse()?),
-        None => Ok(home.default_actor()?),
-    }
+/// The token given with `--token` / `ICE_TOKEN` for this process, if any.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Authenticates this command's caller with the runtime: the token if one was given, else the local OS user;
+/// `act_as` (`--as`) asks to act for an agent, which the user's `act_as` entries must allow.
+pub fn caller(rt: &Runtime, act_as: Option<&str>) -> Result<Caller, CliError> {
+    let token = TOKEN.get().and_then(Option::as_deref);
+    let presented = match token {
+        Some(secret) => Presented::Token { secret, act_as },
+        None => Presented::Local { act_as },
+    };
+    Ok(rt.authenticate(&presented)?)
 }
 
 /// Resolves a run id, or a unique prefix or suffix of one (at least 4 characters; tables show the suffix).
@@ -144,23 +152,23 @@ fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     match cmd {
         RunCommand::Create { label, actor: who, json } => {
-            let r = rt.create_run(&actor(home, who.as_deref())?, label)?;
+            let r = rt.create_run(&caller(&rt, who.as_deref())?, label)?;
             print_run(&r, json);
         }
         RunCommand::Advance { run, to, reason, actor: who, json } => {
             let to = to.as_deref().map(str::parse::<RunState>).transpose()?;
             let id = resolve_run(&rt, &run)?;
-            let r = rt.advance_run(&actor(home, who.as_deref())?, id, to, reason)?;
+            let r = rt.advance_run(&caller(&rt, who.as_deref())?, id, to, reason)?;
             print_run(&r, json);
         }
         RunCommand::Finish { run, actor: who } => {
             let id = resolve_run(&rt, &run)?;
-            let r = rt.finish_run(&actor(home, who.as_deref())?, id)?;
+            let r = rt.finish_run(&caller(&rt, who.as_deref())?, id)?;
             print_run(&r, false);
         }
         RunCommand::Terminate { run, reason, actor: who, json } => {
             let id = resolve_run(&rt, &run)?;
-            let r = rt.terminate_run(&actor(home, who.as_deref())?, id, reason)?;
+            let r = rt.terminate_run(&caller(&rt, who.as_deref())?, id, reason)?;
             print_run(&r, json);
         }
         RunCommand::List { json } => {
@@ -197,15 +205,16 @@ fn emit(home: &IceHome, args: &EmitArgs) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     // A run prefix is a CLI convenience; anything unresolvable goes to the pipeline as given, to be refused there.
     let run_id = args.run.as_deref().map(|r| resolve_run(&rt, r).map_or_else(|_| r.to_owned(), |id| id.to_string()));
+    let who = caller(&rt, args.origin.as_deref())?;
     let raw = RawEvent {
         kind: args.kind.clone(),
-        origin: args.origin.clone(),
+        origin: who.principal().to_string(),
         run_id,
         payload: read_payload(&args.payload)?,
         causes: args.causes.clone(),
         time: args.time.clone(),
     };
-    let e = rt.submit(&raw)?;
+    let e = rt.submit(&who, &raw)?;
     if args.json {
         println!("{}", e.to_json());
     } else {
@@ -400,14 +409,22 @@ fn kinds() {
 /// Appends agent events from several threads through the runtime, printing each acknowledged event id.
 fn append_load(home: &IceHome, events: usize, threads: usize) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
-    let run = rt.create_run(&Principal::runtime(), Some("append-load".into()))?;
+    let run = rt.create_run(&caller(&rt, None)?, Some("append-load".into()))?;
     println!("run {}", run.id);
     let per = events.div_ceil(threads.max(1));
     let stdout = std::io::stdout();
     std::thread::scope(|s| {
         for t in 0..threads.max(1) {
             let (rt, stdout) = (&rt, &stdout);
+            let load = caller(rt, Some(&format!("agent:load-{t}")));
             s.spawn(move || {
+                let load = match load {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("append failed: {e:?}");
+                        return;
+                    }
+                };
                 for i in 0..per {
                     let raw = RawEvent {
                         kind: "ObservationRecorded".into(),
@@ -416,7 +433,7 @@ fn append_load(home: &IceHome, events: usize, threads: usize) -> Result<u8, CliE
                         payload: format!(r#"{{"thread":{t},"i":{i},"note":"load"}}"#),
                         ..RawEvent::default()
                     };
-                    match rt.submit(&raw) {
+                    match rt.submit(&load, &raw) {
                         // Printed only after the append returned, i.e. after the durable commit.
                         Ok(e) => {
                             let mut out = stdout.lock();
@@ -439,18 +456,20 @@ fn append_load(home: &IceHome, events: usize, threads: usize) -> Result<u8, CliE
 /// Submits `count` copies of a proposal from `threads` threads, printing `VERDICT PROPOSAL_ID` per decision.
 fn propose_load(
     home: &IceHome,
+    actor: &str,
     input: &ice_runtime::ProposalInput,
     count: usize,
     threads: usize,
 ) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
+    let who = caller(&rt, Some(actor))?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stdout = std::io::stdout();
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < count {
-                    match rt.propose(input) {
+                    match rt.propose(&who, input) {
                         Ok(o) => {
                             let mut out = stdout.lock();
                             let line = format!("{} {}", o.decision.verdict.as_str(), o.proposal.event_id);

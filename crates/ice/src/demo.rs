@@ -5,8 +5,10 @@ use std::path::Path;
 
 use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::intake::RawEvent;
-use ice_core::{Cost, Dimension, Principal, RunState};
-use ice_runtime::{DecisionOutcome, ExecInput, GrantInput, IceHome, ProposalInput, Runtime, RuntimeError};
+use ice_core::{Cost, Dimension, Role, Roles, RunState};
+use ice_runtime::{
+    Caller, DecisionOutcome, ExecInput, GrantInput, IceHome, Presented, ProposalInput, Runtime, RuntimeError,
+};
 use ice_store::EventQuery;
 
 use crate::exit;
@@ -30,14 +32,8 @@ fn show_refusal<T>(result: Result<T, RuntimeError>) -> Result<(), CliError> {
     }
 }
 
-fn agent_event(run: &str, kind: &str, origin: &str, payload: &str) -> RawEvent {
-    RawEvent {
-        kind: kind.into(),
-        origin: origin.into(),
-        run_id: Some(run.into()),
-        payload: payload.into(),
-        ..RawEvent::default()
-    }
+fn agent_event(run: &str, kind: &str, payload: &str) -> RawEvent {
+    RawEvent { kind: kind.into(), run_id: Some(run.into()), payload: payload.into(), ..RawEvent::default() }
 }
 
 /// Runs the demo in `keep` (or a temporary directory).
@@ -61,9 +57,10 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     step(&format!("ice init {}", dir.display()));
     let (home, rt) = IceHome::init(&dir, None)?;
     println!("  ledger {} (runtime key {}…)", rt.store().describe(), &home.public_key()?[..16]);
-    scenario(&rt)?;
-    authority_scenario(&rt)?;
-    effects_scenario(&rt)?;
+    let cast = cast(&rt)?;
+    scenario(&rt, &cast)?;
+    authority_scenario(&rt, &cast)?;
+    effects_scenario(&rt, &cast)?;
 
     step("ice checkpoint: the runtime signs the Merkle root of everything so far and the derived-state root");
     if let Some(e) = rt.checkpoint()? {
@@ -113,67 +110,102 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
-fn scenario(rt: &Runtime) -> Result<(), CliError> {
-    let alice: Principal = "human:alice".parse()?;
-    let planner = "agent:planner";
+/// Who takes part: the operator (the OS user who ran `ice init`), an agent and a reviewer, each with its own
+/// credential — the agent and the reviewer hold API tokens, as they would when talking to `ice serve`.
+struct Cast {
+    alice: Caller,
+    planner: Caller,
+    reviewer: Caller,
+}
 
-    step("human:alice creates a run for agent:planner");
-    let run = rt.create_run(&alice, Some("summarise the Q3 report".into()))?;
+fn cast(rt: &Runtime) -> Result<Cast, CliError> {
+    let alice = rt.authenticate(&Presented::Local { act_as: None })?;
+    step(&format!(
+        "{} (the OS user who ran ice init, mapped in config.toml with every role) issues two API tokens",
+        alice.principal()
+    ));
+    let token = |who: &str, role: Role| -> Result<Caller, CliError> {
+        let (e, secret) = rt.issue_token(&alice, &who.parse()?, Roles::of(&[role]), Some(3_600_000_000), None)?;
+        println!(
+            "  {who} ({role}): token {} (seq {}); the ledger holds only a keyed hash of its secret",
+            e.event_id, e.seq
+        );
+        Ok(rt.authenticate(&Presented::Token { secret: &secret, act_as: None })?)
+    };
+    let planner = token("agent:planner", Role::Agent)?;
+    let reviewer = token("human:reviewer", Role::Approver)?;
+    Ok(Cast { alice, planner, reviewer })
+}
+
+fn scenario(rt: &Runtime, cast: &Cast) -> Result<(), CliError> {
+    let (alice, planner) = (&cast.alice, &cast.planner);
+
+    step("the operator creates a run for agent:planner");
+    let run = rt.create_run(alice, Some("summarise the Q3 report".into()))?;
     let id = run.id.to_string();
     println!("  run {} is {}", run.id, run.state);
 
     step("the run is provisioned and its context assembled");
     for _ in 0..3 {
-        let r = rt.advance_run(&alice, run.id, None, None)?;
+        let r = rt.advance_run(alice, run.id, None, None)?;
         println!("  → {}", r.state);
     }
 
     step("agent:planner records a plan and a reasoning note (cognitive events are an agent's to emit)");
-    let plan = rt.submit(&agent_event(&id, "PlanRecorded", planner, r#"{"steps":["read report","draft summary"]}"#))?;
+    let plan = rt.submit(planner, &agent_event(&id, "PlanRecorded", r#"{"steps":["read report","draft summary"]}"#))?;
     println!("  PlanRecorded at seq {}", plan.seq);
-    let mut note = agent_event(&id, "ReasoningRecorded", planner, r#"{"note":"section 2 holds the numbers"}"#);
+    let mut note = agent_event(&id, "ReasoningRecorded", r#"{"note":"section 2 holds the numbers"}"#);
     note.causes = vec![plan.event_id.to_string()];
-    let note = rt.submit(&note)?;
+    let note = rt.submit(planner, &note)?;
     println!("  ReasoningRecorded at seq {} (caused by seq {})", note.seq, plan.seq);
 
     step("agent:planner tries to mark its own run COMMITTED (a runtime event): refused");
-    show_refusal(rt.submit(&agent_event(&id, "RunTransitioned", planner, r#"{"from":"EXECUTING","to":"COMMITTED"}"#)))?;
+    show_refusal(rt.submit(planner, &agent_event(&id, "RunTransitioned", r#"{"from":"EXECUTING","to":"COMMITTED"}"#)))?;
+
+    step("agent:planner tries to create a run for itself (runs are an operator's): refused");
+    show_refusal(rt.create_run(planner, Some("my own run".into())))?;
 
     step("agent:planner sends a malformed payload: refused");
-    show_refusal(rt.submit(&agent_event(&id, "ReasoningRecorded", planner, r#"{"note": "unterminated"#)))?;
+    show_refusal(rt.submit(planner, &agent_event(&id, "ReasoningRecorded", r#"{"note": "unterminated"#)))?;
 
     step("agent:planner sends an event kind outside the taxonomy: refused");
-    show_refusal(rt.submit(&agent_event(&id, "WorldChanged", planner, "{}")))?;
+    show_refusal(rt.submit(planner, &agent_event(&id, "WorldChanged", "{}")))?;
 
     step("agent:planner cites a causal parent that does not exist: refused");
-    let mut orphan = agent_event(&id, "ReasoningRecorded", planner, r#"{"note":"because of that"}"#);
+    let mut orphan = agent_event(&id, "ReasoningRecorded", r#"{"note":"because of that"}"#);
     orphan.causes = vec!["01900000-0000-7000-8000-000000000000".into()];
-    show_refusal(rt.submit(&orphan))?;
+    show_refusal(rt.submit(planner, &orphan))?;
 
-    step("human:alice tries to skip VALIDATING (EXECUTING → COMMITTED): refused");
-    show_refusal(rt.advance_run(&alice, run.id, Some(RunState::Committed), None))?;
+    step("the operator tries to skip VALIDATING (EXECUTING → COMMITTED): refused");
+    show_refusal(rt.advance_run(alice, run.id, Some(RunState::Committed), None))?;
 
     step("the run is validated, committed and terminated");
     for _ in 0..3 {
-        let r = rt.advance_run(&alice, run.id, None, None)?;
+        let r = rt.advance_run(alice, run.id, None, None)?;
         println!("  → {}", r.state);
     }
 
     step("a second run is aborted mid-execution, then terminated");
-    let second = rt.create_run(&alice, Some("scrape competitor pricing".into()))?;
+    let second = rt.create_run(alice, Some("scrape competitor pricing".into()))?;
     for _ in 0..3 {
-        rt.advance_run(&alice, second.id, None, None)?;
+        rt.advance_run(alice, second.id, None, None)?;
     }
-    let r = rt.advance_run(&alice, second.id, Some(RunState::Aborted), Some("out of scope for this team".into()))?;
+    let r = rt.advance_run(alice, second.id, Some(RunState::Aborted), Some("out of scope for this team".into()))?;
     println!("  → {} ({})", r.state, r.last_reason.unwrap_or_default());
-    let r = rt.terminate_run(&alice, second.id, None)?;
+    let r = rt.terminate_run(alice, second.id, None)?;
     println!("  → {}", r.state);
     Ok(())
 }
 
-fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) -> Result<DecisionOutcome, CliError> {
+fn propose(
+    rt: &Runtime,
+    planner: &Caller,
+    run: &str,
+    action: &str,
+    resource: &str,
+    args: &str,
+) -> Result<DecisionOutcome, CliError> {
     let input = ProposalInput {
-        actor: "agent:planner".into(),
         run: Some(run.into()),
         action: action.into(),
         resource: resource.into(),
@@ -182,7 +214,7 @@ fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) ->
         cost_estimate: Cost::of(Dimension::Calls, 1),
         ..ProposalInput::default()
     };
-    let o = rt.propose(&input)?;
+    let o = rt.propose(planner, &input)?;
     println!("  {} {action} {resource}", o.decision.verdict.as_str().to_uppercase());
     for r in &o.decision.reasons {
         let ids = if r.kind.starts_with("policy") { format!(" [{}]", r.ids.join(", ")) } else { String::new() };
@@ -192,26 +224,27 @@ fn propose(rt: &Runtime, run: &str, action: &str, resource: &str, args: &str) ->
 }
 
 /// Proposals decided by grants, Cedar policy and budgets.
-fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
-    let alice: Principal = "human:alice".parse()?;
-    let planner: Principal = "agent:planner".parse()?;
+fn authority_scenario(rt: &Runtime, cast: &Cast) -> Result<(), CliError> {
+    let (alice, planner_caller) = (&cast.alice, &cast.planner);
+    let planner = planner_caller.principal().clone();
     step("a third run: agent:planner will now propose actions (the default policy set is active)");
-    let run = rt.create_run(&alice, Some("draft the Q3 summary".into()))?;
+    let run = rt.create_run(alice, Some("draft the Q3 summary".into()))?;
     for _ in 0..3 {
-        rt.advance_run(&alice, run.id, None, None)?;
+        rt.advance_run(alice, run.id, None, None)?;
     }
     let id = run.id.to_string();
 
     step("agent:planner proposes to write a file, holding no grant: DENY");
     propose(
         rt,
+        planner_caller,
         &id,
         "fs.write",
         "file:reports/q3-summary.md",
         r#"{"path":"reports/q3-summary.md","content":"Q3: revenue up 4%"}"#,
     )?;
 
-    step("human:alice grants agent:planner fs.* on file:reports/ for this run (1 hour) and a budget of 2 calls");
+    step("the operator grants agent:planner fs.* on file:reports/ for this run (1 hour) and a budget of 2 calls");
     let grant = GrantInput {
         principal: planner.clone(),
         run: Some(run.id),
@@ -221,15 +254,16 @@ fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
         max_uses: None,
         revocable: true,
     };
-    let g = rt.issue_grant(&alice, &grant)?;
+    let g = rt.issue_grant(alice, &grant)?;
     println!("  grant {} (seq {})", g.event_id, g.seq);
     let key =
         BudgetKey { scope: BudgetScope::Run { run_id: run.id }, dimension: Dimension::Calls, period: Period::Total };
-    rt.set_budget(&alice, key, 2)?;
+    rt.set_budget(alice, key, 2)?;
 
     step("the same proposal again: ALLOW (grant + Cedar permit + budget reserved)");
     propose(
         rt,
+        planner_caller,
         &id,
         "fs.write",
         "file:reports/q3-summary.md",
@@ -239,11 +273,19 @@ fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
     step(
         "agent:planner proposes to read file:reports/secrets/api-key: the grant covers it, a Cedar forbid does not: DENY",
     );
-    propose(rt, &id, "fs.read", "file:reports/secrets/api-key", r#"{"path":"reports/secrets/api-key"}"#)?;
+    propose(
+        rt,
+        planner_caller,
+        &id,
+        "fs.read",
+        "file:reports/secrets/api-key",
+        r#"{"path":"reports/secrets/api-key"}"#,
+    )?;
 
     step("two more writes against the 2-call budget: the second exceeds it: DENY");
     propose(
         rt,
+        planner_caller,
         &id,
         "fs.append",
         "file:reports/q3-summary.md",
@@ -251,6 +293,7 @@ fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
     )?;
     propose(
         rt,
+        planner_caller,
         &id,
         "fs.append",
         "file:reports/q3-summary.md",
@@ -258,7 +301,7 @@ fn authority_scenario(rt: &Runtime) -> Result<(), CliError> {
     )?;
 
     step("agent:planner proposes to delete a file (irreversible): the policy asks for a human: REQUIRE_APPROVAL");
-    propose(rt, &id, "fs.delete", "file:reports/old-draft.md", r#"{"path":"reports/old-draft.md"}"#)?;
+    propose(rt, planner_caller, &id, "fs.delete", "file:reports/old-draft.md", r#"{"path":"reports/old-draft.md"}"#)?;
     Ok(())
 }
 
@@ -271,8 +314,8 @@ fn permit_in(events: &[ice_core::Event]) -> Result<String, CliError> {
         .ok_or_else(|| CliError::Coded(ice_core::ErrorCode::NoPermit, "the demo expected a permit here".into()))
 }
 
-fn exec(rt: &Runtime, actor: &str, permit: &str, args: Option<&str>) -> Result<(), CliError> {
-    let out = rt.execute(&ExecInput { actor: actor.into(), permit: permit.into(), args: args.map(str::to_owned) })?;
+fn exec(rt: &Runtime, actor: &Caller, permit: &str, args: Option<&str>) -> Result<(), CliError> {
+    let out = rt.execute(actor, &ExecInput { permit: permit.into(), args: args.map(str::to_owned) })?;
     let ev = out.evidence.ok_or_else(|| {
         let (code, msg) = out.failure.unwrap_or((ice_core::ErrorCode::EffectFailed, String::new()));
         CliError::Coded(code, msg)
@@ -286,17 +329,16 @@ fn exec(rt: &Runtime, actor: &str, permit: &str, args: Option<&str>) -> Result<(
 }
 
 /// Allowed proposals become effects through single-use permits; approvals bind args; rollback restores files.
-fn effects_scenario(rt: &Runtime) -> Result<(), CliError> {
-    let alice: Principal = "human:alice".parse()?;
-    let planner = "agent:planner";
+fn effects_scenario(rt: &Runtime, cast: &Cast) -> Result<(), CliError> {
+    let (alice, planner, reviewer) = (&cast.alice, &cast.planner, &cast.reviewer);
     step("a fourth run: agent:planner publishes the summary through the effect boundary");
-    let run = rt.create_run(&alice, Some("publish the Q3 summary".into()))?;
+    let run = rt.create_run(alice, Some("publish the Q3 summary".into()))?;
     for _ in 0..3 {
-        rt.advance_run(&alice, run.id, None, None)?;
+        rt.advance_run(alice, run.id, None, None)?;
     }
     let id = run.id.to_string();
     let grant = GrantInput {
-        principal: planner.parse()?,
+        principal: planner.principal().clone(),
         run: Some(run.id),
         actions: vec!["fs.*".into()],
         resource: "file:reports/".into(),
@@ -304,43 +346,48 @@ fn effects_scenario(rt: &Runtime) -> Result<(), CliError> {
         max_uses: None,
         revocable: true,
     };
-    rt.issue_grant(&alice, &grant)?;
+    rt.issue_grant(alice, &grant)?;
     let sandbox = rt.effector_registry().map(|e| e.sandbox_root().to_path_buf()).unwrap_or_default();
 
     step("agent:planner proposes writing reports/q3.md: ALLOW, with a permit bound to these exact args");
     let args = r#"{"path":"reports/q3.md","content":"Q3: revenue up 4%\n"}"#;
-    let o = propose(rt, &id, "fs.write", "file:reports/q3.md", args)?;
+    let o = propose(rt, planner, &id, "fs.write", "file:reports/q3.md", args)?;
     let permit = permit_in(&o.events)?;
     println!("  permit {permit}");
     step("agent:planner executes the permit: the fs effector writes the file inside the sandbox");
     exec(rt, planner, &permit, None)?;
     step("agent:planner tries the same permit again: refused (single use)");
-    show_refusal(rt.execute(&ExecInput { actor: planner.into(), permit: permit.clone(), args: None }))?;
+    show_refusal(rt.execute(planner, &ExecInput { permit: permit.clone(), args: None }))?;
 
     step("agent:planner proposes deleting reports/q3.md (irreversible): REQUIRE_APPROVAL");
-    let o = propose(rt, &id, "fs.delete", "file:reports/q3.md", r#"{"path":"reports/q3.md"}"#)?;
+    let o = propose(rt, planner, &id, "fs.delete", "file:reports/q3.md", r#"{"path":"reports/q3.md"}"#)?;
     let approval = rt
         .with_state(|s| s.effects().approval_for(o.proposal.event_id).map(|a| a.id))?
         .ok_or_else(|| CliError::Coded(ice_core::ErrorCode::UnknownApproval, "no approval was requested".into()))?;
-    println!("  approval {approval} shows human:alice the exact args {{\"path\":\"reports/q3.md\"}}");
-    step("human:alice approves: a permit bound to the approved args is issued");
-    let approved = rt.approve(&alice, approval, None, Some("old summary, superseded"))?;
+    println!("  approval {approval} shows the approvers the exact args {{\"path\":\"reports/q3.md\"}}");
+    step("agent:planner tries to approve its own delete with its token: refused (an agent is no approver)");
+    show_refusal(rt.approve(planner, approval, None, Some("looks fine to me")))?;
+    step(
+        "the operator, acting for agent:planner, tries the same: refused (acting for an agent lends no approver role)",
+    );
+    let sock_puppet = rt.authenticate(&Presented::Local { act_as: Some("agent:planner") })?;
+    show_refusal(rt.approve(&sock_puppet, approval, None, None))?;
+    step("human:reviewer (approver token) approves: a permit bound to the approved args is issued");
+    let approved = rt.approve(reviewer, approval, None, Some("old summary, superseded"))?;
     let permit = permit_in(&approved)?;
     step("agent:planner swaps the args after approval (deleting another file): refused");
-    show_refusal(rt.execute(&ExecInput {
-        actor: planner.into(),
-        permit: permit.clone(),
-        args: Some(r#"{"path":"reports/q2.md"}"#.into()),
-    }))?;
+    show_refusal(
+        rt.execute(planner, &ExecInput { permit: permit.clone(), args: Some(r#"{"path":"reports/q2.md"}"#.into()) }),
+    )?;
     step("agent:planner executes with the approved args: the file is deleted (its content kept for rollback)");
     exec(rt, planner, &permit, None)?;
     let delete = rt.with_state(|s| s.effects().permits().get(&permit.parse().ok()?)?.used_by)?;
 
-    step("human:alice rolls the delete back: a governed fs.restore of the recorded prior content");
-    let alice_grant = GrantInput { principal: alice.clone(), run: None, ..grant };
-    rt.issue_grant(&alice, &alice_grant)?;
+    step("the operator rolls the delete back: a governed fs.restore of the recorded prior content");
+    let alice_grant = GrantInput { principal: alice.principal().clone(), run: None, ..grant };
+    rt.issue_grant(alice, &alice_grant)?;
     if let Some(effect) = delete {
-        let report = rt.rollback(&alice, ice_runtime::RollbackTarget::Event(effect))?;
+        let report = rt.rollback(alice, ice_runtime::RollbackTarget::Event(effect))?;
         for item in &report.items {
             match &item.step {
                 ice_runtime::RollbackStep::Compensated { compensation } => {
@@ -355,7 +402,7 @@ fn effects_scenario(rt: &Runtime) -> Result<(), CliError> {
     println!("  reports/q3.md is back: {:?}", restored);
 
     step("the run is finished: every effect completed, so it is COMMITTED");
-    let r = rt.finish_run(&alice, run.id)?;
+    let r = rt.finish_run(alice, run.id)?;
     println!("  → {} ({})", r.state, r.last_reason.unwrap_or_default());
     Ok(())
 }

@@ -7,7 +7,7 @@ use ice_runtime::{ExecInput, IceHome, RollbackStep, RollbackTarget, Runtime};
 use serde_json::{Value, json};
 
 use crate::cli::{AnswerArgs, ApprovalsCommand, EffectsCommand, ExecArgs};
-use crate::commands::{actor, read_payload, resolve_run};
+use crate::commands::{caller, read_payload, resolve_run};
 use crate::exit;
 use crate::render::CliError;
 
@@ -20,12 +20,9 @@ fn event_id(text: &str, what: &str) -> Result<EventId, CliError> {
 /// `ice exec`.
 pub fn exec(home: &IceHome, args: &ExecArgs) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
-    let input = ExecInput {
-        actor: actor(home, args.actor.as_deref())?.to_string(),
-        permit: args.permit.clone(),
-        args: args.args.as_deref().map(read_payload).transpose()?,
-    };
-    let out = rt.execute(&input)?;
+    let who = caller(&rt, args.actor.as_deref())?;
+    let input = ExecInput { permit: args.permit.clone(), args: args.args.as_deref().map(read_payload).transpose()? };
+    let out = rt.execute(&who, &input)?;
     if args.json {
         println!(
             "{}",
@@ -74,7 +71,7 @@ pub fn effects(home: &IceHome, cmd: EffectsCommand) -> Result<u8, CliError> {
             Ok(if unknown > 0 { exit::CHECK_FAILED } else { exit::OK })
         }
         EffectsCommand::Retry { effect, actor: who } => {
-            let out = rt.retry_effect(&actor(home, who.as_deref())?, event_id(&effect, "an effect")?)?;
+            let out = rt.retry_effect(&caller(&rt, who.as_deref())?, event_id(&effect, "an effect")?)?;
             let again = out.evidence.as_ref().is_some_and(|e| e.already_applied);
             println!(
                 "{:?}  effect {} (outcome seq {}){}",
@@ -87,7 +84,7 @@ pub fn effects(home: &IceHome, cmd: EffectsCommand) -> Result<u8, CliError> {
         }
         EffectsCommand::Resolve { effect, completed, failed: _, note, actor: who } => {
             let e =
-                rt.resolve_effect(&actor(home, who.as_deref())?, event_id(&effect, "an effect")?, completed, &note)?;
+                rt.resolve_effect(&caller(&rt, who.as_deref())?, event_id(&effect, "an effect")?, completed, &note)?;
             println!("{} recorded (seq {})", e.kind, e.seq);
             Ok(exit::OK)
         }
@@ -200,7 +197,7 @@ pub fn approvals(home: &IceHome, cmd: ApprovalsCommand) -> Result<u8, CliError> 
 /// `ice approve` / `ice deny`.
 pub fn answer(home: &IceHome, args: &AnswerArgs, grant: bool) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
-    let who = actor(home, args.actor.as_deref())?;
+    let who = caller(&rt, args.actor.as_deref())?;
     let id = event_id(&args.approval, "an approval")?;
     let events = if grant {
         rt.approve(&who, id, args.args_hash.as_deref(), args.comment.as_deref())?
@@ -222,7 +219,7 @@ pub fn answer(home: &IceHome, args: &AnswerArgs, grant: bool) -> Result<u8, CliE
 /// `ice rollback`.
 pub fn rollback(home: &IceHome, target: &str, who: Option<&str>, json_out: bool) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
-    let who = actor(home, who)?;
+    let who = caller(&rt, who)?;
     let target = match target.parse::<EventId>() {
         Ok(id) if rt.with_state(|s| s.run(ice_core::RunId(id.0)).is_none())? => RollbackTarget::Event(id),
         _ => RollbackTarget::Run(resolve_run(&rt, target)?),

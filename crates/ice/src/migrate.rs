@@ -15,6 +15,12 @@ const BATCH: usize = 1000;
 
 /// Runs the migration.
 pub fn run(home: &IceHome, from: Option<&str>, to: &str) -> Result<u8, CliError> {
+    // Copying a whole ledger is an operator's act, authenticated against this home's ledger.
+    {
+        let rt = home.open_runtime()?;
+        let who = crate::commands::caller(&rt, None)?;
+        rt.require(&who, ice_core::Role::Operator, "migrate")?;
+    }
     let source = match from {
         Some(url) => home.open_store_url(url)?,
         None => home.open_store()?,
@@ -44,6 +50,7 @@ pub fn run(home: &IceHome, from: Option<&str>, to: &str) -> Result<u8, CliError>
                 run_id: e.run_id,
                 kind: e.kind,
                 origin: e.origin.clone(),
+                acted_by: e.acted_by.clone(),
                 time: e.time,
                 time_source: TimeSource::Declared,
                 causes: e.causes.clone(),

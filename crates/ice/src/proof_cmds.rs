@@ -163,6 +163,8 @@ pub fn what_if(
 /// `ice checkpoint`.
 pub fn checkpoint(home: &IceHome) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
+    let who = crate::commands::caller(&rt, None)?;
+    rt.require(&who, ice_core::Role::Operator, "checkpoint")?;
     match rt.checkpoint()? {
         Some(e) => {
             let c: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(e.payload.as_str())

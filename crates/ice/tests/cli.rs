@@ -9,7 +9,9 @@ mod cli {
     mod flow;
     mod postgres;
     mod proof;
+    mod roles;
     mod tamper;
+    mod trust;
 }
 
 use std::path::{Path, PathBuf};
@@ -51,9 +53,44 @@ impl Ice {
         Command::new(bin()).arg("--dir").arg(self.dir.path()).args(args).output().expect("run ice")
     }
 
+    /// Runs `ice --dir DIR --token TOKEN ARGS...` (a caller authenticated by token, not as the OS user).
+    pub fn run_token(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--token")
+            .arg(token)
+            .args(args)
+            .output()
+            .expect("run ice")
+    }
+
+    /// [`Ice::run_token`], asserting success; returns stdout.
+    pub fn ok_token(&self, token: &str, args: &[&str]) -> String {
+        Self::success(args, self.run_token(token, args))
+    }
+
+    /// Issues a token (as the operator who ran `ice init`) for `principal` with `roles` (comma-separated) and
+    /// returns its secret.
+    pub fn token(&self, principal: &str, roles: &str) -> String {
+        let out = self.ok(&["token", "create", "--principal", principal, "--role", roles, "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).expect("token json");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// The principal the OS user running the tests is mapped to by `ice init`.
+    pub fn operator(&self) -> String {
+        let config = std::fs::read_to_string(self.dir.path().join(".ice/config.toml")).expect("config");
+        let line = config.lines().find(|l| l.starts_with("principal = ")).expect("a [[users]] principal");
+        line.trim_start_matches("principal = ").trim_matches('"').to_owned()
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        Self::success(args, self.run(args))
+    }
+
+    fn success(args: &[&str], out: Output) -> String {
         assert!(
             out.status.success(),
             "ice {args:?} failed ({:?}):\n{}{}",
@@ -121,6 +158,23 @@ pub fn propose_file(ice: &Ice, run: &str, action: &str, args: &str) -> (i32, Val
 /// The permit id a decision carries.
 pub fn permit_of(d: &Value) -> String {
     d["permit_id"].as_str().unwrap_or_else(|| panic!("no permit in {d}")).to_owned()
+}
+
+/// Starts `ice exec --as agent:a PERMIT` paused at `point`, waits until it says so, and SIGKILLs it.
+pub fn exec_and_kill_at(ice: &Ice, permit: &str, point: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
+        .args(["--dir", ice.path().to_str().unwrap(), "exec", "--as", "agent:a", permit])
+        .env("ICE_TEST_PAUSE", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let line = BufReader::new(err).lines().map_while(Result::ok).find(|l| l.starts_with("ICE_TEST_PAUSED"));
+    assert_eq!(line.as_deref(), Some(format!("ICE_TEST_PAUSED {point}").as_str()));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// The permit id `ice approve` printed.

@@ -80,11 +80,12 @@ fn propose_grant_budget_through_the_cli() {
     let shown = ice.ok(&["budget", "show", "--json"]);
     assert!(shown.contains("\"reserved\":2"), "{shown}");
     let proposal = allowed["proposal_id"].as_str().unwrap();
-    ice.ok(&["budget", "settle", proposal, "--actual", "calls=0"]);
+    // Settling by hand while the permit can still run would let the real cost go unrecorded: refused.
+    let out = ice.run(&["budget", "settle", proposal, "--actual", "calls=0"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ICE-E0707"), "{}", stderr(&out));
     let shown = ice.ok(&["budget", "show", "--json"]);
-    assert!(shown.contains("\"reserved\":1") && shown.contains("\"left\":1"), "{shown}");
-    let again = ice.run(&["budget", "settle", proposal]);
-    assert_eq!(again.status.code(), Some(4), "{}", stderr(&again));
+    assert!(shown.contains("\"reserved\":2"), "{shown}");
 
     // The secrets forbid wins over the grant; irreversible needs approval.
     let out = propose(&ice, &run, "fs.read", "/sandbox/secrets/k", &[]);
@@ -97,6 +98,12 @@ fn propose_grant_budget_through_the_cli() {
     let list = ice.ok(&["grant", "list"]);
     assert!(list.contains(&grant_id) && list.contains("2/5"), "{list}");
     ice.ok(&["grant", "revoke", &grant_id]);
+    // Revoking the grant reaches the permits it covered: revoked, their reservations released.
+    let shown = ice.ok(&["budget", "show", "--json"]);
+    assert!(shown.contains("\"reserved\":0") && shown.contains("\"left\":2"), "{shown}");
+    assert_eq!(ice.events().iter().filter(|e| e["kind"] == "PermitRevoked").count(), 2);
+    let again = ice.run(&["budget", "settle", proposal]);
+    assert_eq!(again.status.code(), Some(4), "nothing left to settle: {}", stderr(&again));
     assert!(!ice.ok(&["grant", "list"]).contains(&grant_id));
     assert!(ice.ok(&["grant", "list", "--all"]).contains("revoked"));
     let out = propose(&ice, &run, "fs.write", "/sandbox/c.md", &[]);

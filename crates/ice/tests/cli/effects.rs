@@ -1,12 +1,9 @@
 //! The effect boundary through the real binary: permits, exact args, approvals, crash recovery, rollback,
 //! suspension.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-use crate::{Ice, approved_permit, bin, permit_of, propose_file, stderr, stdout};
+use crate::{Ice, approved_permit, exec_and_kill_at, permit_of, propose_file, stderr, stdout};
 
 /// A fresh home whose agent `agent:a` may use every fs action in the sandbox, with a run EXECUTING.
 fn setup() -> (Ice, String) {
@@ -91,13 +88,15 @@ fn an_approval_binds_the_args_and_an_args_swap_is_refused() {
     let pending: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(pending["request"]["args"]["path"], "a.txt", "the approver sees the exact args");
 
-    // Agents and the proposer cannot approve; a stale args hash is refused.
-    refused_with(&ice.run(&["approve", &approval, "--as", "agent:a"]), "ICE-E0822");
-    refused_with(&ice.run(&["approve", &approval, "--as", "human:alice", "--args-hash", "00"]), "ICE-E0804");
-    let out = ice.ok(&["approve", &approval, "--as", "human:alice", "--comment", "ok"]);
+    // Agents cannot approve (acting for one lends only the agent role); a stale args hash is refused.
+    let alice = ice.token("human:alice", "approver");
+    let bob = ice.token("human:bob", "approver");
+    refused_with(&ice.run(&["approve", &approval, "--as", "agent:a"]), "ICE-E0120");
+    refused_with(&ice.run_token(&alice, &["approve", &approval, "--args-hash", "00"]), "ICE-E0804");
+    let out = ice.ok_token(&alice, &["approve", &approval, "--comment", "ok"]);
     let permit = approved_permit(&out);
     // Approved once: a second answer is refused.
-    refused_with(&ice.run(&["approve", &approval, "--as", "human:bob"]), "ICE-E0821");
+    refused_with(&ice.run_token(&bob, &["approve", &approval]), "ICE-E0821");
 
     // Args A approved, args B executed: refused and recorded; b.txt untouched.
     refused_with(&exec(&ice, &permit, Some(r#"{"path":"b.txt"}"#)), "ICE-E0804");
@@ -106,6 +105,7 @@ fn an_approval_binds_the_args_and_an_args_swap_is_refused() {
     assert!(!sandbox(&ice).join("a.txt").exists());
     let granted = ice.events().into_iter().find(|e| e["kind"] == "ApprovalGranted").unwrap();
     assert_eq!(granted["origin"], "human:alice", "the approver is recorded");
+    assert!(granted["acted_by"].as_str().unwrap().starts_with("human:alice;token:"), "with the credential used");
     ice.ok(&["verify"]);
 }
 
@@ -127,26 +127,10 @@ fn expired_approvals_and_permits_cannot_be_used() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
 
     refused_with(&exec(&ice, &permit, None), "ICE-E0803");
-    refused_with(&ice.run(&["approve", &approval, "--as", "human:alice"]), "ICE-E0821");
+    refused_with(&ice.run(&["approve", &approval]), "ICE-E0821");
     assert_eq!(count(&ice, "ApprovalExpired"), 1);
     assert!(!sandbox(&ice).join("x.txt").exists());
     ice.ok(&["verify"]);
-}
-
-/// Starts `ice exec` paused at `point`, waits until it says so, and SIGKILLs it.
-fn exec_and_kill_at(ice: &Ice, permit: &str, point: &str) {
-    let mut child = Command::new(bin())
-        .args(["--dir", ice.path().to_str().unwrap(), "exec", "--as", "agent:a", permit])
-        .env("ICE_TEST_PAUSE", point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let line = BufReader::new(err).lines().map_while(Result::ok).find(|l| l.starts_with("ICE_TEST_PAUSED"));
-    assert_eq!(line.as_deref(), Some(format!("ICE_TEST_PAUSED {point}").as_str()));
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]
@@ -164,12 +148,14 @@ fn a_crash_between_start_and_outcome_is_unknown_and_a_retry_applies_once() {
         assert_eq!(pending[0]["status"], "unknown");
         let effect = pending[0]["effect_id"].as_str().unwrap().to_owned();
 
-        let retried = ice.ok(&["effects", "retry", &effect, "--as", "agent:a"]);
+        // Retrying is an operator's: the agent may not, even through an operator acting for it.
+        refused_with(&ice.run(&["effects", "retry", &effect, "--as", "agent:a"]), "ICE-E0905");
+        let retried = ice.ok(&["effects", "retry", &effect]);
         let applied_before = point == "after-effect-apply";
         assert_eq!(retried.contains("already been applied"), applied_before, "{retried}");
         assert_eq!(std::fs::read_to_string(sandbox(&ice).join(&path)).unwrap(), "line\n", "applied exactly once");
         // Retrying a completed effect is refused.
-        refused_with(&ice.run(&["effects", "retry", &effect, "--as", "agent:a"]), "ICE-E0814");
+        refused_with(&ice.run(&["effects", "retry", &effect]), "ICE-E0814");
         assert_eq!(ice.run(&["effects", "pending"]).status.code(), Some(0));
     }
     assert_eq!(count(&ice, "EffectUnknown"), 2);
@@ -183,11 +169,13 @@ fn rollback_restores_files_byte_identical() {
     std::fs::create_dir_all(sandbox(&ice).join("docs")).unwrap();
     std::fs::write(sandbox(&ice).join("docs/a.txt"), original).unwrap();
 
+    // The operator proposes for agent:a (`--as`), so a second human answers the approvals.
+    let alice = ice.token("human:alice", "approver");
     let step = |action: &str, args: &str| {
         let (code, d) = propose_file(&ice, &run, action, args);
         let permit = if code == 7 {
             let approval = d["approval_id"].as_str().unwrap().to_owned();
-            let out = ice.ok(&["approve", &approval, "--as", "human:alice"]);
+            let out = ice.ok_token(&alice, &["approve", &approval]);
             approved_permit(&out)
         } else {
             permit_of(&d)
@@ -204,8 +192,9 @@ fn rollback_restores_files_byte_identical() {
     assert!(finished.contains("COMMITTED"), "{finished}");
 
     // The operator rolling back needs authority like anyone else.
+    let ops = ice.token("human:ops", "operator");
     ice.ok(&["grant", "issue", "--to", "human:ops", "--action", "fs.*", "--resource", "file:"]);
-    let out = ice.run(&["rollback", &run, "--as", "human:ops", "--json"]);
+    let out = ice.run_token(&ops, &["rollback", &run, "--json"]);
     assert_eq!(out.status.code(), Some(9), "deleting the created file needs approval: {}", stdout(&out));
     let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let steps: Vec<&str> =
@@ -213,9 +202,9 @@ fn rollback_restores_files_byte_identical() {
     assert_eq!(steps, ["compensated", "nothing_to_undo", "awaiting_approval", "compensated", "compensated"]);
     let approval = report["items"][2]["step"]["approval"].as_str().unwrap().to_owned();
     let rollback_run = report["run"].as_str().unwrap().to_owned();
-    let out = ice.ok(&["approve", &approval, "--as", "human:alice"]);
+    let out = ice.ok(&["approve", &approval]);
     let permit = approved_permit(&out);
-    ice.ok(&["exec", "--as", "human:ops", &permit]);
+    ice.ok_token(&ops, &["exec", &permit]);
     ice.ok(&["run", "finish", &rollback_run]);
 
     assert_eq!(std::fs::read(sandbox(&ice).join("docs/a.txt")).unwrap(), original, "byte-identical");
@@ -225,7 +214,7 @@ fn rollback_restores_files_byte_identical() {
         ice.ok(&["effects", "list", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let undone = effects.iter().filter(|e| e["run_id"] == run.as_str() && e["compensated_by"].is_string()).count();
     assert_eq!(undone, 4);
-    let again = ice.run(&["rollback", &run, "--as", "human:ops", "--json"]);
+    let again = ice.run_token(&ops, &["rollback", &run, "--json"]);
     let report: Value = serde_json::from_str(stdout(&again).trim()).unwrap();
     assert!(report["items"].as_array().unwrap().iter().all(|i| i["step"]["status"] != "compensated"));
     ice.ok(&["verify"]);
@@ -236,16 +225,17 @@ fn suspension_revokes_permits_and_resume_needs_a_reconfiguration() {
     let (ice, run) = setup();
     let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
     let permit = permit_of(&d);
-    ice.ok(&["agent", "suspend", "agent:a", "--reason", "prompt injection suspected", "--as", "human:sec"]);
+    let sec = ice.token("human:sec", "operator");
+    ice.ok_token(&sec, &["agent", "suspend", "agent:a", "--reason", "prompt injection suspected"]);
     assert_eq!(count(&ice, "PermitRevoked"), 1);
     refused_with(&exec(&ice, &permit, None), "ICE-E0805");
     let (code, _) = propose_file(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
     assert_eq!(code, 6, "a suspended agent is denied");
 
-    refused_with(&ice.run(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "human:sec"]), "ICE-E0830");
-    ice.ok(&["agent", "reconfigure", "agent:a", "--change", "system prompt hardened", "--as", "human:sec"]);
+    refused_with(&ice.run_token(&sec, &["agent", "resume", "agent:a", "--reason", "fixed"]), "ICE-E0830");
+    ice.ok_token(&sec, &["agent", "reconfigure", "agent:a", "--change", "system prompt hardened"]);
     refused_with(&ice.run(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "agent:a"]), "ICE-E0120");
-    ice.ok(&["agent", "resume", "agent:a", "--reason", "fixed", "--as", "human:sec"]);
+    ice.ok_token(&sec, &["agent", "resume", "agent:a", "--reason", "fixed"]);
     let (code, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"s.txt","content":"s"}"#);
     assert_eq!(code, 0);
     ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
@@ -297,10 +287,10 @@ fn an_unknown_outcome_can_be_resolved_by_a_human_and_the_run_aborts() {
     let note = ["--note", "checked the sandbox: r.txt was not written"];
     let mut agent = vec!["effects", "resolve", &effect, "--failed", "--as", "agent:a"];
     agent.extend(note);
-    refused_with(&ice.run(&agent), "ICE-E0120");
-    let mut human = vec!["effects", "resolve", &effect, "--failed", "--as", "human:ops"];
+    refused_with(&ice.run(&agent), "ICE-E0905");
+    let mut human = vec!["effects", "resolve", &effect, "--failed"];
     human.extend(note);
-    ice.ok(&human);
+    ice.ok_token(&ice.token("human:ops", "operator"), &human);
     assert_eq!(ice.run(&["effects", "pending"]).status.code(), Some(0));
     let finished = ice.ok(&["run", "finish", &run]);
     assert!(finished.contains("ABORTED"), "an effect failed: {finished}");

@@ -158,7 +158,14 @@ fn demo_runs_end_to_end() {
         "reports/q3.md is back: \"Q3: revenue up 4%\\n\"",
         "COMMITTED (all 2 effect(s) completed)",
         "replayed root == live root",
-        "ok: 90 events, 1 signed checkpoint(s)",
+        // Credentials: tokens issued, a refused self-approval (by token and by an operator acting for the agent),
+        // then an approval by a real approver.
+        "agent:planner (agent): token",
+        "human:reviewer (approver): token",
+        "ICE-E0120] agent:planner may not emit ApprovalGranted",
+        "acting for agent:planner, tries the same: refused",
+        "human:reviewer (approver token) approves",
+        "ok: 95 events, 1 signed checkpoint(s)",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }

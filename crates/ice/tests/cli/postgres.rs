@@ -197,6 +197,7 @@ fn approvals_and_permits_stay_single_use_across_instances() {
     let other = Ice::init_with(&["--store", &url]);
     let run = ice.executing_run();
     ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
+    let (alice, bob) = (ice.token("human:alice", "approver"), other.token("human:bob", "approver"));
     for i in 0..6 {
         let path = format!("f{i}.txt");
         let args = format!(r#"{{"path":"{path}","content":"{i}"}}"#);
@@ -210,9 +211,10 @@ fn approvals_and_permits_stay_single_use_across_instances() {
         assert_eq!(code, 7, "{d}");
         let approval = d["approval_id"].as_str().unwrap().to_owned();
 
-        let answers: Vec<Child> = [(&ice, "human:alice"), (&other, "human:bob")]
+        // Two approvers, one per instance (each token verified by the home that issued it), answer at once.
+        let answers: Vec<Child> = [(&ice, &alice), (&other, &bob)]
             .into_iter()
-            .map(|(home, who)| spawn(home, &["approve", &approval, "--as", who]))
+            .map(|(home, token)| spawn(home, &["--token", token, "approve", &approval]))
             .collect();
         let outs: Vec<_> = answers.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
         let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
