@@ -162,15 +162,18 @@ impl Runtime {
     }
 
     fn active_policy_cached(&self) -> Result<PolicyHandle, RuntimeError> {
-        // Compiled bundles are cached by hash: look the bundle up under the state lock, without copying it.
-        self.with_state_cached(|s| {
-            let active = s.authority().policy().ok_or_else(|| RuntimeError::Rejected {
-                rejection: Rejection::new(ErrorCode::NoActivePolicy, "no policy set has been activated"),
-                record: None,
-            })?;
-            self.compiled(&active.hash, &active.bundle)
-                .map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
-        })
+        self.with_state_cached(|s| self.policy_in(s))
+            .map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
+    }
+
+    /// The compiled policy active in `st` (compiled bundles are cached by hash: the bundle is looked up in place,
+    /// not copied).
+    fn policy_in(&self, st: &LedgerState) -> Result<PolicyHandle, Rejection> {
+        let active = st
+            .authority()
+            .policy()
+            .ok_or_else(|| Rejection::new(ErrorCode::NoActivePolicy, "no policy set has been activated"))?;
+        self.compiled(&active.hash, &active.bundle)
     }
 
     pub(crate) fn compiled(&self, hash: &str, bundle: &Value) -> Result<PolicyHandle, Rejection> {
@@ -236,13 +239,15 @@ impl Runtime {
                 return Err(self.refuse(r, attempt(), run));
             }
         };
-        let policy = match self.active_policy() {
-            Ok(p) => p,
-            Err(RuntimeError::Rejected { rejection, .. }) => return Err(self.refuse(rejection, attempt(), run)),
-            Err(e) => return Err(e),
-        };
-        let events =
-            self.commit_with(&|st: &LedgerState| self.decision_bundle(st, &policy, caller, run, &proposal), &attempt)?;
+        // The policy is the one active in the state the decision is made on (a policy activated by a decision
+        // still in flight counts).
+        let events = self.commit_with(
+            &|st: &LedgerState| {
+                let policy = self.policy_in(st)?;
+                self.decision_bundle(st, &policy, caller, run, &proposal)
+            },
+            &attempt,
+        )?;
         let proposal_event = events.first().cloned();
         let decision_event = events.iter().find(|e| e.kind == EventKind::DecisionMade).cloned();
         match (proposal_event, decision_event) {
@@ -256,6 +261,19 @@ impl Runtime {
                 message: "a decision bundle lacked its proposal or decision".into(),
             }),
         }
+    }
+
+    /// The bundle the caller's proposal would be recorded as if decided on `st` (the proposal, its decision and
+    /// what the decision records), recording nothing: what [`Runtime::propose`] hands to the commit pipeline.
+    pub fn decision_drafts(
+        &self,
+        st: &LedgerState,
+        caller: &Caller,
+        input: &ProposalInput,
+    ) -> Result<Vec<Draft>, Rejection> {
+        let (run, proposal) = self.checked_proposal(input)?;
+        let policy = self.policy_in(st)?;
+        self.decision_bundle(st, &policy, caller, run, &proposal)
     }
 
     /// Classifies, evaluates Cedar and decides (no recording). Shared by [`Runtime::propose`] and

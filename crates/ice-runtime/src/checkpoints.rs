@@ -64,17 +64,27 @@ impl Runtime {
 
     /// Appends a checkpoint now if there is anything uncovered (`None` when there is not, or this instance does not
     /// hold the ledger's key).
+    ///
+    /// The checkpoint covers the durable events (`from..=to`, hashed outside the state lock, so deciding goes on
+    /// meanwhile) and signs the state root of the state it is appended onto: the decided state, including bundles
+    /// still in flight ahead of it, which is exactly the state replay folds up to the checkpoint event.
     pub fn checkpoint(&self) -> Result<Option<Event>, RuntimeError> {
-        self.catch_up()?;
-        let due = self.with_state(|st| {
+        let range = self.with_state(|st| {
             let from = st.last_checkpoint().map_or(1, |m| m.to_seq + 1);
-            self.checkpoint_key(st).is_some() && st.last_seq().0 >= from
+            let due = self.checkpoint_key(st).is_some() && st.last_seq().0 >= from;
+            due.then(|| (from, st.last_seq().0))
         })?;
-        if !due {
-            return Ok(None);
+        let Some((from, to)) = range else { return Ok(None) };
+        let hashes = self.range_hashes(from, to)?;
+        if hashes.len() as u64 != to - from + 1 {
+            return Err(RuntimeError::Corrupt {
+                seq: from,
+                message: format!("the checkpoint range {from}..={to} has gaps"),
+            });
         }
         let attempt = || json!({"kind": "Checkpoint"});
-        let events = self.commit_with(&|st: &LedgerState| self.checkpoint_draft(st).map(|d| vec![d]), &attempt)?;
+        let events =
+            self.commit_with(&|st: &LedgerState| self.checkpoint_draft(st, from, &hashes).map(|d| vec![d]), &attempt)?;
         let event = events.into_iter().next();
         if let Some(e) = &event {
             self.write_snapshot(e.seq);
@@ -82,24 +92,29 @@ impl Runtime {
         Ok(event)
     }
 
-    fn checkpoint_draft(&self, st: &LedgerState) -> Result<ice_core::Draft, Rejection> {
+    /// The checkpoint over the durable events `from..` whose hashes are `hashes`, signing `st`'s state root.
+    fn checkpoint_draft(&self, st: &LedgerState, from: u64, hashes: &[[u8; 32]]) -> Result<ice_core::Draft, Rejection> {
         let policy = self.checkpoint_key(st).ok_or_else(|| {
             Rejection::new(ice_core::ErrorCode::BadConfig, "this instance does not hold the ledger's checkpoint key")
         })?;
-        let from = st.last_checkpoint().map_or(1, |m| m.to_seq + 1);
-        let to = st.last_seq().0;
-        let head = st.head().ok_or_else(|| Rejection::new(ice_core::ErrorCode::NotFound, "the ledger is empty"))?;
-        let hashes = self
-            .range_hashes(from, to)
-            .map_err(|e| Rejection::new(e.code(), format!("cannot read the checkpoint range: {e}")))?;
-        if hashes.len() as u64 != to - from + 1 {
+        if st.last_checkpoint().map_or(1, |m| m.to_seq + 1) != from {
+            return Err(Rejection::new(
+                ice_core::ErrorCode::HeadConflict,
+                "another checkpoint covered this range first",
+            ));
+        }
+        let (Some(last), Some(count)) = (hashes.last(), u64::try_from(hashes.len()).ok().filter(|n| *n > 0)) else {
+            return Err(Rejection::new(ice_core::ErrorCode::SequenceGap, "the checkpoint range is empty"));
+        };
+        let to = from + count - 1;
+        if to > st.last_seq().0 {
             return Err(Rejection::new(ice_core::ErrorCode::SequenceGap, "the checkpoint range has gaps"));
         }
         let mut payload = CheckpointPayload {
             from_seq: from,
             to_seq: to,
-            to_hash: head.hash.to_hex(),
-            merkle_root: to_hex(&merkle_root(&hashes)),
+            to_hash: to_hex(last),
+            merkle_root: to_hex(&merkle_root(hashes)),
             state_root: st.state_root()?,
             public_key: to_hex(policy.key.verifying_key().as_bytes()),
             signature: String::new(),

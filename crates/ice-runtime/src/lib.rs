@@ -7,6 +7,7 @@ mod boundary;
 mod caller;
 pub mod checkpoints;
 mod home;
+pub mod pipeline;
 pub mod policy;
 mod replay;
 mod rollback;

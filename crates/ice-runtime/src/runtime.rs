@@ -4,27 +4,28 @@
 //! (structure → taxonomy → authority), admission against derived state, and sealing in the store (time, causes);
 //! a refusal at any step is itself recorded as `TransitionRejected` and returned with its code.
 //!
-//! State-changing transitions (run creation and lifecycle moves) are serialised: the runtime holds its state lock,
-//! catches up from the ledger, admits the draft, and appends with `unchanged_since` so that a state change by a
-//! writer in another process that appended first causes a retry instead of an illegal sequence. Other events are admitted under the
-//! lock but appended outside it, so concurrent submitters share group-commit transactions.
+//! Every bundle of drafts is decided and admitted, whole, against speculative state under the state lock, then
+//! committed by the pipeline (see [`crate::pipeline`]): concurrent callers share one durable append, and each is
+//! answered only once its events are durable. A state change by a writer in another process that appended first
+//! makes the append conflict; the bundles are then decided again on caught-up state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use ice_core::intake::{self, RawEvent};
 use ice_core::{
     CanonicalJson, Clock, Draft, ErrorCode, Event, EventKind, IdSource, LedgerState, Principal, Rejection, RunId,
     RunRecord, RunState, Seq, payloads,
 };
-use ice_store::{AppendRequest, EventQuery, Store, StoreError};
+use ice_store::{EventQuery, Store, StoreError};
 
 use crate::caller::Caller;
+use crate::pipeline::{Pipeline, Settled};
 use crate::policy::PolicyHandle;
 use serde_json::Value;
 
-/// Kinds whose admission does not depend on state that can race, so they need not be serialised: agents'
-/// cognitive notes (not proposals, which are decided) and rejection records.
+/// Kinds that change no governed state: agents' cognitive notes (not proposals, which are decided) and
+/// rejection records. They are the only kinds a caller may submit raw.
 fn is_free_kind(kind: EventKind) -> bool {
     !kind.changes_state()
 }
@@ -76,8 +77,9 @@ pub struct Runtime {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
-    state: Mutex<LedgerState>,
-    policies: Mutex<HashMap<String, PolicyHandle>>,
+    pipe: Mutex<Pipeline>,
+    /// Signalled whenever a flight lands (tickets settled, the next flight may start).
+    landed: Condvar,
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
@@ -107,8 +109,8 @@ impl Runtime {
             store,
             clock,
             ids,
-            state: Mutex::new(state),
-            policies: Mutex::new(HashMap::new()),
+            pipe: Mutex::new(Pipeline::new(state)),
+            landed: Condvar::new(),
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
@@ -197,47 +199,63 @@ impl Runtime {
         &*self.clock
     }
 
-    fn lock(&self) -> MutexGuard<'_, LedgerState> {
-        // A panic while holding the lock cannot leave the fold half-applied (apply is all-or-nothing), so a
-        // poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Pipeline> {
+        // A panic while holding the lock cannot leave a fold half-applied (apply is all-or-nothing and a bundle
+        // that fails half-way rebuilds speculative state), so a poisoned lock is still consistent.
+        self.pipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Compiled policy bundles by hash (compiling Cedar is slow; deciding with a compiled set is not).
-    pub(crate) fn policy_cache(&self) -> MutexGuard<'_, HashMap<String, PolicyHandle>> {
-        self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Compiled policy bundles by hash, shared by every runtime in the process: compiling Cedar is slow, deciding
+    /// with a compiled set is not, a compiled set never changes, and its hash names its content exactly.
+    pub(crate) fn policy_cache(&self) -> MutexGuard<'static, HashMap<String, PolicyHandle>> {
+        static COMPILED: std::sync::OnceLock<Mutex<HashMap<String, PolicyHandle>>> = std::sync::OnceLock::new();
+        COMPILED.get_or_init(Mutex::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn catch_up_locked(&self, st: &mut LedgerState) -> Result<(), RuntimeError> {
-        loop {
-            let batch =
-                self.store.read(&EventQuery { after: st.last_seq(), limit: CATCH_UP_BATCH, ..Default::default() })?;
-            let n = batch.len();
-            for e in &batch {
-                st.apply(e).map_err(|r| RuntimeError::Corrupt { seq: e.seq.0, message: r.to_string() })?;
-            }
-            if n < CATCH_UP_BATCH {
-                return Ok(());
-            }
+    /// Reads events after `seq` (one batch).
+    fn read_after(&self, seq: Seq) -> Result<Vec<Event>, StoreError> {
+        self.store.read(&EventQuery { after: seq, limit: CATCH_UP_BATCH, ..Default::default() })
+    }
+
+    /// Folds what other writers appended, when nothing of this runtime is pending (a pending flight folds it when
+    /// it lands). A cheap head check first: no events are read when the head has not moved.
+    fn catch_up_locked(&self, pipe: &mut Pipeline) -> Result<(), RuntimeError> {
+        if !pipe.idle() {
+            return Ok(());
         }
+        let head = self.store.head()?.map_or(Seq(0), |h| h.seq);
+        while pipe.committed().last_seq() < head {
+            let batch = self.read_after(pipe.committed().last_seq())?;
+            if batch.is_empty() {
+                break;
+            }
+            pipe.fold_foreign(&batch)
+                .map_err(|(seq, r)| RuntimeError::Corrupt { seq: seq.0, message: r.to_string() })?;
+        }
+        Ok(())
     }
 
     /// Folds any events other writers appended since the last look.
     pub fn catch_up(&self) -> Result<(), RuntimeError> {
-        let mut st = self.lock();
-        self.catch_up_locked(&mut st)
+        let mut pipe = self.lock();
+        self.catch_up_locked(&mut pipe)
     }
 
-    /// Reads derived state (after catching up with the ledger).
+    /// What the commit pipeline has done since this runtime was opened.
+    pub fn pipeline_stats(&self) -> crate::pipeline::PipelineStats {
+        self.lock().stats()
+    }
+
+    /// Reads derived state (durable events only, after catching up with the ledger).
     pub fn with_state<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> Result<T, RuntimeError> {
-        let mut st = self.lock();
-        self.catch_up_locked(&mut st)?;
-        Ok(f(&st))
+        let mut pipe = self.lock();
+        self.catch_up_locked(&mut pipe)?;
+        Ok(f(pipe.committed()))
     }
 
-    /// Reads derived state as folded so far, without reading the ledger (for hot paths that caught up already).
+    /// Reads derived state as folded so far (durable events only), without reading the ledger.
     pub fn with_state_cached<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> T {
-        f(&self.lock())
+        f(self.lock().committed())
     }
 
     /// One run's current record.
@@ -372,13 +390,9 @@ impl Runtime {
         events.pop().ok_or_else(|| RuntimeError::Store(StoreError::Unavailable("the append returned no event".into())))
     }
 
-    /// Builds drafts from caught-up state, admits them and appends them atomically (see the module docs).
-    ///
-    /// The first draft is admitted against state; the drafts after it in a bundle (a decision and what it
-    /// records) are derived by the runtime from that same state, and the fold checks them again when the bundle
-    /// commits. State-changing bundles append with `unchanged_since` while holding the state lock and are rebuilt and
-    /// retried if another writer moved the head; bundles of free kinds (agents' cognitive notes, rejections) are
-    /// appended outside the lock so concurrent submitters share a group commit.
+    /// Builds drafts from speculative state, admits the whole bundle against it and commits it through the
+    /// pipeline (see the module docs and [`crate::pipeline`]); `attempt` describes the submission for the
+    /// refusal record. `make` may run more than once: whenever what it was decided on did not commit.
     pub(crate) fn commit_with(
         &self,
         make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
@@ -412,56 +426,73 @@ impl Runtime {
         attempted_run: &dyn Fn() -> Option<RunId>,
     ) -> Result<Vec<Event>, RuntimeError> {
         let started = std::time::Instant::now();
-        let mut round = 0u32;
-        while round == 0 || started.elapsed() < CONFLICT_RETRY_WINDOW {
-            round = round.saturating_add(1);
-            let mut st = self.lock();
-            self.catch_up_locked(&mut st)?;
-            let admitted = make(&st).and_then(|drafts| match drafts.first() {
-                Some(first) => st.admit(first).map(|()| drafts),
-                None => Err(Rejection::new(ErrorCode::BadArgument, "nothing to append")),
+        let mut rounds = 0u32;
+        loop {
+            rounds = rounds.saturating_add(1);
+            let mut pipe = self.lock();
+            // Decisions see other writers' events as of the last look: a head check when nothing of ours is
+            // pending, else the fold of the flight that is landing (a stale decision conflicts and is redone).
+            self.catch_up_locked(&mut pipe)?;
+            let admitted = make(pipe.spec()).and_then(|drafts| {
+                let run = drafts[..].first().and_then(|d| d.run_id);
+                pipe.admit(drafts).map(|ticket| (ticket, run))
             });
-            let drafts = match admitted {
-                Ok(d) => d,
+            let (ticket, run) = match admitted {
+                Ok(t) => t,
                 Err(rejection) => {
-                    let run = attempted_run().filter(|r| st.run(*r).is_some());
-                    drop(st);
+                    let run = attempted_run().filter(|r| pipe.spec().run(*r).is_some());
+                    drop(pipe);
                     return Err(refuse(rejection, run));
                 }
             };
-            let serial = drafts.iter().any(|d| !is_free_kind(d.kind));
-            let run = drafts[0].run_id.filter(|r| st.run(*r).is_some());
-            let (request, mut held) = if serial {
-                (AppendRequest::unchanged_since(drafts, st.last_seq()), Some(st))
-            } else {
-                drop(st);
-                (AppendRequest::new(drafts), None)
-            };
-            match self.store.append(request) {
-                Ok(events) => {
-                    match held.as_mut() {
-                        Some(st) => self.catch_up_locked(st)?,
-                        None => self.catch_up()?,
-                    }
-                    drop(held);
+            match self.await_ticket(pipe, ticket)? {
+                Settled::Committed(events) => {
                     self.maybe_checkpoint();
                     return Ok(events);
                 }
-                Err(StoreError::HeadConflict { .. }) => {
-                    drop(held);
-                    self.back_off(round);
-                }
-                Err(StoreError::Rejected { rejection, .. }) => {
-                    drop(held);
+                Settled::Refused(rejection) => {
+                    let run = run.filter(|r| self.with_state_cached(|st| st.run(*r).is_some()));
                     return Err(refuse(rejection, run));
                 }
-                Err(e) => return Err(e.into()),
+                Settled::Failed(e) => return Err(e.into()),
+                Settled::Retry if started.elapsed() < CONFLICT_RETRY_WINDOW => {}
+                Settled::Retry => {
+                    return Err(RuntimeError::Store(StoreError::Unavailable(format!(
+                        "the ledger head kept moving under concurrent writers; gave up after {rounds} tries in {}s",
+                        CONFLICT_RETRY_WINDOW.as_secs()
+                    ))));
+                }
             }
         }
-        Err(RuntimeError::Store(StoreError::Unavailable(format!(
-            "the ledger head kept moving under concurrent writers; gave up after {round} tries in {}s",
-            CONFLICT_RETRY_WINDOW.as_secs()
-        ))))
+    }
+
+    /// Waits for a queued bundle's outcome, flying the next flight whenever none is running: the caller that
+    /// finds the store idle carries everyone's bundles to it (group commit without a dedicated thread).
+    fn await_ticket<'a>(&'a self, mut pipe: MutexGuard<'a, Pipeline>, ticket: u64) -> Result<Settled, RuntimeError> {
+        let mut conflicts = 0u32;
+        loop {
+            if let Some(settled) = pipe.take(ticket) {
+                return Ok(settled);
+            }
+            match pipe.start_flight() {
+                Some(request) => {
+                    drop(pipe);
+                    let result = self.store.append(request);
+                    pipe = self.lock();
+                    let conflicted = pipe.land(result, &mut |seq| self.read_after(seq));
+                    if conflicted {
+                        // Another writer changed state first: let it make progress before flying again.
+                        drop(pipe);
+                        conflicts = conflicts.saturating_add(1);
+                        self.back_off(conflicts);
+                        pipe = self.lock();
+                    }
+                    pipe.finish_flight();
+                    self.landed.notify_all();
+                }
+                None => pipe = self.landed.wait(pipe).unwrap_or_else(std::sync::PoisonError::into_inner),
+            }
+        }
     }
 
     /// Waits before retrying a serialised append that lost a race to another writer: exponential from 50 µs,
@@ -481,13 +512,23 @@ impl Runtime {
         self.record_refusal(rejection, draft.ok())
     }
 
-    /// Appends the record of a refusal (a free kind: never serialised, never conflicting) and returns the error
-    /// carrying it. Best effort: if recording fails too, the refusal is still returned, without its record.
+    /// Appends the record of a refusal (a free kind: never conflicting with anything a caller decided) and returns
+    /// the error carrying it. Best effort: if recording fails too, the refusal is still returned, without its
+    /// record.
     pub(crate) fn record_refusal(&self, rejection: Rejection, record: Option<Draft>) -> RuntimeError {
-        let record = record.and_then(|d| self.store.append(AppendRequest::new(vec![d])).ok()).and_then(|mut v| v.pop());
-        if record.is_some() {
-            let _ = self.catch_up();
-        }
+        let record = record.and_then(|draft| {
+            // A refusal record conflicts with nothing, but may be carried by a flight that did; a few tries.
+            for _ in 0..8 {
+                let mut pipe = self.lock();
+                let ticket = pipe.admit(vec![draft.clone()]).ok()?;
+                match self.await_ticket(pipe, ticket) {
+                    Ok(Settled::Committed(mut events)) => return events.pop(),
+                    Ok(Settled::Retry) => {}
+                    _ => return None,
+                }
+            }
+            None
+        });
         RuntimeError::Rejected { rejection, record: record.map(Box::new) }
     }
 }

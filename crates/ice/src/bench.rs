@@ -35,6 +35,7 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
     match cmd {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
         BenchCommand::Decide { iterations, policies } => decide(iterations, policies),
+        BenchCommand::Propose { agents, seconds } => crate::bench_propose::run(&agents, seconds),
         BenchCommand::Verify { events } => crate::bench_proof::verify(events),
         BenchCommand::Replay { events, proposals } => crate::bench_proof::replay(events, proposals),
         #[cfg(feature = "postgres")]
@@ -237,7 +238,7 @@ fn append(events: usize, threads: usize, latency_samples: usize) -> Result<u8, C
     Ok(exit::OK)
 }
 
-fn summarize(samples: &mut [Duration]) -> (f64, f64) {
+pub fn summarize(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
     (micros(percentile(samples, 0.5)), micros(percentile(samples, 0.99)))
 }

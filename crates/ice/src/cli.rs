@@ -555,6 +555,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2_000)]
         latency_samples: usize,
     },
+    /// Durable governed decisions/s (propose → decide → commit, acknowledged after fsync) from concurrent agents,
+    /// with p50/p99 latency, against the in-memory decide rate measured in the same run.
+    Propose {
+        /// Concurrency levels to measure: one agent (own grant, one thread) per unit.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        agents: Vec<usize>,
+        /// Seconds to measure each level.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// PostgreSQL appends/s with 1, 2 and 4 `ice` processes on one ledger vs raw batched INSERTs of the same rows.
     Postgres {
         /// The ledger database (it is appended to; use a scratch database).

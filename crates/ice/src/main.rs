@@ -6,6 +6,7 @@ mod bench;
 #[cfg(feature = "postgres")]
 mod bench_pg;
 mod bench_proof;
+mod bench_propose;
 mod bundle_cmds;
 mod cli;
 mod commands;

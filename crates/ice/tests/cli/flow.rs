@@ -170,3 +170,21 @@ fn demo_runs_end_to_end() {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }
 }
+
+/// `ice bench propose` runs end to end (briefly) and reports a durable rate, its ratio to the in-memory decide
+/// rate, and how many decisions shared each commit; bad levels are refused with a code.
+#[test]
+fn bench_propose_reports_durable_rate_against_in_memory() {
+    let out = std::process::Command::new(crate::bin())
+        .args(["bench", "propose", "--agents", "1,4", "--seconds", "0.3"])
+        .output()
+        .unwrap();
+    let text = crate::stdout(&out);
+    assert!(out.status.success(), "{text}{}", crate::stderr(&out));
+    assert!(text.contains("in-memory decide"), "{text}");
+    assert_eq!(text.matches("RATIO durable / in-memory").count(), 2, "{text}");
+    assert!(text.contains("decisions per commit"), "{text}");
+    let bad = std::process::Command::new(crate::bin()).args(["bench", "propose", "--agents", "0"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(crate::stderr(&bad).contains("ICE-E"), "{}", crate::stderr(&bad));
+}

@@ -1,0 +1,355 @@
+//! Pipelined governed commit: decide on speculative state, share one durable commit, acknowledge only what
+//! committed.
+//!
+//! The runtime keeps two folds of the ledger. `committed` holds only durable events; readers see it. `spec` is
+//! `committed` plus every bundle that was decided but is not durable yet (in flight to the store, or queued
+//! behind the flight); decisions are made against it, so a decision sees every earlier decision of this runtime
+//! whether or not its commit has finished. That is early lock release with commit-ordered acknowledgement (the
+//! idea of Johnson et al., "Aether", VLDB 2010): the state lock is held while deciding, not while fsyncing.
+//!
+//! One flight at a time: the flight takes every queued bundle in decision order and appends them as one atomic
+//! request with `unchanged_since` = the committed head, so the store takes its write lock (SQLite's write
+//! transaction, PostgreSQL's chain-head row) once per flight. When the flight lands:
+//! - committed: its events fold into `committed`, each bundle's caller is handed its sealed events; if the store
+//!   sealed them exactly as speculated (no other writer slipped events in between), `spec` stays valid, else it
+//!   is rebuilt from `committed` plus the queued bundles, re-admitted on it;
+//! - refused, conflicting or failed: nothing of it committed; `spec` is rebuilt from `committed` (caught up) and
+//!   every bundle of the flight and of the queue behind it (decided on top of it) is handed back to be decided
+//!   again, except that a store error is returned to the flight's own callers and a sealing refusal to the
+//!   bundle it names.
+//!
+//! This module is the sans-I/O core: it never touches the store itself. The runtime drives it from callers'
+//! threads (whoever finds no flight running flies the next one); the simulation test drives it step by step
+//! from a seeded scheduler.
+
+use std::collections::{HashMap, HashSet};
+
+use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, LedgerState, Rejection, Seq, seal_job};
+use ice_store::{AppendRequest, StoreError};
+
+/// What became of a bundle handed to the pipeline.
+#[derive(Debug)]
+pub enum Settled {
+    /// Durable: the sealed events, in order.
+    Committed(Vec<Event>),
+    /// Not committed, because something it was decided on top of did not commit or another writer changed state
+    /// first: decide it again on current state.
+    Retry,
+    /// The store refused to seal it (e.g. a declared time earlier than the head).
+    Refused(Rejection),
+    /// The store failed; nothing of the flight committed.
+    Failed(StoreError),
+}
+
+struct Bundle {
+    ticket: u64,
+    drafts: Vec<Draft>,
+    /// The events as sealed on `spec` (what the store will seal if nobody else writes first).
+    speculative: Vec<Event>,
+}
+
+/// The two folds and the bundles between them.
+pub struct Pipeline {
+    committed: LedgerState,
+    spec: LedgerState,
+    queued: Vec<Bundle>,
+    flying: Vec<Bundle>,
+    in_flight: bool,
+    settled: HashMap<u64, Settled>,
+    next_ticket: u64,
+    stats: PipelineStats,
+}
+
+/// What the pipeline has done since it was created (for benchmarks and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Flights sent to the store.
+    pub flights: u64,
+    /// Bundles carried by them.
+    pub bundles: u64,
+    /// Flights that conflicted with another writer.
+    pub conflicts: u64,
+    /// Bundles handed back to be decided again.
+    pub retried: u64,
+}
+
+/// Seals `drafts` onto `state`'s head and folds them one by one, admitting each against the state the ones
+/// before it left: the whole bundle is checked, not only its first draft. On a refusal at index `i > 0` the
+/// state holds the first `i` events (the caller rebuilds it).
+fn fold_bundle(state: &mut LedgerState, drafts: &[Draft]) -> Result<Vec<Event>, (usize, Rejection)> {
+    let own: HashSet<EventId> = drafts.iter().map(|d| d.event_id).collect();
+    let head = state.head().unwrap_or_else(ChainHead::genesis);
+    // Causes outside the bundle are checked by the store when it seals; here only the bundle's shape matters.
+    let sealed = seal_job(&head, drafts, &mut |id| !own.contains(id))?;
+    for (i, (draft, event)) in drafts.iter().zip(&sealed).enumerate() {
+        state.admit(draft).map_err(|r| (i, r))?;
+        state.apply(event).map_err(|r| (i, r))?;
+    }
+    Ok(sealed)
+}
+
+impl Pipeline {
+    /// A pipeline over state folded up to some head, with nothing pending.
+    pub fn new(state: LedgerState) -> Self {
+        Self {
+            spec: state.clone(),
+            committed: state,
+            queued: Vec::new(),
+            flying: Vec::new(),
+            in_flight: false,
+            settled: HashMap::new(),
+            next_ticket: 1,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Durable state only.
+    pub fn committed(&self) -> &LedgerState {
+        &self.committed
+    }
+
+    /// Durable state plus every decided bundle not yet durable: what decisions are made against.
+    pub fn spec(&self) -> &LedgerState {
+        &self.spec
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// Nothing decided is waiting for the store.
+    pub fn idle(&self) -> bool {
+        !self.in_flight && self.queued.is_empty()
+    }
+
+    /// Whether a flight is at the store.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Admits a bundle against speculative state (every draft, in order) and queues it; returns its ticket.
+    /// A refusal leaves everything as it was.
+    pub fn admit(&mut self, drafts: Vec<Draft>) -> Result<u64, Rejection> {
+        if drafts.is_empty() {
+            return Err(Rejection::new(ErrorCode::BadArgument, "nothing to append"));
+        }
+        match fold_bundle(&mut self.spec, &drafts) {
+            Ok(speculative) => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.queued.push(Bundle { ticket, drafts, speculative });
+                Ok(ticket)
+            }
+            Err((i, rejection)) => {
+                if i > 0 {
+                    // The first events of the bundle were folded before a later one was refused.
+                    self.rebuild_spec();
+                }
+                let rejection = if i > 0 {
+                    Rejection::new(
+                        rejection.code,
+                        format!(
+                            "draft {} of the bundle ({}) was refused: {}",
+                            i + 1,
+                            drafts[i].kind,
+                            rejection.message
+                        ),
+                    )
+                } else {
+                    rejection
+                };
+                Err(rejection)
+            }
+        }
+    }
+
+    /// The outcome of a ticket, once there is one (taken: asked once).
+    pub fn take(&mut self, ticket: u64) -> Option<Settled> {
+        self.settled.remove(&ticket)
+    }
+
+    /// Starts the next flight: every queued bundle, as one atomic request based on the committed head. `None`
+    /// when a flight is already running or nothing is queued.
+    pub fn start_flight(&mut self) -> Option<AppendRequest> {
+        if self.in_flight || self.queued.is_empty() {
+            return None;
+        }
+        self.flying = std::mem::take(&mut self.queued);
+        self.in_flight = true;
+        self.stats.flights += 1;
+        self.stats.bundles += self.flying.len() as u64;
+        let drafts = self.flying.iter().flat_map(|b| b.drafts.iter().cloned()).collect();
+        Some(AppendRequest::unchanged_since(drafts, self.committed.last_seq()))
+    }
+
+    /// Lands the running flight with the store's answer. `read_after(seq)` reads committed events after `seq`
+    /// (in seq order, possibly in several calls), used to fold what other writers appended. Returns whether the
+    /// store reported a conflict (the runtime backs off before the next flight). The flight stays marked running
+    /// until [`Pipeline::finish_flight`].
+    pub fn land(
+        &mut self,
+        result: Result<Vec<Event>, StoreError>,
+        read_after: &mut dyn FnMut(Seq) -> Result<Vec<Event>, StoreError>,
+    ) -> bool {
+        let flying = std::mem::take(&mut self.flying);
+        match result {
+            Ok(events) => {
+                let first = events.first().map_or(Seq(0), |e| e.seq);
+                let foreign = first > self.committed.last_seq().next();
+                if foreign && let Err(e) = self.catch_up_until(first, read_after) {
+                    return self.fail_all(flying, e);
+                }
+                for e in &events {
+                    if e.seq > self.committed.last_seq()
+                        && let Err(r) = self.committed.apply(e)
+                    {
+                        let e = StoreError::Corrupt { seq: e.seq, detail: r.to_string() };
+                        return self.fail_all(flying, e);
+                    }
+                }
+                let mut rest = events.into_iter();
+                let mut as_speculated = !foreign;
+                for b in flying {
+                    let mine: Vec<Event> = rest.by_ref().take(b.drafts.len()).collect();
+                    as_speculated &= mine.len() == b.speculative.len()
+                        && mine.iter().zip(&b.speculative).all(|(a, s)| a.hash == s.hash);
+                    self.settled.insert(b.ticket, Settled::Committed(mine));
+                }
+                if !as_speculated {
+                    self.rebuild_spec();
+                }
+                false
+            }
+            Err(StoreError::HeadConflict { .. }) => {
+                if let Err(e) = self.catch_up_until(Seq(u64::MAX), read_after) {
+                    return self.fail_all(flying, e);
+                }
+                self.stats.conflicts += 1;
+                self.retry_all(flying);
+                true
+            }
+            Err(StoreError::Rejected { index, rejection }) => {
+                let mut start = 0;
+                for b in flying {
+                    let end = start + b.drafts.len();
+                    let outcome = if (start..end).contains(&index) {
+                        Settled::Refused(rejection.clone())
+                    } else {
+                        Settled::Retry
+                    };
+                    self.settled.insert(b.ticket, outcome);
+                    start = end;
+                }
+                self.retry_all(Vec::new());
+                false
+            }
+            Err(e) => self.fail_all(flying, e),
+        }
+    }
+
+    /// Ends the running flight (after any back-off), so the next one may start.
+    pub fn finish_flight(&mut self) {
+        self.in_flight = false;
+    }
+
+    /// Folds events other writers appended, when nothing of ours is pending (otherwise the next landing does).
+    /// Returns false when the pipeline is busy and nothing was folded.
+    pub fn fold_foreign(&mut self, events: &[Event]) -> Result<bool, (Seq, Rejection)> {
+        if !self.idle() {
+            return Ok(false);
+        }
+        for e in events {
+            if e.seq <= self.committed.last_seq() {
+                continue;
+            }
+            self.committed.apply(e).map_err(|r| (e.seq, r))?;
+            self.spec.apply(e).map_err(|r| (e.seq, r))?;
+        }
+        Ok(true)
+    }
+
+    fn catch_up_until(
+        &mut self,
+        before: Seq,
+        read_after: &mut dyn FnMut(Seq) -> Result<Vec<Event>, StoreError>,
+    ) -> Result<(), StoreError> {
+        while self.committed.last_seq().next() < before {
+            let batch = read_after(self.committed.last_seq())?;
+            let Some(last) = batch.last().map(|e| e.seq) else { return Ok(()) };
+            for e in batch.iter().take_while(|e| e.seq < before) {
+                self.committed.apply(e).map_err(|r| StoreError::Corrupt { seq: e.seq, detail: r.to_string() })?;
+            }
+            if last >= before {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing of the flight committed and the store said why: its callers get the error; what was queued
+    /// behind it is decided again.
+    fn fail_all(&mut self, flying: Vec<Bundle>, e: StoreError) -> bool {
+        for b in flying {
+            self.settled.insert(b.ticket, Settled::Failed(e.clone()));
+        }
+        self.retry_all(Vec::new());
+        false
+    }
+
+    /// Hands `flying` and everything queued back to be decided again, and resets `spec` to `committed`.
+    fn retry_all(&mut self, flying: Vec<Bundle>) {
+        for b in flying.into_iter().chain(std::mem::take(&mut self.queued)) {
+            self.stats.retried += 1;
+            self.settled.insert(b.ticket, Settled::Retry);
+        }
+        self.spec = self.committed.clone();
+    }
+
+    /// `spec` from scratch: `committed`, the running flight as speculated (the committed head does not move
+    /// while a flight runs), then each queued bundle re-admitted; a queued bundle that no longer folds is handed
+    /// back with everything behind it.
+    fn rebuild_spec(&mut self) {
+        loop {
+            let mut spec = self.committed.clone();
+            let mut whole = true;
+            for e in self.flying.iter().flat_map(|b| &b.speculative) {
+                if spec.apply(e).is_err() {
+                    whole = false;
+                    break;
+                }
+            }
+            if !whole {
+                // Cannot happen (the flight was folded on this same base); fail safe by deciding it all again
+                // once the flight lands, and deciding nothing on top of it meanwhile.
+                self.spec = spec;
+                let queued = std::mem::take(&mut self.queued);
+                for b in queued {
+                    self.settled.insert(b.ticket, Settled::Retry);
+                }
+                return;
+            }
+            let mut refused_at = None;
+            for (i, b) in self.queued.iter_mut().enumerate() {
+                match fold_bundle(&mut spec, &b.drafts) {
+                    Ok(events) => b.speculative = events,
+                    Err(_) => {
+                        refused_at = Some(i);
+                        break;
+                    }
+                }
+            }
+            match refused_at {
+                None => {
+                    self.spec = spec;
+                    return;
+                }
+                Some(i) => {
+                    for b in self.queued.split_off(i) {
+                        self.settled.insert(b.ticket, Settled::Retry);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The pipelined commit under real threads on a real SQLite ledger: many proposers against one budget and one
+//! single-use approval, and a store that fails commits mid-batch. Whatever the interleaving: never
+//! over-reserved, exactly one winner, every acknowledged decision durable, nothing unacknowledged committed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::Ledger;
+use ice_core::budget::{BudgetKey, BudgetScope, Period};
+use ice_core::decision::{Decision, Verdict};
+use ice_core::{ChainHead, Cost, Dimension, Event, EventId, EventKind, Role, Roles};
+use ice_runtime::{GrantInput, LocalUser, Presented, ProposalInput, Runtime, RuntimeError, SystemClock, SystemIds};
+use ice_store::{AppendRequest, EventQuery, Store, StoreError, verify_ledger};
+
+const THREADS: usize = 8;
+const EACH: usize = 12;
+const LIMIT: u64 = 30;
+
+fn setup(l: &Ledger) -> String {
+    let run = l.executing_run();
+    for i in 0..THREADS {
+        let g = GrantInput {
+            principal: format!("agent:p{i}").parse().unwrap(),
+            run: None,
+            actions: vec!["fs.write".into(), "fs.delete".into()],
+            resource: "file:/sandbox/".into(),
+            ttl_micros: None,
+            max_uses: None,
+            revocable: true,
+        };
+        l.rt.issue_grant(&l.alice, &g).unwrap();
+    }
+    let key = BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total };
+    l.rt.set_budget(&l.alice, key, LIMIT).unwrap();
+    run
+}
+
+fn input(run: &str, n: usize) -> ProposalInput {
+    ProposalInput {
+        run: Some(run.to_owned()),
+        action: "fs.write".into(),
+        resource: format!("file:/sandbox/f{n}.md"),
+        args: format!(r#"{{"path":"/sandbox/f{n}.md","content":"{n}"}}"#),
+        cost_estimate: Cost::of(Dimension::Calls, 1),
+        ..ProposalInput::default()
+    }
+}
+
+fn decisions(store: &dyn Store) -> Vec<Decision> {
+    store
+        .read(&EventQuery { kind: Some(EventKind::DecisionMade), limit: usize::MAX, ..EventQuery::default() })
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str(e.payload.as_str()).unwrap())
+        .collect()
+}
+
+/// Proposes from `THREADS` threads on `rt`; returns the acknowledged decision events and the failures.
+fn storm(rt: &Runtime, run: &str) -> (Vec<Event>, Vec<RuntimeError>) {
+    let results: Vec<(Vec<Event>, Vec<RuntimeError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let agent = rt.authenticate(&Presented::Local { act_as: Some(&format!("agent:p{t}")) }).unwrap();
+                    let mut acked = Vec::new();
+                    let mut failed = Vec::new();
+                    for i in 0..EACH {
+                        match rt.propose(&agent, &input(run, t * EACH + i)) {
+                            Ok(o) => acked.push(o.decision_event),
+                            Err(e) => failed.push(e),
+                        }
+                    }
+                    (acked, failed)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    for (a, f) in results {
+        acked.extend(a);
+        failed.extend(f);
+    }
+    (acked, failed)
+}
+
+#[test]
+fn concurrent_proposers_share_commits_and_never_over_reserve() {
+    let l = Ledger::new();
+    let run = setup(&l);
+    let before = l.rt.pipeline_stats();
+    let (acked, failed) = storm(&l.rt, &run);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(acked.len(), THREADS * EACH, "every proposal got exactly one decision");
+    for e in &acked {
+        assert_eq!(l.rt.store().get(e.event_id).unwrap().as_ref(), Some(e), "acknowledged means durable");
+    }
+    let all = decisions(&**l.rt.store());
+    let allowed = all.iter().filter(|d| d.verdict == Verdict::Allow).count() as u64;
+    assert_eq!(allowed, LIMIT, "exactly the budget's worth allowed, never more");
+    assert_eq!(all.len(), THREADS * EACH, "no decision recorded that was not acknowledged");
+    let stats = l.rt.pipeline_stats();
+    assert!(stats.bundles - before.bundles >= (THREADS * EACH) as u64);
+    l.fold_from_scratch();
+    verify_ledger(&**l.rt.store(), &mut |_| {}).unwrap().unwrap();
+}
+
+#[test]
+fn a_single_use_approval_has_exactly_one_winner() {
+    let l = Ledger::new();
+    let run = setup(&l);
+    let delete = ProposalInput {
+        run: Some(run.clone()),
+        action: "fs.delete".into(),
+        resource: "file:/sandbox/old.md".into(),
+        args: r#"{"path":"/sandbox/old.md"}"#.into(),
+        ..ProposalInput::default()
+    };
+    let o = l.rt.propose(&l.agent("agent:p0"), &delete).unwrap();
+    assert_eq!(o.decision.verdict, Verdict::RequireApproval);
+    let approval: EventId =
+        l.rt.with_state(|s| s.effects().approval_for(o.proposal.event_id).map(|a| a.id)).unwrap().unwrap();
+    let approvers: Vec<_> =
+        (0..THREADS).map(|i| l.human(&format!("human:approver{i}"), Roles::of(&[Role::Approver]))).collect();
+    let wins = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for a in &approvers {
+            let (rt, wins) = (&l.rt, &wins);
+            s.spawn(move || {
+                if rt.approve(a, approval, None, None).is_ok() {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.load(Ordering::SeqCst), 1, "one approval, one winner");
+    assert_eq!(l.events(EventKind::ApprovalGranted).len(), 1);
+    assert_eq!(l.events(EventKind::PermitIssued).len(), 1, "one permit for the one approval");
+    l.fold_from_scratch();
+}
+
+/// A store that fails every third append without writing anything (a commit that did not happen).
+struct FlakyStore {
+    inner: Arc<dyn Store>,
+    calls: AtomicU64,
+}
+
+impl Store for FlakyStore {
+    fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+            return Err(StoreError::Unavailable("injected commit failure".into()));
+        }
+        self.inner.append(request)
+    }
+    fn head(&self) -> Result<Option<ChainHead>, StoreError> {
+        self.inner.head()
+    }
+    fn read(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        self.inner.read(query)
+    }
+    fn get(&self, id: EventId) -> Result<Option<Event>, StoreError> {
+        self.inner.get(id)
+    }
+    fn describe(&self) -> String {
+        format!("flaky {}", self.inner.describe())
+    }
+}
+
+#[test]
+fn failed_commits_acknowledge_nothing_and_lose_nothing_acknowledged() {
+    let l = Ledger::new();
+    let run = setup(&l);
+    let flaky: Arc<dyn Store> = Arc::new(FlakyStore { inner: Arc::clone(l.rt.store()), calls: AtomicU64::new(0) });
+    let mut rt = Runtime::open(flaky, Arc::new(SystemClock), Arc::new(SystemIds)).unwrap();
+    rt.set_local_users(vec![LocalUser::this_process("human:alice")]);
+    let (acked, failed) = storm(&rt, &run);
+    assert!(!failed.is_empty(), "the injected failures reached some callers");
+    for e in &failed {
+        assert!(
+            matches!(e, RuntimeError::Store(StoreError::Unavailable(_)) | RuntimeError::Rejected { .. }),
+            "only the injected failure (or its effect on a refusal record): {e}"
+        );
+    }
+    for e in &acked {
+        assert_eq!(l.rt.store().get(e.event_id).unwrap().as_ref(), Some(e), "acknowledged means durable");
+    }
+    let all = decisions(&**l.rt.store());
+    assert_eq!(all.len(), acked.len(), "every recorded decision was acknowledged, every acknowledged one recorded");
+    assert!(all.iter().filter(|d| d.verdict == Verdict::Allow).count() as u64 <= LIMIT);
+    l.fold_from_scratch();
+    verify_ledger(&**l.rt.store(), &mut |_| {}).unwrap().unwrap();
+}

@@ -1,0 +1,142 @@
+//! `ice bench propose`: durable governed decisions per second from concurrent agents, through the whole path a
+//! caller takes (intake, grant, Cedar, budget, the pipelined commit, fsync'd before the answer), against the
+//! in-memory decide rate of the same runtime in the same run.
+
+use std::time::{Duration, Instant};
+
+use ice_core::budget::{BudgetKey, BudgetScope, Period};
+use ice_core::decision::Verdict;
+use ice_core::{Cost, Dimension, Principal};
+use ice_runtime::{Caller, GrantInput, IceHome, Presented, ProposalInput, Runtime};
+
+use crate::bench::{bench_err, summarize};
+use crate::exit;
+use crate::render::CliError;
+
+/// Runs the benchmark at each concurrency level.
+pub fn run(levels: &[usize], seconds: f64) -> Result<u8, CliError> {
+    if levels.is_empty() || levels.contains(&0) || !seconds.is_finite() || seconds <= 0.0 {
+        return Err(CliError::Coded(
+            ice_core::ErrorCode::BadArgument,
+            "--agents takes positive counts (e.g. 1,16,64) and --seconds a positive number".into(),
+        ));
+    }
+    let most = levels.iter().copied().max().unwrap_or(1);
+    let dir = tempfile::tempdir().map_err(bench_err)?;
+    let (_home, rt) = IceHome::init(dir.path(), None)?;
+    let operator = rt.authenticate(&Presented::Local { act_as: None })?;
+    let run = rt.create_run(&operator, Some("bench-propose".into()))?;
+    for _ in 0..3 {
+        rt.advance_run(&operator, run.id, None, None)?;
+    }
+    rt.set_budget(
+        &operator,
+        BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total },
+        1 << 50,
+    )?;
+    let mut agents = Vec::with_capacity(most);
+    for i in 0..most {
+        let name = format!("agent:bench-{i}");
+        let principal: Principal = name.parse()?;
+        rt.issue_grant(
+            &operator,
+            &GrantInput {
+                principal,
+                run: Some(run.id),
+                actions: vec!["fs.write".into()],
+                resource: "file:/sandbox/".into(),
+                ttl_micros: None,
+                max_uses: None,
+                revocable: true,
+            },
+        )?;
+        agents.push(rt.authenticate(&Presented::Local { act_as: Some(&name) })?);
+    }
+    let input = |i: u64| ProposalInput {
+        run: Some(run.id.to_string()),
+        action: "fs.write".into(),
+        resource: format!("file:/sandbox/out-{}.md", i % 64),
+        args: format!(r#"{{"path":"/sandbox/out-{}.md","content":"line {i}"}}"#, i % 64),
+        purpose: "bench".into(),
+        cost_estimate: Cost::of(Dimension::Calls, 1),
+        ..ProposalInput::default()
+    };
+    let verdict = rt.propose(&agents[0], &input(0))?.decision.verdict;
+    if verdict != Verdict::Allow {
+        return Err(bench_err(format!("the bench proposal was decided {}, not allow", verdict.as_str())));
+    }
+
+    // Baseline: the in-memory decide of the same runtime (grant + Cedar + budget; nothing recorded), one thread.
+    let prepared = rt.prepare_proposal(&agents[0], &input(1))?;
+    let start = Instant::now();
+    let mut decided = 0u64;
+    while start.elapsed().as_secs_f64() < seconds.min(2.0) {
+        for _ in 0..100 {
+            std::hint::black_box(rt.decide_prepared(&prepared).ok());
+        }
+        decided += 100;
+    }
+    let in_memory = decided as f64 / start.elapsed().as_secs_f64();
+    println!("ice bench propose: fs.write allowed by grant + Cedar + budget, 5 events per decision, synchronous=FULL");
+    println!("in-memory decide (baseline, 1 thread, nothing recorded): {in_memory:.0} decisions/s");
+    for &n in levels {
+        let before = rt.pipeline_stats();
+        let (rate, p50, p99, failures) = level(&rt, &agents[..n], seconds, &input)?;
+        let after = rt.pipeline_stats();
+        let flights = after.flights - before.flights;
+        let per_flight = (after.bundles - before.bundles) as f64 / flights.max(1) as f64;
+        println!(
+            "{n:>3} agents: {rate:>8.0} durable decisions/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {per_flight:>5.1} decisions per commit  RATIO durable / in-memory {:.2}x{}",
+            p50 / 1000.0,
+            p99 / 1000.0,
+            rate / in_memory,
+            if failures > 0 { format!("  ({failures} failed)") } else { String::new() }
+        );
+        println!(
+            "      pipeline: {flights} commits, {} conflicts, {} decisions redone",
+            after.conflicts - before.conflicts,
+            after.retried - before.retried
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// One concurrency level: each agent proposes in a loop on its own thread for `seconds`.
+fn level(
+    rt: &Runtime,
+    agents: &[Caller],
+    seconds: f64,
+    input: &(dyn Fn(u64) -> ProposalInput + Sync),
+) -> Result<(f64, f64, f64, usize), CliError> {
+    let deadline = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(k, agent)| {
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut failed = 0;
+                    let mut i = (k as u64) << 32;
+                    while start.elapsed() < deadline {
+                        let t = Instant::now();
+                        match rt.propose(agent, &input(i)) {
+                            Ok(o) if o.decision.verdict == Verdict::Allow => lat.push(t.elapsed()),
+                            _ => failed += 1,
+                        }
+                        i += 1;
+                    }
+                    (lat, failed)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let failures = results.iter().map(|r| r.1).sum();
+    let mut all: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
+    let rate = all.len() as f64 / elapsed;
+    let (p50, p99) = summarize(&mut all);
+    Ok((rate, p50, p99, failures))
+}
