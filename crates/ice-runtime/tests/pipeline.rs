@@ -194,3 +194,22 @@ fn failed_commits_acknowledge_nothing_and_lose_nothing_acknowledged() {
     l.fold_from_scratch();
     verify_ledger(&**l.rt.store(), &mut |_| {}).unwrap().unwrap();
 }
+
+/// A bundle is admitted whole: when a later draft is refused (here a second decision for the same proposal, as a
+/// buggy or hostile bundle builder would produce), nothing of the bundle is queued or folded, so nothing of it can
+/// reach the ledger and make it unfoldable.
+#[test]
+fn a_bundle_whose_later_draft_is_refused_is_refused_whole() {
+    let l = Ledger::fast();
+    let run = setup(&l);
+    let state = l.rt.with_state(Clone::clone).unwrap();
+    let mut pipe = ice_runtime::pipeline::Pipeline::new(state.clone());
+    let mut drafts = l.rt.decision_drafts(pipe.spec(), &l.agent("agent:p1"), &input(&run, 1)).unwrap();
+    let mut twice = drafts.iter().find(|d| d.kind == EventKind::DecisionMade).unwrap().clone();
+    twice.event_id = l.rt.fresh_event_id();
+    drafts.push(twice);
+    let refused = pipe.admit(drafts).unwrap_err();
+    assert!(refused.message.contains("of the bundle"), "{refused}");
+    assert_eq!(*pipe.spec(), state, "speculative state untouched");
+    assert!(pipe.start_flight().is_none(), "nothing queued");
+}

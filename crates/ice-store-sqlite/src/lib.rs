@@ -190,10 +190,9 @@ impl Store for SqliteStore {
 
     fn head(&self) -> Result<Option<ChainHead>, StoreError> {
         self.with_reader(|c| {
-            c.query_row("SELECT seq, hash, time FROM chain_head WHERE id = 1", [], rows::decode_head)
-                .optional()
-                .map_err(|e| unavailable("cannot read the head of", &self.path, e))?
-                .transpose()
+            let fail = |e| unavailable("cannot read the head of", &self.path, e);
+            let mut stmt = c.prepare_cached("SELECT seq, hash, time FROM chain_head WHERE id = 1").map_err(fail)?;
+            stmt.query_row([], rows::decode_head).optional().map_err(fail)?.transpose()
         })
     }
 
@@ -232,10 +231,10 @@ impl Store for SqliteStore {
 
     fn get(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         self.with_reader(|c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ?1"), [id.as_bytes()], rows::decode)
-                .optional()
-                .map_err(|e| unavailable("cannot read", &self.path, e))?
-                .transpose()
+            let fail = |e| unavailable("cannot read", &self.path, e);
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ?1")).map_err(fail)?;
+            stmt.query_row([id.as_bytes()], rows::decode).optional().map_err(fail)?.transpose()
         })
     }
 

@@ -271,14 +271,25 @@ fn parse_since(text: &str, now: Timestamp) -> Result<(Seq, Option<Timestamp>), C
 }
 
 fn log(home: &IceHome, args: &LogArgs) -> Result<u8, CliError> {
-    let rt = home.open_runtime()?;
-    let store = rt.store().clone();
-    let run = args.run.as_deref().map(|r| resolve_run(&rt, r)).transpose()?;
+    // Reading the log needs the store only: derived state is folded only to resolve a run id given by prefix.
+    let store = home.open_store()?;
+    let run = match args.run.as_deref() {
+        None => None,
+        Some(text) => Some(match text.parse::<ice_core::RunId>() {
+            Ok(id) => id,
+            Err(_) => resolve_run(&home.open_runtime()?, text)?,
+        }),
+    };
     let kind = args.kind.as_deref().map(str::parse::<EventKind>).transpose()?;
-    let (after, since) = match &args.since {
-        Some(s) => parse_since(s, rt.clock().now())?,
+    let (mut after, since) = match &args.since {
+        Some(s) => parse_since(s, ice_core::Clock::now(&ice_runtime::SystemClock))?,
         None => (Seq(0), None),
     };
+    // Unfiltered with a limit, the newest N events are the last N seqs (seqs are gapless): read only those.
+    if let (Some(limit), None, None, None) = (args.limit, run, kind, since) {
+        let head = store.head()?.map_or(0, |h| h.seq.0);
+        after = Seq(after.0.max(head.saturating_sub(limit as u64)));
+    }
     let base = EventQuery { after, until: None, run, kind, since, limit: 10_000 };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
