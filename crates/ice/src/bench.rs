@@ -35,7 +35,10 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
     match cmd {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
         BenchCommand::Decide { iterations, policies } => decide(iterations, policies),
-        BenchCommand::Propose { agents, seconds } => crate::bench_propose::run(&agents, seconds),
+        BenchCommand::History { events, points, agents } => crate::bench_history::run(events, points, agents),
+        BenchCommand::Propose { agents, seconds, synchronous } => {
+            crate::bench_propose::run(&agents, seconds, &synchronous)
+        }
         BenchCommand::Verify { events } => crate::bench_proof::verify(events),
         BenchCommand::Replay { events, proposals } => crate::bench_proof::replay(events, proposals),
         #[cfg(feature = "postgres")]

@@ -14,7 +14,7 @@ use crate::exit;
 use crate::render::CliError;
 
 /// Runs the benchmark at each concurrency level.
-pub fn run(levels: &[usize], seconds: f64) -> Result<u8, CliError> {
+pub fn run(levels: &[usize], seconds: f64, synchronous: &str) -> Result<u8, CliError> {
     if levels.is_empty() || levels.contains(&0) || !seconds.is_finite() || seconds <= 0.0 {
         return Err(CliError::Coded(
             ice_core::ErrorCode::BadArgument,
@@ -22,45 +22,9 @@ pub fn run(levels: &[usize], seconds: f64) -> Result<u8, CliError> {
         ));
     }
     let most = levels.iter().copied().max().unwrap_or(1);
-    let dir = tempfile::tempdir().map_err(bench_err)?;
-    let (_home, rt) = IceHome::init(dir.path(), None)?;
-    let operator = rt.authenticate(&Presented::Local { act_as: None })?;
-    let run = rt.create_run(&operator, Some("bench-propose".into()))?;
-    for _ in 0..3 {
-        rt.advance_run(&operator, run.id, None, None)?;
-    }
-    rt.set_budget(
-        &operator,
-        BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total },
-        1 << 50,
-    )?;
-    let mut agents = Vec::with_capacity(most);
-    for i in 0..most {
-        let name = format!("agent:bench-{i}");
-        let principal: Principal = name.parse()?;
-        rt.issue_grant(
-            &operator,
-            &GrantInput {
-                principal,
-                run: Some(run.id),
-                actions: vec!["fs.write".into()],
-                resource: "file:/sandbox/".into(),
-                ttl_micros: None,
-                max_uses: None,
-                revocable: true,
-            },
-        )?;
-        agents.push(rt.authenticate(&Presented::Local { act_as: Some(&name) })?);
-    }
-    let input = |i: u64| ProposalInput {
-        run: Some(run.id.to_string()),
-        action: "fs.write".into(),
-        resource: format!("file:/sandbox/out-{}.md", i % 64),
-        args: format!(r#"{{"path":"/sandbox/out-{}.md","content":"line {i}"}}"#, i % 64),
-        purpose: "bench".into(),
-        cost_estimate: Cost::of(Dimension::Calls, 1),
-        ..ProposalInput::default()
-    };
+    let bench = Fixture::new(synchronous, most)?;
+    let (rt, agents) = (&bench.rt, &bench.agents);
+    let input = |i: u64| bench.input(i);
     let verdict = rt.propose(&agents[0], &input(0))?.decision.verdict;
     if verdict != Verdict::Allow {
         return Err(bench_err(format!("the bench proposal was decided {}, not allow", verdict.as_str())));
@@ -77,11 +41,14 @@ pub fn run(levels: &[usize], seconds: f64) -> Result<u8, CliError> {
         decided += 100;
     }
     let in_memory = decided as f64 / start.elapsed().as_secs_f64();
-    println!("ice bench propose: fs.write allowed by grant + Cedar + budget, 5 events per decision, synchronous=FULL");
+    println!(
+        "ice bench propose: fs.write allowed by grant + Cedar + budget, 5 events per decision, synchronous={}",
+        bench.synchronous.pragma()
+    );
     println!("in-memory decide (baseline, 1 thread, nothing recorded): {in_memory:.0} decisions/s");
     for &n in levels {
         let before = rt.pipeline_stats();
-        let (rate, p50, p99, failures) = level(&rt, &agents[..n], seconds, &input)?;
+        let (rate, p50, p99, failures) = level(rt, &agents[..n], seconds, &input)?;
         let after = rt.pipeline_stats();
         let flights = after.flights - before.flights;
         let per_flight = (after.bundles - before.bundles) as f64 / flights.max(1) as f64;
@@ -99,6 +66,84 @@ pub fn run(levels: &[usize], seconds: f64) -> Result<u8, CliError> {
         );
     }
     Ok(exit::OK)
+}
+
+/// A throwaway home with a run in EXECUTING, a large global budget and `agents` agents each holding an `fs.write`
+/// grant: the state every proposal benchmark starts from.
+pub struct Fixture {
+    /// The runtime over the home's ledger.
+    pub rt: Runtime,
+    /// One caller per agent (the local operator acting for `agent:bench-N`).
+    pub agents: Vec<Caller>,
+    /// The run the proposals name.
+    pub run: ice_core::RunId,
+    /// The ledger's durability.
+    pub synchronous: ice_store_sqlite::Synchronous,
+    /// The directory holding `.ice/`.
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Builds the fixture with the given SQLite durability (`full`, `normal`, `off`).
+    pub fn new(synchronous: &str, agents: usize) -> Result<Self, CliError> {
+        let sync: ice_store_sqlite::Synchronous =
+            synchronous.parse().map_err(|e: String| CliError::Coded(ice_core::ErrorCode::BadArgument, e))?;
+        let dir = tempfile::tempdir().map_err(bench_err)?;
+        let (home, rt) = IceHome::init(dir.path(), None)?;
+        let rt = if sync == ice_store_sqlite::Synchronous::Full {
+            rt
+        } else {
+            drop(rt);
+            let config = home.dir().join("config.toml");
+            let text = std::fs::read_to_string(&config).map_err(bench_err)?;
+            let edited =
+                text.replace("synchronous = \"full\"", &format!("synchronous = \"{}\"", sync.pragma().to_lowercase()));
+            std::fs::write(&config, edited).map_err(bench_err)?;
+            IceHome::discover(Some(dir.path()), dir.path())?.open_runtime()?
+        };
+        let operator = rt.authenticate(&Presented::Local { act_as: None })?;
+        let run = rt.create_run(&operator, Some("bench".into()))?;
+        for _ in 0..3 {
+            rt.advance_run(&operator, run.id, None, None)?;
+        }
+        rt.set_budget(
+            &operator,
+            BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total },
+            1 << 50,
+        )?;
+        let mut callers = Vec::with_capacity(agents);
+        for i in 0..agents {
+            let name = format!("agent:bench-{i}");
+            let principal: Principal = name.parse()?;
+            rt.issue_grant(
+                &operator,
+                &GrantInput {
+                    principal,
+                    run: Some(run.id),
+                    actions: vec!["fs.write".into()],
+                    resource: "file:/sandbox/".into(),
+                    ttl_micros: None,
+                    max_uses: None,
+                    revocable: true,
+                },
+            )?;
+            callers.push(rt.authenticate(&Presented::Local { act_as: Some(&name) })?);
+        }
+        Ok(Self { rt, agents: callers, run: run.id, synchronous: sync, dir })
+    }
+
+    /// The `i`-th proposal: an allowed `fs.write` in the sandbox.
+    pub fn input(&self, i: u64) -> ProposalInput {
+        ProposalInput {
+            run: Some(self.run.to_string()),
+            action: "fs.write".into(),
+            resource: format!("file:/sandbox/out-{}.md", i % 64),
+            args: format!(r#"{{"path":"/sandbox/out-{}.md","content":"line {i}"}}"#, i % 64),
+            purpose: "bench".into(),
+            cost_estimate: Cost::of(Dimension::Calls, 1),
+            ..ProposalInput::default()
+        }
+    }
 }
 
 /// One concurrency level: each agent proposes in a loop on its own thread for `seconds`.

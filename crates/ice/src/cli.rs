@@ -564,6 +564,22 @@ pub enum BenchCommand {
         /// Seconds to measure each level.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// SQLite durability: full (fsync every commit, the default users run), normal or off (CPU cost alone).
+        #[arg(long, default_value = "full")]
+        synchronous: String,
+    },
+    /// Memory and command latency as the ledger grows: RSS, and `ice run list` / `approvals list` / `budget show`
+    /// / `log --limit 20` as fresh processes, at evenly spaced points up to `--events`.
+    History {
+        /// Events to grow the ledger to (decided proposals, 5 events each).
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Measuring points, evenly spaced.
+        #[arg(long, default_value_t = 4)]
+        points: u64,
+        /// Concurrent proposing agents.
+        #[arg(long, default_value_t = 16)]
+        agents: usize,
     },
     /// PostgreSQL appends/s with 1, 2 and 4 `ice` processes on one ledger vs raw batched INSERTs of the same rows.
     Postgres {

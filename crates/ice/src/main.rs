@@ -3,6 +3,7 @@
 
 mod authority_cmds;
 mod bench;
+mod bench_history;
 #[cfg(feature = "postgres")]
 mod bench_pg;
 mod bench_proof;
@@ -48,11 +49,16 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(cli) {
+    let code = match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             render::print_error(&e);
             ExitCode::from(e.exit_code())
         }
+    };
+    // For `ice bench history`, which measures commands as fresh processes.
+    if std::env::var_os(bench_history::REPORT_PEAK_RSS).is_some() {
+        eprintln!("peak_rss_kib {}", bench_history::proc_status_kib("VmHWM:"));
     }
+    code
 }

@@ -188,3 +188,19 @@ fn bench_propose_reports_durable_rate_against_in_memory() {
     assert!(!bad.status.success());
     assert!(crate::stderr(&bad).contains("ICE-E"), "{}", crate::stderr(&bad));
 }
+
+/// `ice bench history` grows a ledger and reports memory and the latency of read commands run as fresh processes
+/// (briefly here); the commands it measures succeed against the ledger it grew.
+#[test]
+fn bench_history_reports_memory_and_command_latency() {
+    let out = std::process::Command::new(crate::bin())
+        .args(["bench", "history", "--events", "600", "--points", "2", "--agents", "2"])
+        .output()
+        .unwrap();
+    let text = crate::stdout(&out);
+    assert!(out.status.success(), "{text}{}", crate::stderr(&out));
+    assert!(text.contains("log --limit 20"), "{text}");
+    assert!(text.contains("RATIO last / first point"), "{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+}
