@@ -11,6 +11,68 @@ use serde_json::Value;
 
 use crate::error::{ErrorCode, Rejection};
 
+/// Refuses JSON text in which an object names the same member twice (I-JSON, RFC 7493 §2.3): parsers disagree on
+/// which one wins, so what a policy saw and what an effector would use could differ. Call it on untrusted text that
+/// is already known to be valid JSON.
+pub fn check_unique_keys(text: &str) -> Result<(), Rejection> {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    struct Unique;
+    struct UniqueVisitor;
+
+    impl<'de> Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(UniqueVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for UniqueVisitor {
+        type Value = Unique;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<Unique>()?;
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("the member `{key}` appears twice in one object")));
+                }
+            }
+            Ok(Unique)
+        }
+    }
+
+    serde_json::from_str::<Unique>(text).map(|_| ()).map_err(|e| {
+        Rejection::new(
+            ErrorCode::BadPayloadStructure,
+            format!("{e}; JSON objects must not repeat a member name (I-JSON, RFC 7493)"),
+        )
+    })
+}
+
 /// Largest accepted payload, in bytes of input text.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Deepest accepted nesting of arrays and objects.
@@ -40,6 +102,7 @@ impl CanonicalJson {
         }
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Rejection::new(ErrorCode::MalformedJson, format!("payload is not valid JSON: {e}")))?;
+        check_unique_keys(text)?;
         Self::from_value(&value)
     }
 
@@ -173,6 +236,12 @@ mod tests {
     #[test]
     fn refuses_bad_structure() {
         assert_eq!(CanonicalJson::parse("{oops").unwrap_err().code, ErrorCode::MalformedJson);
+        // Duplicate member names are refused at any depth, never resolved by "last one wins".
+        let dup = CanonicalJson::parse(r#"{"path": "a.txt", "x": {"k": 1, "k": 2}}"#).unwrap_err();
+        assert_eq!(dup.code, ErrorCode::BadPayloadStructure);
+        assert!(dup.message.contains("`k` appears twice"), "{dup}");
+        assert!(CanonicalJson::parse(r#"{"path": "a.txt", "path": "/etc/passwd"}"#).is_err());
+        assert!(CanonicalJson::parse(r#"{"a": [{"k": 1}, {"k": 2}], "b": {"k": 1}}"#).is_ok());
         assert_eq!(CanonicalJson::parse("[1]").unwrap_err().code, ErrorCode::BadPayloadStructure);
         assert_eq!(
             CanonicalJson::parse(r#"{"n": 9007199254740992}"#).unwrap_err().code,

@@ -252,7 +252,7 @@ impl ErrorCode {
             }
             Self::TimeWentBackwards => "omit the explicit time to let the runtime clock stamp the event",
             Self::TimeInFuture => {
-                "declared times may lead the runtime clock by at most 5 minutes; omit the time to use the clock"
+                "a declared time may not be later than the runtime clock; omit the time to use the clock"
             }
             Self::UnknownCause => "causes must be event ids already in the ledger; check them with `ice inspect ID`",
             Self::UnknownRun => "create the run first with `ice run create`, or check the id with `ice run list`",

@@ -110,10 +110,17 @@ fn pattern_matches(pattern: &str, action: &str) -> bool {
     }
 }
 
-/// A resource pattern without `*` is a prefix; with `*`, a glob where `*` matches any run of characters.
+/// A resource pattern without `*` covers the resource itself and what lies below it, by whole segments:
+/// `file:notes` covers `file:notes` and `file:notes/a.md` but not `file:notes-private/a.md`; a pattern that ends
+/// in a separator (`/`, `:`, `?`, `#`) covers everything that starts with it (`file:/sandbox/`, `file:`). With `*`,
+/// a glob where `*` matches any run of characters.
 pub fn resource_matches(pattern: &str, resource: &str) -> bool {
+    const SEPARATORS: [char; 4] = ['/', ':', '?', '#'];
     if !pattern.contains('*') {
-        return resource.starts_with(pattern);
+        return match resource.strip_prefix(pattern) {
+            None => false,
+            Some(rest) => rest.is_empty() || pattern.ends_with(SEPARATORS) || rest.starts_with(['/', '?', '#']),
+        };
     }
     glob(pattern.as_bytes(), resource.as_bytes())
 }
@@ -165,6 +172,14 @@ mod tests {
     fn resource_patterns() {
         assert!(resource_matches("file:/sandbox/", "file:/sandbox/a/b.txt"));
         assert!(!resource_matches("file:/sandbox/", "file:/sandboxed"));
+        // Whole segments: a grant on `file:notes` does not reach a sibling that merely shares the prefix.
+        assert!(resource_matches("file:notes", "file:notes"));
+        assert!(resource_matches("file:notes", "file:notes/a.md"));
+        assert!(!resource_matches("file:notes", "file:notes-private/secret.txt"));
+        assert!(!resource_matches("file:notes", "file:notes.bak"));
+        assert!(resource_matches("file:", "file:anything/at/all"));
+        assert!(resource_matches("http:https://api.example.com", "http:https://api.example.com/v1?x=1"));
+        assert!(!resource_matches("http:https://api.example.com", "http:https://api.example.com.evil.net/"));
         assert!(resource_matches("file:/sandbox/*.txt", "file:/sandbox/a/b.txt"));
         assert!(!resource_matches("file:/sandbox/*.txt", "file:/sandbox/a.md"));
         assert!(resource_matches("*", "anything"));

@@ -19,10 +19,6 @@ use crate::kind::{EventKind, RunScope};
 use crate::payloads;
 use crate::principal::{Principal, PrincipalKind};
 
-/// How far a declared time may lead the runtime clock. Without a bound, one submission far in the future would
-/// drag every later clock-stamped event's time with it (sealing never lets time go backwards).
-pub const MAX_FUTURE_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
-
 /// An event as submitted from outside (CLI, HTTP, an agent): every field still untrusted text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEvent {
@@ -54,12 +50,19 @@ pub fn intake(
     let causes = raw.causes.iter().map(|c| c.parse::<EventId>()).collect::<Result<Vec<_>, _>>()?;
     let (time, time_source) = match &raw.time {
         Some(t) => {
+            // A declared time says when something happened, so it is never later than the runtime clock: one
+            // ahead of it would drag every later clock-stamped event's time with it (sealing never lets time go
+            // backwards).
             let declared = Timestamp::parse_rfc3339(t)?;
-            let limit = clock.now().plus_micros(MAX_FUTURE_SKEW_MICROS);
-            if declared > limit {
+            let now = clock.now();
+            if declared > now {
                 return Err(Rejection::new(
                     ErrorCode::TimeInFuture,
-                    format!("declared time {declared} is more than 5 minutes ahead of the runtime clock"),
+                    format!(
+                        "declared time {} is later than the runtime clock ({}); declared times record the past",
+                        declared.to_rfc3339(),
+                        now.to_rfc3339()
+                    ),
                 ));
             }
             (declared, TimeSource::Declared)

@@ -170,6 +170,9 @@ impl Sandbox {
                     format!("`{}` is neither a regular file nor a directory", at.escape_debug()),
                 ));
             }
+            if kind.is_file() {
+                check_single_link(&at, &meta)?;
+            }
         }
         Ok(if meta.is_dir() { Node::Dir(meta) } else { Node::File(meta) })
     }
@@ -187,6 +190,7 @@ impl Sandbox {
         if !same_inode(&opened, seen) {
             return Err(swapped(rel));
         }
+        check_single_link(&rel.text, &opened)?;
         // The final component is pinned by the descriptor; re-walk so a directory swapped for a symlink while we
         // opened is noticed.
         match self.resolve(rel)? {
@@ -255,6 +259,23 @@ pub(crate) fn same_inode(a: &Metadata, b: &Metadata) -> bool {
     a.dev() == b.dev() && a.ino() == b.ino()
 }
 
+/// A regular file with more than one hard link may be the same inode as a file outside the sandbox (a link made
+/// by anyone who can write both places): reading it would leak that file, writing it would change it. Refused.
+fn check_single_link(at: &str, meta: &Metadata) -> Result<(), EffectError> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.nlink() > 1 {
+        return Err(EffectError::new(
+            ErrorCode::SandboxEscape,
+            format!(
+                "`{}` has {} hard links; a hard-linked file may be a file outside the sandbox, so it is refused",
+                at.escape_debug(),
+                meta.nlink()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_size(rel: &RelPath, len: u64, limit: u64) -> Result<(), EffectError> {
     if len > limit {
         return Err(EffectError::new(
@@ -321,6 +342,22 @@ mod tests {
         assert_eq!(sandbox.resolve(&rel).unwrap_err().code, ErrorCode::BadArgument);
         let rel = sandbox.check("real/new/deeper", false).unwrap();
         assert!(matches!(sandbox.resolve(&rel).unwrap(), Node::Missing));
+    }
+
+    #[test]
+    fn hard_linked_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::new(&dir.path().join("box")).unwrap();
+        std::fs::write(dir.path().join("secret.txt"), b"outside").unwrap();
+        std::fs::hard_link(dir.path().join("secret.txt"), sandbox.root().join("innocent.txt")).unwrap();
+        let rel = sandbox.check("innocent.txt", false).unwrap();
+        let err = sandbox.resolve(&rel).unwrap_err();
+        assert_eq!(err.code, ErrorCode::SandboxEscape, "{}", err.message);
+        assert!(err.message.contains("hard links"), "{}", err.message);
+        // Once the outside link is gone the file is an ordinary single-link file again.
+        std::fs::remove_file(dir.path().join("secret.txt")).unwrap();
+        let Node::File(meta) = sandbox.resolve(&rel).unwrap() else { panic!("not a file") };
+        assert_eq!(sandbox.read_file(&rel, &meta, 100).unwrap(), b"outside");
     }
 
     #[test]

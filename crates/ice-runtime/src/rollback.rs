@@ -91,7 +91,8 @@ pub struct RollbackReport {
 }
 
 impl Runtime {
-    /// Finishes an executing run: VALIDATING, then COMMITTED if every effect completed, else ABORTED.
+    /// Finishes an executing (or validating) run: VALIDATING, then COMMITTED if every effect completed, else
+    /// ABORTED. The only way a run becomes COMMITTED.
     pub fn finish_run(&self, caller: &Caller, run: RunId) -> Result<RunRecord, RuntimeError> {
         self.reconcile()?;
         let attempt = || json!({"kind": "RunTransitioned", "run_id": run.to_string(), "to": "COMMITTED|ABORTED"});
@@ -102,11 +103,11 @@ impl Runtime {
 
     fn finish_drafts(&self, st: &LedgerState, caller: &Caller, run: RunId) -> Result<Vec<Draft>, Rejection> {
         let state = st.run(run).map(|r| r.state);
-        if state != Some(RunState::Executing) {
+        if !matches!(state, Some(RunState::Executing | RunState::Validating)) {
             return Err(Rejection::new(
                 ErrorCode::IllegalTransition,
                 format!(
-                    "run {run} is {}; only an EXECUTING run can be finished",
+                    "run {run} is {}; only an EXECUTING or VALIDATING run can be finished",
                     state.map_or("missing".into(), |s| s.to_string())
                 ),
             ));
@@ -134,9 +135,12 @@ impl Runtime {
             (RunState::Aborted, format!("effects without a completed outcome: {}", bad.join(", ")))
         };
         let end = payloads::RunTransitioned { from: RunState::Validating, to, reason: Some(reason) };
-        let first = self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &validating)?;
-        st.admit(&first)?;
         let mut second = self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &end)?;
+        if state == Some(RunState::Validating) {
+            return Ok(vec![second]);
+        }
+        // The pipeline admits the second transition against the state the first leaves.
+        let first = self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &validating)?;
         second.causes = vec![first.event_id];
         Ok(vec![first, second])
     }

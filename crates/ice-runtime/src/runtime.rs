@@ -338,6 +338,15 @@ impl Runtime {
                         .state;
                     // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
                     let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
+                    if target == RunState::Committed {
+                        return Err(Rejection::new(
+                            ErrorCode::IllegalTransition,
+                            format!(
+                                "run {run} is {current}; a run becomes COMMITTED only through `ice run finish`, which \
+                                 checks that every effect completed"
+                            ),
+                        ));
+                    }
                     let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
                     self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &payload)?
                 }])

@@ -70,9 +70,14 @@ pub fn print_decision(o: &DecisionOutcome, json_out: bool) {
 pub fn propose(home: &IceHome, args: &ProposeArgs) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     let file: Value = match &args.file {
-        Some(p) => serde_json::from_str(&read_payload(&format!("@{}", p.display()))?).map_err(|e| {
-            CliError::Coded(ErrorCode::MalformedJson, format!("{} is not a JSON object: {e}", p.display()))
-        })?,
+        Some(p) => {
+            let text = read_payload(&format!("@{}", p.display()))?;
+            let v = serde_json::from_str(&text).map_err(|e| {
+                CliError::Coded(ErrorCode::MalformedJson, format!("{} is not a JSON object: {e}", p.display()))
+            })?;
+            ice_core::canonical::check_unique_keys(&text)?;
+            v
+        }
         None => json!({}),
     };
     let mut input = ProposalInput::from_json(&file)?;

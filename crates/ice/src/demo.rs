@@ -176,14 +176,14 @@ fn scenario(rt: &Runtime, cast: &Cast) -> Result<(), CliError> {
     orphan.causes = vec!["01900000-0000-7000-8000-000000000000".into()];
     show_refusal(rt.submit(planner, &orphan))?;
 
-    step("the operator tries to skip VALIDATING (EXECUTING → COMMITTED): refused");
+    step("the operator tries to commit the run with `run advance` (EXECUTING → COMMITTED): refused");
     show_refusal(rt.advance_run(alice, run.id, Some(RunState::Committed), None))?;
 
-    step("the run is validated, committed and terminated");
-    for _ in 0..3 {
-        let r = rt.advance_run(alice, run.id, None, None)?;
-        println!("  → {}", r.state);
-    }
+    step("the run is finished (VALIDATING, then COMMITTED: it had no effects to check), then terminated");
+    let r = rt.finish_run(alice, run.id)?;
+    println!("  → {}", r.state);
+    let r = rt.advance_run(alice, run.id, None, None)?;
+    println!("  → {}", r.state);
 
     step("a second run is aborted mid-execution, then terminated");
     let second = rt.create_run(alice, Some("scrape competitor pricing".into()))?;

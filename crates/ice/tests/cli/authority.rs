@@ -251,3 +251,17 @@ expect_policies = ["no-secrets"]
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("1 failed"), "{}", stdout(&out));
 }
+
+/// A grant on `file:notes` covers the folder and what is below it by whole segments, never a sibling that merely
+/// shares the prefix (`notes-private/`).
+#[test]
+fn grant_resources_match_whole_segments() {
+    let ice = Ice::init();
+    let run = ice.executing_run();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.read", "--resource", "file:notes"]);
+    let (_, inside) = crate::propose_file(&ice, &run, "fs.read", r#"{"path":"notes/a.md"}"#);
+    assert_eq!(inside["verdict"], "allow", "{inside}");
+    let (code, sibling) = crate::propose_file(&ice, &run, "fs.read", r#"{"path":"notes-private/secret.txt"}"#);
+    assert_eq!(sibling["verdict"], "deny", "{sibling}");
+    assert_ne!(code, 0);
+}

@@ -50,6 +50,8 @@ fn bad_inputs_are_refused_with_codes_and_recorded() {
     call(with(&["--kind", "ReasoningRecorded", "--payload", r#"{"note": "#]), "ICE-E0101");
     // payload that is JSON but not an object
     call(with(&["--kind", "ReasoningRecorded", "--payload", "[1,2]"]), "ICE-E0102");
+    // a member named twice (I-JSON): refused, never "last one wins"
+    call(with(&["--kind", "ReasoningRecorded", "--payload", r#"{"note":"a","note":"b"}"#]), "ICE-E0102");
     // unknown kind
     call(with(&["--kind", "WorldChanged"]), "ICE-E0110");
     // an agent emitting a runtime event
@@ -66,8 +68,11 @@ fn bad_inputs_are_refused_with_codes_and_recorded() {
         ["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", "01900000-0000-7000-8000-000000000001"];
     refused(&ice, &args, "ICE-E0150");
 
-    // a declared time far in the future (it would drag the ledger's clock forward)
+    // a declared time in the future, far or near (it would drag the ledger's clock forward)
     call(with(&["--kind", "ReasoningRecorded", "--time", "2999-01-01T00:00:00Z"]), "ICE-E0131");
+    let soon = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 120;
+    let soon = ice_core::Timestamp::from_secs(i64::try_from(soon).unwrap()).to_rfc3339();
+    call(with(&["--kind", "ReasoningRecorded", "--time", &soon]), "ICE-E0131");
 
     // A known cause is accepted.
     ice.ok(&with(&["--kind", "ReasoningRecorded", "--cause", parent_id])
@@ -75,4 +80,39 @@ fn bad_inputs_are_refused_with_codes_and_recorded() {
         .map(String::as_str)
         .collect::<Vec<_>>());
     ice.ok(&["verify"]);
+}
+
+/// A proposal whose args (or proposal file) name a member twice is refused before anything is decided: the policy
+/// and the effector must never be able to read different values of one field.
+#[test]
+fn proposals_with_duplicate_members_are_refused() {
+    let ice = Ice::init();
+    let run = ice.executing_run();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
+    let dup = r#"{"path":"notes/a.txt","path":"../../etc/passwd"}"#;
+    let out = ice.run(&[
+        "propose",
+        "--as",
+        "agent:a",
+        "--run",
+        &run,
+        "--action",
+        "fs.read",
+        "--resource",
+        "file:notes/a.txt",
+        "--args",
+        dup,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("error[ICE-E0102]") && stderr(&out).contains("appears twice"), "{}", stderr(&out));
+    let file = ice.path().join("proposal.json");
+    let text = format!(
+        r#"{{"run":"{run}","action":"fs.read","resource":"file:notes/a.txt","args":"{{}}","action":"fs.delete"}}"#
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = ice.run(&["propose", "--as", "agent:a", "--file", file.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("ICE-E0102") && stderr(&out).contains("appears twice"), "{}", stderr(&out));
+    let decided = ice.events().iter().filter(|e| e["kind"] == "DecisionMade").count();
+    assert_eq!(decided, 0, "nothing was decided");
 }

@@ -11,11 +11,16 @@ const ENVELOPE: &[&str] =
 fn init_run_lifecycle_log_verify() {
     let ice = Ice::init();
     let run = ice.create_run();
-    for expected in ["PROVISIONED", "CONTEXT_READY", "EXECUTING", "VALIDATING", "COMMITTED", "TERMINATED"] {
+    for expected in ["PROVISIONED", "CONTEXT_READY", "EXECUTING"] {
         let out = ice.ok(&["run", "advance", &run, "--json"]);
         let v: Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["state"], expected);
     }
+    // COMMITTED only through `run finish` (VALIDATING, then COMMITTED once every effect completed).
+    ice.ok(&["run", "finish", &run]);
+    let out = ice.ok(&["run", "advance", &run, "--json"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["state"], "TERMINATED");
     let verify = ice.ok(&["verify"]);
     assert!(verify.starts_with("ok: 9 events"), "{verify}");
 
@@ -64,6 +69,19 @@ fn init_run_lifecycle_log_verify() {
 
 #[test]
 fn illegal_transitions_are_refused_and_recorded() {
+    let ice = Ice::init();
+    // `run advance` never commits a run: that is `run finish`'s, which checks the effects.
+    let validating = ice.create_run();
+    for _ in 0..4 {
+        ice.ok(&["run", "advance", &validating]);
+    }
+    for args in [vec!["run", "advance", &validating], vec!["run", "advance", &validating, "--to", "COMMITTED"]] {
+        let out = ice.run(&args);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).contains("ICE-E0201") && stderr(&out).contains("run finish"), "{}", stderr(&out));
+    }
+    let finished = ice.ok(&["run", "finish", &validating]);
+    assert!(finished.contains("COMMITTED"), "{finished}");
     let ice = Ice::init();
     let run = ice.create_run();
     let out = ice.run(&["run", "advance", &run, "--to", "EXECUTING"]);

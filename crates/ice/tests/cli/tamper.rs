@@ -16,9 +16,8 @@ fn ledger() -> Ice {
         let payload = format!(r#"{{"note":"{note}"}}"#);
         ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", &payload]);
     }
-    for _ in 0..3 {
-        ice.ok(&["run", "advance", &run]);
-    }
+    ice.ok(&["run", "finish", &run]);
+    ice.ok(&["run", "advance", &run]);
     assert!(ice.ok(&["verify"]).starts_with("ok: 11 events"));
     ice
 }
