@@ -157,6 +157,84 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
+    pub const ALL: [ErrorCode; 72] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::BadPayloadStructure,
+        ErrorCode::BadEnvelopeField,
+        ErrorCode::UnknownKind,
+        ErrorCode::OriginNotAuthorized,
+        ErrorCode::TimeWentBackwards,
+        ErrorCode::TimeInFuture,
+        ErrorCode::UnknownCause,
+        ErrorCode::UnknownRun,
+        ErrorCode::RunScopeMismatch,
+        ErrorCode::IllegalTransition,
+        ErrorCode::RunTerminated,
+        ErrorCode::ReasonRequired,
+        ErrorCode::HeadConflict,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::SchemaMismatch,
+        ErrorCode::AppendOnlyViolation,
+        ErrorCode::HashMismatch,
+        ErrorCode::BrokenLink,
+        ErrorCode::SequenceGap,
+        ErrorCode::TimeRegression,
+        ErrorCode::HeadMismatch,
+        ErrorCode::CheckpointInvalid,
+        ErrorCode::UntrustedKey,
+        ErrorCode::NotInitialized,
+        ErrorCode::AlreadyInitialized,
+        ErrorCode::BadConfig,
+        ErrorCode::NotFound,
+        ErrorCode::BadArgument,
+        ErrorCode::KindHasOwnCommand,
+        ErrorCode::PolicyParse,
+        ErrorCode::PolicyValidation,
+        ErrorCode::PolicySchema,
+        ErrorCode::PolicyDuplicateId,
+        ErrorCode::PolicyCases,
+        ErrorCode::PolicyDir,
+        ErrorCode::PolicyCatalog,
+        ErrorCode::UnknownAction,
+        ErrorCode::BadResource,
+        ErrorCode::UnknownGrant,
+        ErrorCode::GrantNotRevocable,
+        ErrorCode::BadBudget,
+        ErrorCode::UnknownProposal,
+        ErrorCode::NoActivePolicy,
+        ErrorCode::NoPermit,
+        ErrorCode::PermitUsed,
+        ErrorCode::PermitExpired,
+        ErrorCode::ArgsMismatch,
+        ErrorCode::PermitRevoked,
+        ErrorCode::SandboxEscape,
+        ErrorCode::NotAllowlisted,
+        ErrorCode::EffectLimit,
+        ErrorCode::EffectFailed,
+        ErrorCode::EffectConflict,
+        ErrorCode::OutcomeUnknown,
+        ErrorCode::ResourceMismatch,
+        ErrorCode::NoEffector,
+        ErrorCode::UnknownApproval,
+        ErrorCode::ApprovalClosed,
+        ErrorCode::ApproverNotAuthorized,
+        ErrorCode::ResumeNotAllowed,
+        ErrorCode::NothingToRollBack,
+        ErrorCode::SettleWhileLive,
+        ErrorCode::LiteralSecret,
+        ErrorCode::UnknownSecret,
+        ErrorCode::Unauthenticated,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenRevoked,
+        ErrorCode::TokenExpired,
+        ErrorCode::RoleRequired,
+        ErrorCode::ActAsNotAllowed,
+        ErrorCode::ReservedPrincipal,
+    ];
+}
+
+impl ErrorCode {
     /// The stable string form, e.g. `ICE-E0101`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -407,5 +485,108 @@ impl Rejection {
     /// The hint for this rejection's code.
     pub fn hint(&self) -> &'static str {
         self.code.hint()
+    }
+}
+
+#[cfg(test)]
+mod code_table {
+    use super::ErrorCode;
+
+    /// Exhaustive over the enum: adding a code without listing it in `ALL` does not compile.
+    fn position(c: ErrorCode) -> usize {
+        match c {
+            ErrorCode::MalformedJson => 0,
+            ErrorCode::BadPayloadStructure => 1,
+            ErrorCode::BadEnvelopeField => 2,
+            ErrorCode::UnknownKind => 3,
+            ErrorCode::OriginNotAuthorized => 4,
+            ErrorCode::TimeWentBackwards => 5,
+            ErrorCode::TimeInFuture => 6,
+            ErrorCode::UnknownCause => 7,
+            ErrorCode::UnknownRun => 8,
+            ErrorCode::RunScopeMismatch => 9,
+            ErrorCode::IllegalTransition => 10,
+            ErrorCode::RunTerminated => 11,
+            ErrorCode::ReasonRequired => 12,
+            ErrorCode::HeadConflict => 13,
+            ErrorCode::StoreUnavailable => 14,
+            ErrorCode::SchemaMismatch => 15,
+            ErrorCode::AppendOnlyViolation => 16,
+            ErrorCode::HashMismatch => 17,
+            ErrorCode::BrokenLink => 18,
+            ErrorCode::SequenceGap => 19,
+            ErrorCode::TimeRegression => 20,
+            ErrorCode::HeadMismatch => 21,
+            ErrorCode::CheckpointInvalid => 22,
+            ErrorCode::UntrustedKey => 23,
+            ErrorCode::NotInitialized => 24,
+            ErrorCode::AlreadyInitialized => 25,
+            ErrorCode::BadConfig => 26,
+            ErrorCode::NotFound => 27,
+            ErrorCode::BadArgument => 28,
+            ErrorCode::KindHasOwnCommand => 29,
+            ErrorCode::PolicyParse => 30,
+            ErrorCode::PolicyValidation => 31,
+            ErrorCode::PolicySchema => 32,
+            ErrorCode::PolicyDuplicateId => 33,
+            ErrorCode::PolicyCases => 34,
+            ErrorCode::PolicyDir => 35,
+            ErrorCode::PolicyCatalog => 36,
+            ErrorCode::UnknownAction => 37,
+            ErrorCode::BadResource => 38,
+            ErrorCode::UnknownGrant => 39,
+            ErrorCode::GrantNotRevocable => 40,
+            ErrorCode::BadBudget => 41,
+            ErrorCode::UnknownProposal => 42,
+            ErrorCode::NoActivePolicy => 43,
+            ErrorCode::NoPermit => 44,
+            ErrorCode::PermitUsed => 45,
+            ErrorCode::PermitExpired => 46,
+            ErrorCode::ArgsMismatch => 47,
+            ErrorCode::PermitRevoked => 48,
+            ErrorCode::SandboxEscape => 49,
+            ErrorCode::NotAllowlisted => 50,
+            ErrorCode::EffectLimit => 51,
+            ErrorCode::EffectFailed => 52,
+            ErrorCode::EffectConflict => 53,
+            ErrorCode::OutcomeUnknown => 54,
+            ErrorCode::ResourceMismatch => 55,
+            ErrorCode::NoEffector => 56,
+            ErrorCode::UnknownApproval => 57,
+            ErrorCode::ApprovalClosed => 58,
+            ErrorCode::ApproverNotAuthorized => 59,
+            ErrorCode::ResumeNotAllowed => 60,
+            ErrorCode::NothingToRollBack => 61,
+            ErrorCode::SettleWhileLive => 62,
+            ErrorCode::LiteralSecret => 63,
+            ErrorCode::UnknownSecret => 64,
+            ErrorCode::Unauthenticated => 65,
+            ErrorCode::TokenInvalid => 66,
+            ErrorCode::TokenRevoked => 67,
+            ErrorCode::TokenExpired => 68,
+            ErrorCode::RoleRequired => 69,
+            ErrorCode::ActAsNotAllowed => 70,
+            ErrorCode::ReservedPrincipal => 71,
+        }
+    }
+
+    #[test]
+    fn every_code_is_listed_once_and_means_one_thing() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(position(*c), i, "{c:?} is listed at {i}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "{} is used by two codes", c.as_str());
+            assert!(!c.hint().is_empty(), "{c:?} has no hint");
+        }
+    }
+
+    /// The table users and scripts depend on: a code's string never changes and never moves to another meaning.
+    #[test]
+    fn the_code_table_is_pinned() {
+        let table: String = ErrorCode::ALL.iter().map(|c| format!("{} {c:?}\n", c.as_str())).collect();
+        let pinned = include_str!("../tests/data/error_codes.txt");
+        assert_eq!(table, pinned, "error codes changed; a released code may only be added, never renamed or reused");
     }
 }

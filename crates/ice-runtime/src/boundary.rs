@@ -29,7 +29,8 @@ use crate::runtime::{Runtime, RuntimeError};
 const OUTCOME_DEADLINE_MICROS: i64 = 15 * 60 * 1_000_000;
 
 /// Environment variable naming a point at which the process stops (for crash tests): `after-effect-start` or
-/// `after-effect-apply`. The process prints `ICE_TEST_PAUSED <point>` to stderr and sleeps until killed.
+/// `after-effect-apply`. The process prints `ICE_TEST_PAUSED <point>` to stderr and sleeps until killed. Only in
+/// builds with the `test-hooks` feature (the test builds of `ice`), never in a release build.
 pub const TEST_PAUSE_ENV: &str = "ICE_TEST_PAUSE";
 
 /// What to execute (the caller executing must be the permit's holder).
@@ -86,8 +87,9 @@ fn instance_is_dead(instance: &str) -> bool {
     start_ticks(pid).as_deref() != Some(ticks)
 }
 
+/// Pauses at a crash-test point when asked (test builds only: without the `test-hooks` feature it does nothing).
 fn pause_if(point: &str) {
-    if std::env::var(TEST_PAUSE_ENV).as_deref() == Ok(point) {
+    if cfg!(feature = "test-hooks") && std::env::var(TEST_PAUSE_ENV).as_deref() == Ok(point) {
         eprintln!("ICE_TEST_PAUSED {point}");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));

@@ -1,0 +1,118 @@
+//! Known-answer vectors: the exact bytes and hashes ICE commits to. Every ledger ever written depends on these
+//! encodings (the envelope hash, the Merkle tree over event hashes, the checkpoint signing message, the state
+//! root), so a change of field order, prefix or domain string must fail here, loudly, instead of silently
+//! invalidating existing ledgers. Changing one of these constants means a new format version and a migration.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ice_core::checkpoint::{CheckpointPayload, to_hex};
+use ice_core::event::envelope_hash;
+use ice_core::merkle::{leaf_hash, merkle_root, node_hash};
+use ice_core::{
+    Attribution, CanonicalJson, ChainHead, Draft, EventHash, EventId, EventKind, LedgerState, Principal, RunId,
+    TimeSource, seal_job,
+};
+
+fn id(n: u8) -> EventId {
+    format!("01900000-0000-7000-8000-0000000000{n:02x}").parse().unwrap()
+}
+
+fn run_id() -> RunId {
+    "01900000-0000-7000-8000-00000000aaaa".parse().unwrap()
+}
+
+fn draft(n: u8, kind: EventKind, origin: &str, run: Option<RunId>, payload: &str) -> Draft {
+    Draft {
+        event_id: id(n),
+        run_id: run,
+        kind,
+        origin: origin.parse().unwrap(),
+        acted_by: None,
+        time: ice_core::Timestamp::from_secs(1_900_000_000 + i64::from(n)),
+        time_source: TimeSource::Clock,
+        causes: Vec::new(),
+        payload: CanonicalJson::parse(payload).unwrap(),
+    }
+}
+
+#[test]
+fn envelope_hash_is_pinned() {
+    let attribution: Attribution = "human:alice;uid:1000;operator".parse().unwrap();
+    let h = envelope_hash(
+        ice_core::Seq(7),
+        id(1),
+        Some(run_id()),
+        EventKind::RunCreated,
+        &"human:alice".parse::<Principal>().unwrap(),
+        Some(&attribution),
+        ice_core::Timestamp::from_secs(1_900_000_000),
+        &[id(2)],
+        &CanonicalJson::parse(r#"{"label":"kat"}"#).unwrap(),
+        &EventHash([0x11; 32]),
+    );
+    assert_eq!(h.to_hex(), "10b2f4845ae90b4f88feb604577c8980d39cb7616c8339f021441f883c1ee025");
+    let unattributed = envelope_hash(
+        ice_core::Seq(1),
+        id(1),
+        None,
+        EventKind::LedgerInitialized,
+        &Principal::runtime(),
+        None,
+        ice_core::Timestamp::from_secs(1_900_000_000),
+        &[],
+        &CanonicalJson::parse(r#"{"format":1,"runtime_public_key":"00"}"#).unwrap(),
+        &EventHash::GENESIS,
+    );
+    assert_eq!(unattributed.to_hex(), "62d466c4e43a1df12742335ab6e1290def0a833f4f5b1b6001ccf93d83d35853");
+}
+
+#[test]
+fn merkle_tree_is_pinned() {
+    let leaves: Vec<[u8; 32]> = (1..=5u8).map(|i| [i; 32]).collect();
+    assert_eq!(to_hex(&leaf_hash(&leaves[0])), "a2ddb4931d05ba6281549052c62d2780a2d3ac29514c0a77598283d61e861206");
+    assert_eq!(
+        to_hex(&node_hash(&leaves[0], &leaves[1])),
+        "7dfb6d5986153fae21ad072c102d9b029a7c247f7e4019dc0ad217145a4a3485"
+    );
+    assert_eq!(to_hex(&merkle_root(&leaves)), "4f8c8b478debaf74d6c17962f6b86fd8acfd420766f0ca62f16c9ffe444ff77f");
+    assert_eq!(to_hex(&merkle_root(&leaves[..1])), "b1db57f0b1cb81e42ed70b433d6a857c087f51152188e4776d2d8ae458698c9a");
+}
+
+#[test]
+fn checkpoint_signing_message_is_pinned() {
+    let c = CheckpointPayload {
+        from_seq: 1,
+        to_seq: 42,
+        to_hash: "ab".repeat(32),
+        merkle_root: "cd".repeat(32),
+        state_root: "ef".repeat(32),
+        public_key: "01".repeat(32),
+        signature: String::new(),
+    };
+    assert_eq!(
+        to_hex(&c.signing_message()),
+        "6963652e636865636b706f696e742e76310a0000000000000001000000000000002a000000000000004061626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162000000000000004063646364636463646364636463646364636463646364636463646364636463646364636463646364636463646364636463646364636463646364636463646364000000000000004065666566656665666566656665666566656665666566656665666566656665666566656665666566656665666566656665666566656665666566656665666566000000000000004030313031303130313031303130313031303130313031303130313031303130313031303130313031303130313031303130313031303130313031303130313031"
+    );
+}
+
+#[test]
+fn state_root_is_pinned() {
+    let drafts = vec![
+        draft(1, EventKind::LedgerInitialized, "runtime:ice", None, r#"{"format":1,"runtime_public_key":"00"}"#),
+        {
+            let mut d = draft(2, EventKind::RunCreated, "human:alice", Some(run_id()), r#"{"label":"kat"}"#);
+            d.acted_by = Some("human:alice;uid:1000;operator".parse().unwrap());
+            d
+        },
+    ];
+    let events = seal_job(&ChainHead::genesis(), &drafts, &mut |_| false).unwrap();
+    let mut st = LedgerState::new();
+    for e in &events {
+        st.apply(e).unwrap();
+    }
+    assert_eq!(events[1].hash.to_hex(), "cf2d2ca5a0f7ca107be69375609d7ad6c8aa46af2d8bc6ec067eb30d68e8592e");
+    assert_eq!(
+        LedgerState::new().state_root().unwrap(),
+        "1c6c85708f1ee8f5f3631d3a861fbcdebb0ec67a480a1c77777a1c4435a95a3e"
+    );
+    assert_eq!(st.state_root().unwrap(), "30bc718b434e36c4aac64e301237b365f0bd42bf2f20c8635a99d75df16985df");
+}
