@@ -210,7 +210,10 @@ impl LedgerState {
             }
             return run.state.check_transition(t.to, t.reason.as_deref());
         }
-        if admitting && run.state.is_terminal() {
+        // The outcome of an effect started before the run ended must still land (else it stays "running" forever):
+        // effect outcomes are the one kind of new event a terminated run accepts.
+        let outcome = matches!(kind, EventKind::EffectCompleted | EventKind::EffectFailed | EventKind::EffectUnknown);
+        if admitting && run.state.is_terminal() && !outcome {
             return Err(Rejection::new(
                 ErrorCode::RunTerminated,
                 format!("run {run_id} is TERMINATED; {kind} events can no longer name it"),

@@ -32,6 +32,19 @@ impl Effectors {
         let journal = state_dir.join("effects").join("journal");
         let fs = FsEffector::new(&sandbox, blobs.clone())?;
         let sandbox_root = fs.sandbox_root().to_owned();
+        // An agent that can write the sandbox must not reach ICE's own files (keys, config, journal, blobs).
+        let home = state_dir.canonicalize().unwrap_or_else(|_| state_dir.to_owned());
+        if sandbox_root.starts_with(&home) || home.starts_with(&sandbox_root) {
+            return Err(EffectError::new(
+                ice_core::ErrorCode::BadConfig,
+                format!(
+                    "the sandbox {} overlaps ICE's home {}: agents could read its keys and rewrite its config; \
+                     choose a sandbox outside the home (effects.sandbox)",
+                    sandbox_root.display(),
+                    home.display()
+                ),
+            ));
+        }
         let secrets = Secrets::new(&config.secrets);
         let process = ProcessEffector::new(&config.process, &sandbox_root, blobs.clone(), &journal)?
             .with_secrets(secrets.clone());

@@ -298,3 +298,22 @@ fn an_unknown_outcome_can_be_resolved_by_a_human_and_the_run_aborts() {
     assert!(failed["payload"]["message"].as_str().unwrap().contains("human:ops"));
     ice.ok(&["verify"]);
 }
+
+/// Terminating a run while one of its effects runs does not lose the outcome: the sweep records it on the
+/// terminated run, once; a second look writes nothing.
+#[test]
+fn an_outcome_lands_even_after_its_run_was_terminated() {
+    let (ice, run) = setup();
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"t.txt","content":"t"}"#);
+    exec_and_kill_at(&ice, &permit_of(&d), "after-effect-start");
+    ice.ok(&["run", "terminate", &run, "--reason", "operator stopped the run mid-effect"]);
+    let out = ice.run(&["effects", "pending", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let unknown: Vec<Value> = ice.events().into_iter().filter(|e| e["kind"] == "EffectUnknown").collect();
+    assert_eq!(unknown.len(), 1, "the outcome landed on the terminated run");
+    assert_eq!(unknown[0]["run_id"].as_str(), Some(run.as_str()));
+    let before = ice.events().len();
+    let _ = ice.run(&["effects", "pending", "--json"]);
+    assert_eq!(ice.events().len(), before, "nothing new, nothing written");
+    ice.ok(&["verify"]);
+}
