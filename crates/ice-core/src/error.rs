@@ -154,11 +154,16 @@ pub enum ErrorCode {
     ActAsNotAllowed,
     /// `runtime:*`, `effector:*` and `policy:*` principals cannot be claimed by any caller.
     ReservedPrincipal,
+    /// Verification has no key to check signatures against: the pinned key is missing or unreadable, or a bundle
+    /// was given without `--trust-key`.
+    NoPinnedKey,
+    /// More events follow the last signed checkpoint (or, with none, the whole ledger) than the configured bound.
+    UnsignedTail,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 72] = [
+    pub const ALL: [ErrorCode; 74] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -231,6 +236,8 @@ impl ErrorCode {
         ErrorCode::RoleRequired,
         ErrorCode::ActAsNotAllowed,
         ErrorCode::ReservedPrincipal,
+        ErrorCode::NoPinnedKey,
+        ErrorCode::UnsignedTail,
     ];
 }
 
@@ -303,6 +310,8 @@ impl ErrorCode {
             Self::RoleRequired => "ICE-E0905",
             Self::ActAsNotAllowed => "ICE-E0906",
             Self::ReservedPrincipal => "ICE-E0907",
+            Self::NoPinnedKey => "ICE-E0508",
+            Self::UnsignedTail => "ICE-E0509",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -439,6 +448,14 @@ impl ErrorCode {
                 "acting for another principal needs act_as for it in your [[users]] entry of .ice/config.toml \
                  (agents only); tokens act only as their own principal"
             }
+            Self::NoPinnedKey => {
+                "pin the key you expect: keep .ice/keys/ledger.pub readable, list keys in [runtime] trusted_keys, or \
+                 pass --trust-key HEX (for a bundle, --trust-bundle-key accepts its own key: consistency only)"
+            }
+            Self::UnsignedTail => {
+                "too much of the ledger is covered by no signed checkpoint: run `ice checkpoint` with the ledger's \
+                 key; if events were deleted after the last checkpoint, restore the ledger from a verified copy"
+            }
             Self::ReservedPrincipal => {
                 "runtime, effector and policy principals are ICE's own; no caller can claim them"
             }
@@ -567,6 +584,8 @@ mod code_table {
             ErrorCode::RoleRequired => 69,
             ErrorCode::ActAsNotAllowed => 70,
             ErrorCode::ReservedPrincipal => 71,
+            ErrorCode::NoPinnedKey => 72,
+            ErrorCode::UnsignedTail => 73,
         }
     }
 

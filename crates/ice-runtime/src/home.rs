@@ -104,6 +104,21 @@ pub struct RuntimeConfig {
     /// More public keys (hex) whose checkpoint signatures `ice verify` accepts.
     #[serde(default)]
     pub trusted_keys: Vec<String>,
+    /// `ice verify` fails when more events than this follow the last signed checkpoint (0: no bound). Default
+    /// twice `checkpoint_every_events` when that is set, else 20,000.
+    #[serde(default)]
+    pub max_unsigned_tail: Option<u64>,
+}
+
+impl RuntimeConfig {
+    /// The bound on events after the last signed checkpoint that `ice verify` accepts (0: none).
+    pub fn unsigned_tail_bound(&self) -> u64 {
+        self.max_unsigned_tail.unwrap_or(if self.checkpoint_every_events > 0 {
+            self.checkpoint_every_events.saturating_mul(2)
+        } else {
+            20_000
+        })
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -113,6 +128,7 @@ impl Default for RuntimeConfig {
             checkpoint_every_secs: default_checkpoint_secs(),
             keep_snapshots: default_keep_snapshots(),
             trusted_keys: Vec::new(),
+            max_unsigned_tail: None,
         }
     }
 }
@@ -387,12 +403,46 @@ impl IceHome {
     /// The public keys `ice verify` trusts for checkpoint signatures: `keys/ledger.pub` (the key recorded when this
     /// home created or joined the ledger), else `keys/runtime.pub`, plus `[runtime] trusted_keys`.
     pub fn trusted_keys(&self) -> Result<Vec<String>, HomeError> {
+        let keys = self.pinned_keys()?;
+        if keys.is_empty() {
+            return Err(HomeError::new(
+                ErrorCode::NoPinnedKey,
+                format!(
+                    "no pinned key: neither {} nor [runtime] trusted_keys",
+                    self.dir.join("keys/ledger.pub").display()
+                ),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// The pinned keys (`keys/ledger.pub`, else `keys/runtime.pub`, plus `[runtime] trusted_keys`), possibly none;
+    /// a key file that exists but cannot be read or holds no key is an error, never skipped.
+    pub fn pinned_keys(&self) -> Result<Vec<String>, HomeError> {
         let keys = self.dir.join("keys");
         let mut out = Vec::new();
         for name in ["ledger.pub", "runtime.pub"] {
-            if let Ok(text) = fs::read_to_string(keys.join(name)) {
-                out.push(text.trim().to_owned());
-                break;
+            let path = keys.join(name);
+            match fs::read_to_string(&path) {
+                Ok(text) => {
+                    let key = text.trim().to_owned();
+                    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(HomeError::new(
+                            ErrorCode::NoPinnedKey,
+                            format!("{} does not hold a public key (64 hex digits)", path.display()),
+                        ));
+                    }
+                    out.push(key);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // A pinned key that cannot be read is never silently skipped: that would verify against nothing.
+                Err(e) => {
+                    return Err(HomeError::new(
+                        ErrorCode::NoPinnedKey,
+                        format!("the pinned key {} cannot be read: {e}", path.display()),
+                    ));
+                }
             }
         }
         out.extend(self.config.runtime.trusted_keys.iter().cloned());

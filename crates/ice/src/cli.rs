@@ -113,6 +113,9 @@ pub enum Command {
         /// Also trust checkpoints signed by this public key (hex); repeatable.
         #[arg(long = "trust-key", value_name = "HEX")]
         trust_keys: Vec<String>,
+        /// With --bundle and no --trust-key: accept the key the bundle carries (proves consistency, not origin).
+        #[arg(long, requires = "bundle")]
+        trust_bundle_key: bool,
     },
     /// Rebuild all derived state from the ledger alone, re-decide every proposal, check every checkpoint's state
     /// root, and prove the result equal to the live state (exit 1 on any divergence).

@@ -36,8 +36,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),
-        Command::Verify { json, from_checkpoint, bundle, trust_keys } => {
-            proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys)
+        Command::Verify { json, from_checkpoint, bundle, trust_keys, trust_bundle_key } => {
+            proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys, trust_bundle_key)
         }
         Command::Replay { json } => proof_cmds::replay(&home()?, json),
         Command::WhatIf { policies, since, run, json } => {

@@ -19,20 +19,54 @@ pub fn verify(
     from_checkpoint: bool,
     bundle: Option<&Path>,
     trust: &[String],
+    trust_bundle_key: bool,
 ) -> Result<u8, CliError> {
     if let Some(path) = bundle {
+        if trust.is_empty() && !trust_bundle_key {
+            return Err(CliError::Coded(
+                ErrorCode::NoPinnedKey,
+                "a bundle carries its own key, so verifying it against that key proves only that it is consistent; \
+                 pin the ledger's key with --trust-key HEX (or accept the bundle's key with --trust-bundle-key)"
+                    .into(),
+            ));
+        }
         return crate::bundle_cmds::verify_bundle(path, trust, json_out);
     }
     let home = home()?;
     let store = home.open_store()?;
-    let mut trusted_keys = home.trusted_keys()?;
+    let mut trusted_keys = home.pinned_keys()?;
     trusted_keys.extend(trust.iter().cloned());
+    if trusted_keys.is_empty() {
+        return Err(CliError::Coded(
+            ErrorCode::NoPinnedKey,
+            "no key to verify checkpoint signatures against: .ice/keys/ledger.pub is missing and no --trust-key was given"
+                .into(),
+        ));
+    }
+    let tail_bound = home.config().runtime.unsigned_tail_bound();
     let options = VerifyOptions { trusted_keys, from_checkpoint };
     let started = std::time::Instant::now();
     let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
     let result = verify_ledger_signed(&*store, &options, &mut |p| bar.set_position(p.checked))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
+    // A chain that verifies is not enough when most of it is signed by nothing: truncating or rewriting an unsigned
+    // tail leaves no trace, so the tail is bounded.
+    let result = result.and_then(|s| {
+        if tail_bound > 0 && s.unsigned_tail > tail_bound {
+            Err(ice_core::VerifyFailure {
+                seq: ice_core::Seq(s.chain.head.seq.0.saturating_sub(s.unsigned_tail) + 1),
+                code: ErrorCode::UnsignedTail,
+                message: format!(
+                    "{} event(s) follow the last signed checkpoint ({} checkpoint(s) in all); the bound is {tail_bound} \
+                     ([runtime] max_unsigned_tail)",
+                    s.unsigned_tail, s.checkpoints
+                ),
+            })
+        } else {
+            Ok(s)
+        }
+    });
     match result {
         Ok(s) => {
             if json_out {

@@ -222,6 +222,13 @@ fn an_exported_bundle_verifies_offline_and_an_altered_event_fails() {
     let offline = |args: &[&str]| {
         std::process::Command::new(crate::bin()).current_dir(elsewhere.path()).args(args).output().unwrap()
     };
+    // Without a pinned key the bundle's own key proves only consistency: refused unless asked for explicitly.
+    let out = offline(&["verify", "--bundle", bundle.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("ICE-E0508"), "{}", stderr(&out));
+    let out = offline(&["verify", "--bundle", bundle.to_str().unwrap(), "--trust-bundle-key"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("keys from the bundle"), "{}", stdout(&out));
     let out = offline(&["verify", "--bundle", bundle.to_str().unwrap(), "--trust-key", &key, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
@@ -251,4 +258,44 @@ fn an_exported_bundle_verifies_offline_and_an_altered_event_fails() {
     assert_eq!(r["report"]["events_verified"], 10);
     assert_eq!(r["report"]["links_verified"], 9);
     assert_eq!(r["report"]["range_complete"], true);
+}
+
+/// The pinned key is never silently skipped: unreadable or garbled, verification stops with its own code.
+#[test]
+fn an_unreadable_or_garbled_pinned_key_fails_verification() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ice, _) = ledger();
+    let pinned = ice.path().join(".ice/keys/ledger.pub");
+    let original = std::fs::read_to_string(&pinned).unwrap();
+    std::fs::write(&pinned, "not a key\n").unwrap();
+    let out = ice.run(&["verify"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("ICE-E0508"), "{}", stderr(&out));
+    std::fs::write(&pinned, &original).unwrap();
+    std::fs::set_permissions(&pinned, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything: the unreadable case is only observable as another user.
+    if std::fs::read_to_string(&pinned).is_err() {
+        let out = ice.run(&["verify"]);
+        assert!(stderr(&out).contains("ICE-E0508"), "{}", stderr(&out));
+    }
+    std::fs::set_permissions(&pinned, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ice.ok(&["verify"]);
+}
+
+/// A ledger whose unsigned tail exceeds the configured bound fails verification, naming the first unsigned seq.
+#[test]
+fn an_unsigned_tail_longer_than_the_bound_fails_verification() {
+    let (ice, run) = ledger();
+    let config = ice.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("checkpoint_every_events = 8", "checkpoint_every_events = 0");
+    std::fs::write(&config, text.replace("[runtime]", "[runtime]\nmax_unsigned_tail = 3")).unwrap();
+    for i in 0..5 {
+        let note = format!(r#"{{"note":"tail {i}"}}"#);
+        ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", &note]);
+    }
+    let failed = verify_fails(&ice, "ICE-E0509");
+    assert!(failed.contains("follow the last signed checkpoint"), "{failed}");
+    ice.ok(&["checkpoint"]);
+    ice.ok(&["verify"]);
 }
