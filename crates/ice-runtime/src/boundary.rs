@@ -57,13 +57,38 @@ pub struct ExecOutcome {
     pub failure: Option<(ErrorCode, String)>,
 }
 
-/// This process as recorded in `EffectStarted.instance`: `host:pid:start-ticks`.
+/// This process as recorded in `EffectStarted.instance`: `machine:pid:start-ticks`, where `machine` is
+/// `hostname@machine-id` (the hostname for people, the machine id — `/etc/machine-id` — for identity: two hosts
+/// named alike must not judge each other's processes), or the bare hostname where there is no machine id.
 pub(crate) fn this_instance() -> String {
-    format!("{}:{}:{}", hostname(), std::process::id(), start_ticks(std::process::id()).unwrap_or_default())
+    format!("{}:{}:{}", this_machine(), std::process::id(), start_ticks(std::process::id()).unwrap_or_default())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+fn this_machine() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    match machine_id() {
+        Some(id) => format!("{host}@{id}"),
+        None => host,
+    }
+}
+
+fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"].iter().find_map(|p| {
+        let id = std::fs::read_to_string(p).ok()?.trim().to_owned();
+        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    })
+}
+
+/// Whether a recorded machine is this one: by machine id when both sides have one, else by hostname.
+fn is_this_machine(recorded: &str) -> bool {
+    let here = this_machine();
+    match (recorded.rsplit_once('@'), here.rsplit_once('@')) {
+        (Some((_, theirs)), Some((_, ours))) => theirs == ours,
+        // An instance recorded with a machine id is never judged by a host without one, and vice versa, except
+        // for records written before machine ids were recorded (a bare hostname on both sides).
+        (None, None) => recorded == here,
+        _ => false,
+    }
 }
 
 /// Field 22 of `/proc/PID/stat`: the process's start time in clock ticks since boot. With the pid it names a
@@ -80,7 +105,7 @@ fn start_ticks(pid: u32) -> Option<String> {
 fn instance_is_dead(instance: &str) -> bool {
     let mut parts = instance.rsplitn(3, ':');
     let (Some(ticks), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else { return false };
-    if host != hostname() {
+    if !is_this_machine(host) {
         return false;
     }
     let Ok(pid) = pid.parse::<u32>() else { return false };
@@ -546,5 +571,24 @@ impl Runtime {
             &attempt,
         )?;
         events.pop().ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "resolve appended nothing".into() })
+    }
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::{instance_is_dead, is_this_machine, this_machine};
+
+    /// Two hosts named alike are told apart by machine id: an effect started on the other one is never judged dead
+    /// from here, whatever its pid.
+    #[test]
+    fn a_same_named_host_is_not_this_machine() {
+        let here = this_machine();
+        assert!(is_this_machine(&here));
+        if let Some((host, _)) = here.rsplit_once('@') {
+            let twin = format!("{host}@00000000000000000000000000000000");
+            assert!(!is_this_machine(&twin));
+            assert!(!instance_is_dead(&format!("{twin}:999999:1")), "not ours to judge");
+            assert!(instance_is_dead(&format!("{here}:999999:1")), "ours, and no such process");
+        }
     }
 }

@@ -25,17 +25,97 @@ pub fn run(home: &IceHome, from: Option<&str>, to: &str) -> Result<u8, CliError>
         Some(url) => home.open_store_url(url)?,
         None => home.open_store()?,
     };
-    let dest = home.open_store_url(to)?;
-    if let Some(h) = dest.head()? {
-        return Err(CliError::Coded(
-            ErrorCode::BadArgument,
-            format!("the destination {} already holds {} events; migrate into an empty ledger", dest.describe(), h.seq),
-        ));
+    let target = Target::new(home, to);
+    // Opening a SQLite path creates it: look only at a destination that exists.
+    if target.sqlite.as_ref().is_none_or(|(_, path)| path.exists()) {
+        let dest = home.open_store_url(to)?;
+        if let Some(h) = dest.head()? {
+            return Err(CliError::Coded(
+                ErrorCode::BadArgument,
+                format!(
+                    "the destination {} already holds {} events; migrate into an empty ledger",
+                    dest.describe(),
+                    h.seq
+                ),
+            ));
+        }
     }
     let Some(source_head) = source.head()? else {
         println!("the source ledger is empty: nothing to copy");
         return Ok(exit::OK);
     };
+    // The source must prove itself first (chain, signed checkpoints against the pinned key, unsigned tail): a copy
+    // re-seals every event, so copying a rewritten chain would launder it.
+    if let Err(f) = crate::proof_cmds::verify_store(home, &*source, &[], false)? {
+        println!("FAILED: the source does not verify at seq {}: [{}] {}; nothing was copied", f.seq, f.code, f.message);
+        eprintln!("  hint: {}", f.code.hint());
+        return Ok(exit::CHECK_FAILED);
+    }
+    // A SQLite destination is filled under a temporary name and renamed into place only once proven, so a failed
+    // copy never leaves a half ledger where the real one is expected.
+    let outcome = copy_and_prove(home, &*source, source_head, &target.url());
+    target.finish(outcome)
+}
+
+/// Where the copy is written: for SQLite a temporary file beside the destination, renamed into place on success
+/// and removed on failure; other stores directly.
+struct Target {
+    url: String,
+    sqlite: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Target {
+    fn new(home: &IceHome, to: &str) -> Self {
+        match to.strip_prefix("sqlite:") {
+            Some(path) => {
+                let path = std::path::Path::new(path);
+                let path = if path.is_absolute() { path.to_path_buf() } else { home.dir().join(path) };
+                let tmp = path.with_file_name(format!(
+                    ".{}.migrating-{}",
+                    path.file_name().map_or_else(|| "ledger".into(), |n| n.to_string_lossy()),
+                    std::process::id()
+                ));
+                Self { url: format!("sqlite:{}", tmp.display()), sqlite: Some((tmp, path)) }
+            }
+            None => Self { url: to.to_owned(), sqlite: None },
+        }
+    }
+
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn finish(self, outcome: Result<u8, CliError>) -> Result<u8, CliError> {
+        let Some((tmp, path)) = self.sqlite else { return outcome };
+        let sidecars =
+            |p: &std::path::Path| ["", "-wal", "-shm"].map(|s| std::path::PathBuf::from(format!("{}{s}", p.display())));
+        if matches!(outcome, Ok(code) if code == exit::OK) {
+            for (from, to) in sidecars(&tmp).into_iter().zip(sidecars(&path)) {
+                if from.exists() {
+                    std::fs::rename(&from, &to).map_err(|e| {
+                        CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot move the copy into place: {e}"))
+                    })?;
+                } else {
+                    let _ = std::fs::remove_file(&to);
+                }
+            }
+        } else {
+            for f in sidecars(&tmp) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        outcome
+    }
+}
+
+/// Copies every event, checking each re-sealed hash, then verifies the copy end to end against the source head.
+fn copy_and_prove(
+    home: &IceHome,
+    source: &dyn ice_store::Store,
+    source_head: ice_core::ChainHead,
+    to: &str,
+) -> Result<u8, CliError> {
+    let dest = home.open_store_url(to)?;
     println!("copying {} events from {} to {}", source_head.seq, source.describe(), dest.describe());
     let bar = crate::bench::progress_bar(source_head.seq.0, "copying");
     let mut after = Seq(0);

@@ -34,6 +34,20 @@ pub fn verify(
     }
     let home = home()?;
     let store = home.open_store()?;
+    let started = std::time::Instant::now();
+    let result = verify_store(&home, &*store, trust, from_checkpoint)?;
+    let secs = started.elapsed().as_secs_f64();
+    report_verify(result, json_out, secs)
+}
+
+/// Verifies a store's chain and signed checkpoints against the home's pinned keys plus `trust`, with the unsigned
+/// tail bound of the home's config (`ice verify`, and `ice migrate` on its source before copying anything).
+pub fn verify_store(
+    home: &IceHome,
+    store: &dyn ice_store::Store,
+    trust: &[String],
+    from_checkpoint: bool,
+) -> Result<Result<ice_store::SignedSummary, ice_core::VerifyFailure>, CliError> {
     let mut trusted_keys = home.pinned_keys()?;
     trusted_keys.extend(trust.iter().cloned());
     if trusted_keys.is_empty() {
@@ -45,11 +59,9 @@ pub fn verify(
     }
     let tail_bound = home.config().runtime.unsigned_tail_bound();
     let options = VerifyOptions { trusted_keys, from_checkpoint };
-    let started = std::time::Instant::now();
     let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
-    let result = verify_ledger_signed(&*store, &options, &mut |p| bar.set_position(p.checked))?;
+    let result = verify_ledger_signed(store, &options, &mut |p| bar.set_position(p.checked))?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
     // A chain that verifies is not enough when most of it is signed by nothing: truncating or rewriting an unsigned
     // tail leaves no trace, so the tail is bounded.
     let result = result.and_then(|s| {
@@ -67,6 +79,14 @@ pub fn verify(
             Ok(s)
         }
     });
+    Ok(result)
+}
+
+fn report_verify(
+    result: Result<ice_store::SignedSummary, ice_core::VerifyFailure>,
+    json_out: bool,
+    secs: f64,
+) -> Result<u8, CliError> {
     match result {
         Ok(s) => {
             if json_out {

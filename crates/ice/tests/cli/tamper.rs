@@ -101,3 +101,33 @@ fn history_cannot_be_rewritten_while_the_triggers_stand() {
     assert!(err.to_string().contains("ICE-E0304"), "{err}");
     ice.ok(&["verify"]);
 }
+
+/// `ice migrate` proves the source before copying: a tampered source is refused with nothing written at the
+/// destination; an intact one is copied under a temporary name and moved into place only once proven.
+#[test]
+fn migrate_refuses_a_tampered_source_and_leaves_nothing_behind() {
+    let ice = ledger();
+    let copy = ice.path().join("copy.db");
+    let leftovers = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("migrating"))
+            .count()
+    };
+    let out = ice.run(&["migrate", "--to", &format!("sqlite:{}", copy.display())]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), crate::stderr(&out));
+    assert!(copy.exists());
+    assert_eq!(leftovers(ice.path()), 0);
+
+    let c = attacker(&ice);
+    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 7", [], |r| r.get(0)).unwrap();
+    c.execute("UPDATE events SET payload = ?1 WHERE seq = 7", [payload.replacen("one", "onf", 1)]).unwrap();
+    drop(c);
+    let second = ice.path().join("second.db");
+    let out = ice.run(&["migrate", "--to", &format!("sqlite:{}", second.display())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("the source does not verify at seq 7"), "{}", stdout(&out));
+    assert!(!second.exists(), "nothing written where the copy was expected");
+    assert_eq!(leftovers(ice.path()), 0);
+}
