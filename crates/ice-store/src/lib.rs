@@ -7,6 +7,7 @@
 //! its events are durable.
 
 pub mod conformance;
+pub mod rows;
 mod verify;
 
 use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, EventKind, Rejection, RunId, Seq, Timestamp};
