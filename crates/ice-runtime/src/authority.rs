@@ -393,6 +393,20 @@ impl Runtime {
                 ));
             }
         }
+        // The blob store also holds what was read and what processes printed: `fs.restore` may only put back the
+        // prior content a recorded effect saved for that very path, as that effect's compensation (`ice rollback`).
+        if proposal.action == "fs.restore"
+            && !proposal
+                .compensates
+                .and_then(|undone| st.effects().effects().get(&undone))
+                .is_some_and(|e| crate::rollback::is_recorded_restore(e, &proposal.args))
+        {
+            return Err(Rejection::new(
+                ErrorCode::NothingToRollBack,
+                "fs.restore only puts back a file's recorded prior content, as the compensation of the effect that \
+                 replaced it; use `ice rollback`",
+            ));
+        }
         let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, proposal)?;
         let pid = proposal_draft.event_id;
         let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time)?;

@@ -90,6 +90,14 @@ pub struct RollbackReport {
     pub items: Vec<RollbackItem>,
 }
 
+/// Whether `args` (`{"path", "blob"}`) are exactly the restore that `effect` recorded as its compensation.
+pub(crate) fn is_recorded_restore(effect: &EffectRecord, args: &serde_json::Value) -> bool {
+    match serde_json::from_value::<Plan>(effect.started.plan.clone()).map(|p| p.compensation) {
+        Ok(Compensation::RestoreFile { path, blob }) => args == &json!({"path": path, "blob": blob}),
+        _ => false,
+    }
+}
+
 impl Runtime {
     /// Finishes an executing (or validating) run: VALIDATING, then COMMITTED if every effect completed, else
     /// ABORTED. The only way a run becomes COMMITTED.

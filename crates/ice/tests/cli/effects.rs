@@ -317,3 +317,36 @@ fn an_outcome_lands_even_after_its_run_was_terminated() {
     assert_eq!(ice.events().len(), before, "nothing new, nothing written");
     ice.ok(&["verify"]);
 }
+
+/// `fs.restore` is not a way to copy any blob (the blob store also holds what was read and what processes
+/// printed) into the sandbox: proposed directly, even with a genuine prior-content hash, it is refused; only
+/// `ice rollback` restores, and only the content the compensated effect recorded for that path.
+#[test]
+fn restore_is_only_a_recorded_compensation() {
+    let (ice, run) = setup();
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"r.txt","content":"first"}"#);
+    ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"r.txt","content":"second"}"#);
+    ice.ok(&["exec", "--as", "agent:a", &permit_of(&d)]);
+    let prior = blake3::hash(b"first").to_hex().to_string();
+    for path in ["r.txt", "copy.txt"] {
+        let args = format!(r#"{{"path":"{path}","blob":"{prior}"}}"#);
+        let resource = format!("file:{path}");
+        let out = ice.run(&[
+            "propose",
+            "--as",
+            "agent:a",
+            "--run",
+            &run,
+            "--action",
+            "fs.restore",
+            "--resource",
+            &resource,
+            "--args",
+            &args,
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+        assert!(stderr(&out).contains("fs.restore only puts back"), "{}", stderr(&out));
+    }
+    assert!(!ice.path().join("sandbox/copy.txt").exists());
+}
