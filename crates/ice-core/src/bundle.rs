@@ -436,7 +436,7 @@ pub fn verify_bundle(bundle: &Bundle, trusted_keys: &[String]) -> Result<BundleR
                 KeySource::Bundle => "the bundle header's public_keys",
             };
             let msg = format!("checkpoint is signed by {}, which is not among {whose}", cov.public_key);
-            return Err(fail(ErrorCode::HashMismatch, msg));
+            return Err(fail(ErrorCode::UntrustedKey, msg));
         }
         if cov.to_seq + 1 == seq && cp.prev_hash != cov.to_hash {
             let msg = format!("checkpoint prev_hash {} is not its own to_hash {}", cp.prev_hash, cov.to_hash);

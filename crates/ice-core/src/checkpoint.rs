@@ -49,7 +49,7 @@ impl CheckpointPayload {
     /// Checks the signature against the payload's own public key (whether that key is *trusted* is the caller's
     /// question).
     pub fn verify_signature(&self) -> Result<(), Rejection> {
-        let bad = |what: &str| Rejection::new(ErrorCode::HashMismatch, format!("checkpoint {what}"));
+        let bad = |what: &str| Rejection::new(ErrorCode::CheckpointInvalid, format!("checkpoint {what}"));
         let key: [u8; 32] = hex32(&self.public_key).ok_or_else(|| bad("public key is not 32 hex bytes"))?;
         let sig: [u8; 64] = hex_bytes(&self.signature)
             .and_then(|v| v.try_into().ok())

@@ -159,11 +159,13 @@ pub enum ErrorCode {
     NoPinnedKey,
     /// More events follow the last signed checkpoint (or, with none, the whole ledger) than the configured bound.
     UnsignedTail,
+    /// A stored event cannot be decoded, or the ledger's own events cannot be folded (modified outside ICE).
+    LedgerCorrupt,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 74] = [
+    pub const ALL: [ErrorCode; 75] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -238,6 +240,7 @@ impl ErrorCode {
         ErrorCode::ReservedPrincipal,
         ErrorCode::NoPinnedKey,
         ErrorCode::UnsignedTail,
+        ErrorCode::LedgerCorrupt,
     ];
 }
 
@@ -312,6 +315,7 @@ impl ErrorCode {
             Self::ReservedPrincipal => "ICE-E0907",
             Self::NoPinnedKey => "ICE-E0508",
             Self::UnsignedTail => "ICE-E0509",
+            Self::LedgerCorrupt => "ICE-E0510",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -452,6 +456,10 @@ impl ErrorCode {
                 "pin the key you expect: keep .ice/keys/ledger.pub readable, list keys in [runtime] trusted_keys, or \
                  pass --trust-key HEX (for a bundle, --trust-bundle-key accepts its own key: consistency only)"
             }
+            Self::LedgerCorrupt => {
+                "the ledger was modified outside ICE: run `ice verify` to find the first bad seq and restore from a \
+                 verified copy"
+            }
             Self::UnsignedTail => {
                 "too much of the ledger is covered by no signed checkpoint: run `ice checkpoint` with the ledger's \
                  key; if events were deleted after the last checkpoint, restore the ledger from a verified copy"
@@ -586,6 +594,7 @@ mod code_table {
             ErrorCode::ReservedPrincipal => 71,
             ErrorCode::NoPinnedKey => 72,
             ErrorCode::UnsignedTail => 73,
+            ErrorCode::LedgerCorrupt => 74,
         }
     }
 

@@ -281,11 +281,11 @@ fn a_checkpoint_resigned_with_another_key() {
     let mut b = run_bundle(&l);
     resign(&mut b, 9, &key(8));
     // Not pinned, header still lists only the original key: refused.
-    let err = fails(&b, &[], ErrorCode::HashMismatch);
+    let err = fails(&b, &[], ErrorCode::UntrustedKey);
     assert!(err.message.contains("header"), "{err}");
     assert_eq!(err.seq, Some(9));
     // Pinned to the original key: refused.
-    let err = fails(&b, &pinned(), ErrorCode::HashMismatch);
+    let err = fails(&b, &pinned(), ErrorCode::UntrustedKey);
     assert!(err.message.contains("pinned"), "{err}");
     // The exporter declares the new key and nobody pins: accepted, but the report says whose keys decided.
     b.header.public_keys.push(public_hex(&key(8)));
@@ -316,7 +316,7 @@ fn a_forged_history_with_a_swapped_header_key_fails_when_pinned() {
     b.header.public_keys = vec![public_hex(&forger), public_hex(&key(7))];
 
     assert_eq!(verify_bundle(&b, &[]).unwrap().keys_from, KeySource::Bundle);
-    let err = fails(&b, &pinned(), ErrorCode::HashMismatch);
+    let err = fails(&b, &pinned(), ErrorCode::UntrustedKey);
     assert_eq!(err.seq, Some(9));
 
     // Claiming the original key while signing with the forger's fails the signature itself.
@@ -325,7 +325,7 @@ fn a_forged_history_with_a_swapped_header_key_fails_when_pinned() {
     let cp = b.checkpoints.iter_mut().find(|c| c.seq.0 == 9).unwrap();
     cp.payload = CanonicalJson::from_serialize(&claimed).unwrap();
     cp.hash = cp.compute_hash();
-    assert!(fails(&b, &pinned(), ErrorCode::HashMismatch).message.contains("signature"));
+    assert!(fails(&b, &pinned(), ErrorCode::CheckpointInvalid).message.contains("signature"));
 }
 
 #[test]

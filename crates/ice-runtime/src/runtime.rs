@@ -52,7 +52,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The ledger's own contents cannot be folded (it was modified outside ICE).
-    #[error("{code}: the ledger cannot be folded at seq {seq}: {message}", code = ErrorCode::HashMismatch)]
+    #[error("{code}: the ledger cannot be folded at seq {seq}: {message}", code = ErrorCode::LedgerCorrupt)]
     Corrupt {
         /// The event that failed to fold.
         seq: u64,
@@ -67,7 +67,7 @@ impl RuntimeError {
         match self {
             Self::Rejected { rejection, .. } => rejection.code,
             Self::Store(e) => e.code(),
-            Self::Corrupt { .. } => ErrorCode::HashMismatch,
+            Self::Corrupt { .. } => ErrorCode::LedgerCorrupt,
         }
     }
 }

@@ -96,7 +96,7 @@ pub enum StoreError {
     #[error("{code}: {0}", code = ErrorCode::SchemaMismatch)]
     Schema(String),
     /// A stored row cannot be decoded (the ledger was modified outside ICE).
-    #[error("{}: stored event at seq {seq} cannot be decoded: {detail}", ErrorCode::HashMismatch)]
+    #[error("{}: stored event at seq {seq} cannot be decoded: {detail}", ErrorCode::LedgerCorrupt)]
     Corrupt {
         /// The seq of the undecodable row.
         seq: Seq,
@@ -113,7 +113,7 @@ impl StoreError {
             Self::HeadConflict { .. } => ErrorCode::HeadConflict,
             Self::Unavailable(_) => ErrorCode::StoreUnavailable,
             Self::Schema(_) => ErrorCode::SchemaMismatch,
-            Self::Corrupt { .. } => ErrorCode::HashMismatch,
+            Self::Corrupt { .. } => ErrorCode::LedgerCorrupt,
         }
     }
 }

@@ -43,7 +43,7 @@ fn walk(
         let batch = match store.read(&query) {
             Ok(b) => b,
             Err(StoreError::Corrupt { seq, detail }) => {
-                return Ok(Err(VerifyFailure { seq, code: ErrorCode::HashMismatch, message: detail }));
+                return Ok(Err(VerifyFailure { seq, code: ErrorCode::LedgerCorrupt, message: detail }));
             }
             Err(e) => return Err(e),
         };
