@@ -241,7 +241,7 @@ impl IceHome {
         let policies = ice.join("policies");
         crate::policy::write_defaults(&policies)
             .map_err(|e| io(&format!("cannot write the default policies to {}", policies.display()), e))?;
-        let runtime = home.open_runtime_with(Arc::new(SystemClock), Arc::new(SystemIds))?;
+        let runtime = home.open_runtime_unbound(Arc::new(SystemClock), Arc::new(SystemIds))?;
         // A shared (PostgreSQL) ledger may already be initialised by another instance: join it as it is.
         if runtime.with_state(|s| s.event_count())? == 0 {
             runtime.initialize(&public)?;
@@ -330,6 +330,13 @@ impl IceHome {
 
     /// Opens the runtime with an injected clock and id source.
     pub fn open_runtime_with(&self, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Runtime, HomeError> {
+        let rt = self.open_runtime_unbound(clock, ids)?;
+        self.check_bound_to(&rt)?;
+        Ok(rt)
+    }
+
+    /// [`IceHome::open_runtime_with`] before the home is bound to its ledger (`ice init`, which pins the key).
+    fn open_runtime_unbound(&self, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> Result<Runtime, HomeError> {
         let effectors = self.open_effectors()?;
         let store = self.open_store()?;
         let start = crate::snapshot::latest_valid(&*store, &self.snapshot_dir()).unwrap_or_default();
@@ -348,6 +355,31 @@ impl IceHome {
             });
         }
         Ok(rt)
+    }
+
+    /// A home belongs to one ledger: the one whose `LedgerInitialized` names the key this home pins
+    /// (`keys/ledger.pub`, else `keys/runtime.pub`). Pointing the home at another ledger (`ICE_STORE`, `[store] url`)
+    /// would run effects in this home's sandbox while recording them in that ledger, so it is refused.
+    fn check_bound_to(&self, rt: &Runtime) -> Result<(), HomeError> {
+        let Some(ledger_key) = rt.with_state_cached(|s| s.ledger_key().map(str::to_owned)) else { return Ok(()) };
+        let keys = self.dir.join("keys");
+        let home_key = ["ledger.pub", "runtime.pub"]
+            .iter()
+            .find_map(|name| fs::read_to_string(keys.join(name)).ok())
+            .map(|k| k.trim().to_owned());
+        match home_key {
+            Some(k) if k == ledger_key => Ok(()),
+            Some(k) => Err(HomeError::new(
+                ErrorCode::BadConfig,
+                format!(
+                    "this home ({}) belongs to the ledger of key {k}, but the store {} holds the ledger of key \
+                     {ledger_key}; check ICE_STORE and [store] url",
+                    self.dir.display(),
+                    rt.store().describe()
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Opens the runtime folding the whole ledger from its first event (no snapshot), for replay.

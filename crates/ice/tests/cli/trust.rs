@@ -302,3 +302,19 @@ fn literal_credentials_are_refused_at_intake() {
         ["propose", "--run", &run, "--action", "http.request", "--resource", "http://127.0.0.1:9/x", "--args", args];
     refused(&ice, Some(&agent), &argv, "ICE-E0851");
 }
+
+/// A home is bound to its ledger: pointed at another ledger (`ICE_STORE`), it refuses to run rather than execute
+/// effects in its own sandbox while recording them elsewhere.
+#[test]
+fn a_home_refuses_a_ledger_that_is_not_its_own() {
+    let a = Ice::init();
+    let b = Ice::init();
+    let out = std::process::Command::new(crate::bin())
+        .args(["--dir", a.path().to_str().unwrap(), "run", "list"])
+        .env("ICE_STORE", format!("sqlite:{}", b.db().display()))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(crate::stderr(&out).contains("belongs to the ledger of key"), "{}", crate::stderr(&out));
+    a.ok(&["run", "list"]);
+}
