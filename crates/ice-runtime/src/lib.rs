@@ -9,6 +9,7 @@ pub mod checkpoints;
 mod home;
 pub mod pipeline;
 pub mod policy;
+mod proposal_input;
 mod replay;
 mod rollback;
 mod runtime;
