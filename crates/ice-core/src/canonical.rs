@@ -11,13 +11,13 @@ use serde_json::Value;
 
 use crate::error::{ErrorCode, Rejection};
 
-/// Refuses JSON text in which an object names the same member twice (I-JSON, RFC 7493 §2.3): parsers disagree on
-/// which one wins, so what a policy saw and what an effector would use could differ. Call it on untrusted text that
-/// is already known to be valid JSON.
-pub fn check_unique_keys(text: &str) -> Result<(), Rejection> {
+/// Parses untrusted JSON text in one pass, refusing an object that names the same member twice (I-JSON,
+/// RFC 7493 §2.3): parsers disagree on which one wins, so what a policy saw and what an effector would use could
+/// differ. Invalid JSON is `MalformedJson`; a repeated member is `BadPayloadStructure`.
+pub fn parse_untrusted(text: &str) -> Result<Value, Rejection> {
     use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 
-    struct Unique;
+    struct Unique(Value);
     struct UniqueVisitor;
 
     impl<'de> Deserialize<'de> for Unique {
@@ -31,45 +31,56 @@ pub fn check_unique_keys(text: &str) -> Result<(), Rejection> {
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("JSON")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_bool<E>(self, v: bool) -> Result<Unique, E> {
+            Ok(Unique(Value::Bool(v)))
         }
-        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_i64<E>(self, v: i64) -> Result<Unique, E> {
+            Ok(Unique(Value::from(v)))
         }
-        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_u64<E>(self, v: u64) -> Result<Unique, E> {
+            Ok(Unique(Value::from(v)))
         }
-        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_f64<E>(self, v: f64) -> Result<Unique, E> {
+            Ok(Unique(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
         }
-        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_str<E>(self, v: &str) -> Result<Unique, E> {
+            Ok(Unique(Value::String(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Unique, E> {
+            Ok(Unique(Value::String(v)))
         }
         fn visit_unit<E>(self) -> Result<Unique, E> {
-            Ok(Unique)
+            Ok(Unique(Value::Null))
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
-            while seq.next_element::<Unique>()?.is_some() {}
-            Ok(Unique)
+            let mut items = Vec::new();
+            while let Some(Unique(v)) = seq.next_element::<Unique>()? {
+                items.push(v);
+            }
+            Ok(Unique(Value::Array(items)))
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
-            let mut seen = std::collections::HashSet::new();
+            let mut members = serde_json::Map::new();
             while let Some(key) = map.next_key::<String>()? {
-                map.next_value::<Unique>()?;
-                if !seen.insert(key.clone()) {
+                let Unique(value) = map.next_value::<Unique>()?;
+                if members.contains_key(&key) {
                     return Err(A::Error::custom(format!("the member `{key}` appears twice in one object")));
                 }
+                members.insert(key, value);
             }
-            Ok(Unique)
+            Ok(Unique(Value::Object(members)))
         }
     }
 
-    serde_json::from_str::<Unique>(text).map(|_| ()).map_err(|e| {
-        Rejection::new(
-            ErrorCode::BadPayloadStructure,
-            format!("{e}; JSON objects must not repeat a member name (I-JSON, RFC 7493)"),
-        )
+    serde_json::from_str::<Unique>(text).map(|Unique(v)| v).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            Rejection::new(
+                ErrorCode::BadPayloadStructure,
+                format!("{e}; JSON objects must not repeat a member name (I-JSON, RFC 7493)"),
+            )
+        } else {
+            Rejection::new(ErrorCode::MalformedJson, format!("payload is not valid JSON: {e}"))
+        }
     })
 }
 
@@ -100,10 +111,7 @@ impl CanonicalJson {
                 format!("payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}", text.len()),
             ));
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Rejection::new(ErrorCode::MalformedJson, format!("payload is not valid JSON: {e}")))?;
-        check_unique_keys(text)?;
-        Self::from_value(&value)
+        Self::from_value(&parse_untrusted(text)?)
     }
 
     /// Checks the structure of a value and canonicalises it.

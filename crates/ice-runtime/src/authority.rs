@@ -71,6 +71,30 @@ pub struct GrantInput {
     pub revocable: bool,
 }
 
+/// Cedar's verdict on a proposal as `st` stands (the run's state comes from it): the one request both deciding and
+/// re-checking live permits evaluate.
+fn cedar_verdict(
+    st: &LedgerState,
+    policy: &CompiledPolicy,
+    actor: &Principal,
+    run: Option<RunId>,
+    proposal: &Proposal,
+    classification: ice_core::Classification,
+    now: Timestamp,
+) -> ice_policy::PolicyVerdict {
+    policy.engine.evaluate(&PolicyRequest {
+        principal: actor,
+        action: &proposal.action,
+        resource: &proposal.resource,
+        run_id: run,
+        run_state: run.and_then(|r| st.run(r)).map(|r| r.state),
+        classification,
+        cost: &proposal.cost_estimate,
+        time: now,
+        args: &proposal.args,
+    })
+}
+
 impl Runtime {
     /// The compiled active policy bundle (compiled once per hash, then cached).
     pub fn active_policy(&self) -> Result<PolicyHandle, RuntimeError> {
@@ -212,17 +236,7 @@ impl Runtime {
                 format!("action `{}` is not in the active action catalog", proposal.action),
             )
         })?;
-        let verdict = policy.engine.evaluate(&PolicyRequest {
-            principal: actor,
-            action: &proposal.action,
-            resource: &proposal.resource,
-            run_id: run,
-            run_state: run.and_then(|r| st.run(r)).map(|r| r.state),
-            classification,
-            cost: &proposal.cost_estimate,
-            time: now,
-            args: &proposal.args,
-        });
+        let verdict = cedar_verdict(st, policy, actor, run, proposal, classification, now);
         let finding = PolicyFinding {
             effect: match verdict.outcome {
                 PolicyOutcome::Permit => PolicyEffect::Permit,
@@ -604,17 +618,7 @@ impl Runtime {
         now: Timestamp,
     ) -> bool {
         let Some(classification) = policy.catalog.actions.get(&proposal.action).copied() else { return false };
-        let verdict = policy.engine.evaluate(&PolicyRequest {
-            principal: actor,
-            action: &proposal.action,
-            resource: &proposal.resource,
-            run_id: run,
-            run_state: run.and_then(|r| st.run(r)).map(|r| r.state),
-            classification,
-            cost: &proposal.cost_estimate,
-            time: now,
-            args: &proposal.args,
-        });
+        let verdict = cedar_verdict(st, policy, actor, run, proposal, classification, now);
         matches!(verdict.outcome, PolicyOutcome::Permit | PolicyOutcome::RequireApproval)
     }
 

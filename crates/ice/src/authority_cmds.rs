@@ -72,11 +72,9 @@ pub fn propose(home: &IceHome, args: &ProposeArgs) -> Result<u8, CliError> {
     let file: Value = match &args.file {
         Some(p) => {
             let text = read_payload(&format!("@{}", p.display()))?;
-            let v = serde_json::from_str(&text).map_err(|e| {
-                CliError::Coded(ErrorCode::MalformedJson, format!("{} is not a JSON object: {e}", p.display()))
-            })?;
-            ice_core::canonical::check_unique_keys(&text)?;
-            v
+            ice_core::canonical::parse_untrusted(&text).map_err(|r| {
+                CliError::Coded(r.code, format!("{} is not an acceptable proposal file: {}", p.display(), r.message))
+            })?
         }
         None => json!({}),
     };

@@ -53,6 +53,14 @@ impl Ice {
         Command::new(bin()).arg("--dir").arg(self.dir.path()).args(args).output().expect("run ice")
     }
 
+    /// `ice propose` as `agent:a` (the operator acting for it) on `run`, with `extra` flags after the proposal.
+    pub fn propose_as_a(&self, run: &str, action: &str, resource: &str, args: &str, extra: &[&str]) -> Output {
+        let mut argv = vec!["propose", "--as", "agent:a", "--run", run, "--action", action, "--resource", resource];
+        argv.extend(["--args", args]);
+        argv.extend(extra);
+        self.run(&argv)
+    }
+
     /// Runs `ice --dir DIR --token TOKEN ARGS...` (a caller authenticated by token, not as the OS user).
     pub fn run_token(&self, token: &str, args: &[&str]) -> Output {
         Command::new(bin())
@@ -146,10 +154,7 @@ pub fn stdout(o: &Output) -> String {
 pub fn propose_file(ice: &Ice, run: &str, action: &str, args: &str) -> (i32, Value) {
     let v: Value = serde_json::from_str(args).unwrap();
     let resource = format!("file:{}", v["path"].as_str().unwrap());
-    let argv = ["propose", "--json", "--as", "agent:a", "--run", run, "--action", action, "--resource", &resource];
-    let mut argv = argv.to_vec();
-    argv.extend(["--args", args]);
-    let out = ice.run(&argv);
+    let out = ice.propose_as_a(run, action, &resource, args, &["--json"]);
     let d =
         serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
     (out.status.code().unwrap(), d)

@@ -110,35 +110,11 @@ fn propose_grant_budget_through_the_cli() {
     assert_eq!(decision(&out)["violation"], "no_grant");
 
     // Bad proposals: refused with codes, recorded.
-    let out = ice.run(&[
-        "propose",
-        "--as",
-        "agent:a",
-        "--run",
-        &run,
-        "--action",
-        "fs.teleport",
-        "--resource",
-        "file:/x",
-        "--args",
-        "{}",
-    ]);
+    let out = ice.propose_as_a(&run, "fs.teleport", "file:/x", "{}", &[]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("ICE-E0701"), "{}", stderr(&out));
     let big = format!(r#"{{"path":"{}"}}"#, "x".repeat(40_000));
-    let out = ice.run(&[
-        "propose",
-        "--as",
-        "agent:a",
-        "--run",
-        &run,
-        "--action",
-        "fs.read",
-        "--resource",
-        "file:/sandbox/x",
-        "--args",
-        &big,
-    ]);
+    let out = ice.propose_as_a(&run, "fs.read", "file:/sandbox/x", &big, &[]);
     assert!(stderr(&out).contains("ICE-E0102"), "{}", stderr(&out));
     ice.ok(&["verify"]);
 }

@@ -90,19 +90,7 @@ fn proposals_with_duplicate_members_are_refused() {
     let run = ice.executing_run();
     ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
     let dup = r#"{"path":"notes/a.txt","path":"../../etc/passwd"}"#;
-    let out = ice.run(&[
-        "propose",
-        "--as",
-        "agent:a",
-        "--run",
-        &run,
-        "--action",
-        "fs.read",
-        "--resource",
-        "file:notes/a.txt",
-        "--args",
-        dup,
-    ]);
+    let out = ice.propose_as_a(&run, "fs.read", "file:notes/a.txt", dup, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("error[ICE-E0102]") && stderr(&out).contains("appears twice"), "{}", stderr(&out));
     let file = ice.path().join("proposal.json");

@@ -255,19 +255,7 @@ fn sandbox_escapes_are_refused_through_the_cli() {
         refused_with(&exec(&ice, &permit_of(&d), None), "ICE-E0810");
     }
     // `..` never even becomes a proposal.
-    let out = ice.run(&[
-        "propose",
-        "--as",
-        "agent:a",
-        "--run",
-        &run,
-        "--action",
-        "fs.write",
-        "--resource",
-        "file:../x",
-        "--args",
-        r#"{"path":"../x","content":"x"}"#,
-    ]);
+    let out = ice.propose_as_a(&run, "fs.write", "file:../x", r#"{"path":"../x","content":"x"}"#, &[]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside the sandbox");
     assert!(!std::path::Path::new("/etc/passwd-ice").exists());
@@ -332,19 +320,7 @@ fn restore_is_only_a_recorded_compensation() {
     for path in ["r.txt", "copy.txt"] {
         let args = format!(r#"{{"path":"{path}","blob":"{prior}"}}"#);
         let resource = format!("file:{path}");
-        let out = ice.run(&[
-            "propose",
-            "--as",
-            "agent:a",
-            "--run",
-            &run,
-            "--action",
-            "fs.restore",
-            "--resource",
-            &resource,
-            "--args",
-            &args,
-        ]);
+        let out = ice.propose_as_a(&run, "fs.restore", &resource, &args, &[]);
         assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
         assert!(stderr(&out).contains("fs.restore only puts back"), "{}", stderr(&out));
     }

@@ -69,20 +69,7 @@ fn an_agent_cannot_approve_its_own_proposal_under_any_name() {
     let pending = ice.ok(&["approvals", "list", "--json"]);
     assert!(pending.contains(&approval), "the approval is still pending: {pending}");
     // An operator who proposed for an agent may not approve that proposal either.
-    let out = ice.run(&[
-        "propose",
-        "--json",
-        "--as",
-        "agent:a",
-        "--run",
-        &run,
-        "--action",
-        "fs.delete",
-        "--resource",
-        "file:y.txt",
-        "--args",
-        r#"{"path":"y.txt"}"#,
-    ]);
+    let out = ice.propose_as_a(&run, "fs.delete", "file:y.txt", r#"{"path":"y.txt"}"#, &["--json"]);
     let by_operator = json_line(&stdout(&out))["approval_id"].as_str().unwrap().to_owned();
     refused(&ice, None, &["approve", &by_operator], "ICE-E0822");
     // A real approver answers.
