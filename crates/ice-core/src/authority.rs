@@ -111,6 +111,16 @@ impl AuthorityState {
         self.proposals.as_map()
     }
 
+    /// Retires a settled proposal (see [`crate::state::retire`]).
+    pub(crate) fn retire_proposal(&mut self, id: EventId) -> Result<(), Rejection> {
+        self.proposals.retire(&id).map(|_| ())
+    }
+
+    /// How many proposals have retired.
+    pub fn retired_proposals(&self) -> u64 {
+        self.proposals.retired_count()
+    }
+
     /// Grants by id.
     pub fn grants(&self) -> &BTreeMap<EventId, Grant> {
         self.grants.as_map()

@@ -231,6 +231,27 @@ impl EffectState {
         Ok(())
     }
 
+    /// Retires a settled proposal's permit and approval (see [`crate::state::retire`]).
+    pub(crate) fn retire_of_proposal(&mut self, proposal: EventId) -> Result<(), Rejection> {
+        if let Some(permit) = self.permit_of_proposal.remove(&proposal) {
+            self.permits.retire(&permit)?;
+        }
+        if let Some(approval) = self.approval_of_proposal.remove(&proposal) {
+            self.approvals.retire(&approval)?;
+        }
+        Ok(())
+    }
+
+    /// Retires an effect that has its outcome and can no longer be compensated.
+    pub(crate) fn retire_effect(&mut self, id: EventId) -> Result<(), Rejection> {
+        self.effects.retire(&id).map(|_| ())
+    }
+
+    /// How many permits, approvals and effects have retired.
+    pub fn retired_counts(&self) -> (u64, u64, u64) {
+        (self.permits.retired_count(), self.approvals.retired_count(), self.effects.retired_count())
+    }
+
     /// Live permits held by an agent (what a suspension revokes).
     pub fn live_permits_of<'a>(&'a self, agent: &'a Principal, now: Timestamp) -> impl Iterator<Item = EventId> + 'a {
         self.permits

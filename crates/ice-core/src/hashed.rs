@@ -1,26 +1,64 @@
-//! A map that remembers the hash of each entry, so the state root costs a hash per *changed* entry rather than a
-//! re-encoding of the whole state at every checkpoint.
+//! A map whose digest commits to every entry it holds *and every entry it has retired*, at the cost of a hash per
+//! changed entry rather than a re-encoding of the whole map at every checkpoint.
 //!
-//! Entry hash: blake3 over the RFC 8785 encoding of `[key, value]`. Map digest: blake3 over the map's name, its
-//! length and the entry hashes in key order. Any mutable access forgets the entry's cached hash; the cache is never
-//! serialised (a snapshot holds just the map) and never compared.
+//! Entry hash: blake3 over the RFC 8785 encoding of `[key, value]`. Map digest: blake3 over the map's name and the
+//! [`LtHash`] of its live entry hashes plus its retired entry hashes. Changes are accounted lazily (a changed key is
+//! re-hashed at the next digest), a removal at once. [`HashedMap::retire`] drops an entry from memory and adds its
+//! final hash to the retired sum, so the digest does not change: that is how derived state stays bounded by what is
+//! live while the state root still covers all of history. A snapshot holds the entries and the retired sum; the
+//! per-entry hashes are a cache, never serialised and never compared.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{ErrorCode, Rejection};
+use crate::lthash::LtHash;
 
-/// A `BTreeMap` with cached per-entry hashes.
+/// What the live entries contribute, as far as it has been accounted.
+struct Live<K> {
+    /// Sum of `hashes`.
+    sum: LtHash,
+    /// The hash each accounted entry contributes to `sum`.
+    hashes: BTreeMap<K, [u8; 32]>,
+    /// Keys changed since they were last accounted (always keys the map holds).
+    dirty: BTreeSet<K>,
+}
+
+impl<K> Default for Live<K> {
+    fn default() -> Self {
+        Self { sum: LtHash::new(), hashes: BTreeMap::new(), dirty: BTreeSet::new() }
+    }
+}
+
+/// A `BTreeMap` with an incremental, retirement-proof digest.
 pub struct HashedMap<K, V> {
     map: BTreeMap<K, V>,
-    cache: Mutex<BTreeMap<K, [u8; 32]>>,
+    retired: LtHash,
+    retired_count: u64,
+    live: Mutex<Live<K>>,
 }
 
 impl<K: Ord + Clone, V> HashedMap<K, V> {
-    fn forget(&mut self, k: &K) {
-        self.cache.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).remove(k);
+    fn live_mut(&mut self) -> &mut Live<K> {
+        self.live.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touch(&mut self, k: &K) {
+        let live = self.live_mut();
+        if !live.dirty.contains(k) {
+            live.dirty.insert(k.clone());
+        }
+    }
+
+    /// Forgets what `k` contributed to the live sum (it is about to leave the map).
+    fn unaccount(&mut self, k: &K) {
+        let live = self.live_mut();
+        live.dirty.remove(k);
+        if let Some(old) = live.hashes.remove(k) {
+            live.sum.remove(&old);
+        }
     }
 
     /// The plain map.
@@ -33,21 +71,23 @@ impl<K: Ord + Clone, V> HashedMap<K, V> {
         self.map.get(k)
     }
 
-    /// One entry, for changing it (its cached hash is dropped).
+    /// One entry, for changing it (it is re-hashed at the next digest).
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.forget(k);
+        if self.map.contains_key(k) {
+            self.touch(k);
+        }
         self.map.get_mut(k)
     }
 
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
-        self.forget(&k);
+        self.touch(&k);
         self.map.insert(k, v)
     }
 
-    /// Removes an entry.
+    /// Removes an entry: it no longer counts towards the digest (use [`HashedMap::retire`] to keep it counted).
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        self.forget(k);
+        self.unaccount(k);
         self.map.remove(k)
     }
 
@@ -60,27 +100,55 @@ impl<K: Ord + Clone, V> HashedMap<K, V> {
     pub fn values(&self) -> std::collections::btree_map::Values<'_, K, V> {
         self.map.values()
     }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Number of entries retired so far.
+    pub fn retired_count(&self) -> u64 {
+        self.retired_count
+    }
 }
 
 impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
+    /// Drops an entry from memory while it keeps counting towards the digest with its value as it is now (it can
+    /// no longer change). Returns the entry.
+    pub fn retire(&mut self, k: &K) -> Result<Option<V>, Rejection> {
+        let Some(v) = self.map.get(k) else { return Ok(None) };
+        let hash = entry_hash(k, v)?;
+        self.unaccount(k);
+        self.retired.add(&hash);
+        self.retired_count += 1;
+        Ok(self.map.remove(k))
+    }
+
     /// Feeds the map's digest to `h` (see the module docs), hashing only entries changed since the last time.
     pub fn digest(&self, name: &str, h: &mut blake3::Hasher) -> Result<(), Rejection> {
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Live { sum, hashes, dirty } = &mut *live;
+        for k in std::mem::take(dirty) {
+            if let Some(old) = hashes.remove(&k) {
+                sum.remove(&old);
+            }
+            if let Some(v) = self.map.get(&k) {
+                let e = entry_hash(&k, v)?;
+                sum.add(&e);
+                hashes.insert(k, e);
+            }
+        }
+        let mut total = self.retired.clone();
+        total.combine(sum);
         let mut d = blake3::Hasher::new();
         d.update(&(name.len() as u64).to_be_bytes());
         d.update(name.as_bytes());
-        d.update(&(self.map.len() as u64).to_be_bytes());
-        for (k, v) in &self.map {
-            let entry = match cache.get(k) {
-                Some(e) => *e,
-                None => {
-                    let e = entry_hash(k, v)?;
-                    cache.insert(k.clone(), e);
-                    e
-                }
-            };
-            d.update(&entry);
-        }
+        d.update(&total.to_bytes());
         h.update(d.finalize().as_bytes());
         Ok(())
     }
@@ -98,20 +166,26 @@ fn entry_hash<K: Serialize, V: Serialize>(k: &K, v: &V) -> Result<[u8; 32], Reje
 
 impl<K, V> Default for HashedMap<K, V> {
     fn default() -> Self {
-        Self { map: BTreeMap::new(), cache: Mutex::new(BTreeMap::new()) }
+        Self { map: BTreeMap::new(), retired: LtHash::new(), retired_count: 0, live: Mutex::new(Live::default()) }
     }
 }
 
 impl<K: Clone, V: Clone> Clone for HashedMap<K, V> {
     fn clone(&self) -> Self {
-        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        Self { map: self.map.clone(), cache: Mutex::new(cache) }
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = Live { sum: live.sum.clone(), hashes: live.hashes.clone(), dirty: live.dirty.clone() };
+        Self {
+            map: self.map.clone(),
+            retired: self.retired.clone(),
+            retired_count: self.retired_count,
+            live: Mutex::new(live),
+        }
     }
 }
 
 impl<K: PartialEq, V: PartialEq> PartialEq for HashedMap<K, V> {
     fn eq(&self, other: &Self) -> bool {
-        self.map == other.map
+        self.map == other.map && self.retired == other.retired && self.retired_count == other.retired_count
     }
 }
 
@@ -119,18 +193,90 @@ impl<K: Eq, V: Eq> Eq for HashedMap<K, V> {}
 
 impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for HashedMap<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.map.fmt(f)
+        f.debug_struct("HashedMap")
+            .field("live", &self.map)
+            .field("retired", &self.retired_count)
+            .field("retired_sum", &self.retired)
+            .finish()
     }
+}
+
+#[derive(Serialize)]
+struct Encoded<'a, K, V> {
+    live: &'a BTreeMap<K, V>,
+    retired: &'a LtHash,
+    retired_count: u64,
+}
+
+#[derive(Deserialize)]
+struct Decoded<K: Ord, V> {
+    live: BTreeMap<K, V>,
+    retired: LtHash,
+    retired_count: u64,
 }
 
 impl<K: Serialize, V: Serialize> Serialize for HashedMap<K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.map.serialize(s)
+        Encoded { live: &self.map, retired: &self.retired, retired_count: self.retired_count }.serialize(s)
     }
 }
 
-impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for HashedMap<K, V> {
+impl<'de, K: Deserialize<'de> + Ord + Clone, V: Deserialize<'de>> Deserialize<'de> for HashedMap<K, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self { map: BTreeMap::deserialize(d)?, cache: Mutex::new(BTreeMap::new()) })
+        let Decoded { live: map, retired, retired_count } = Decoded::deserialize(d)?;
+        // Nothing is accounted yet: every entry is hashed at the first digest.
+        let live = Live { sum: LtHash::new(), hashes: BTreeMap::new(), dirty: map.keys().cloned().collect() };
+        Ok(Self { map, retired, retired_count, live: Mutex::new(live) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(m: &HashedMap<u32, String>) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        m.digest("m", &mut h).unwrap();
+        h.finalize()
+    }
+
+    #[test]
+    fn the_digest_follows_changes_made_between_digests() {
+        let mut a = HashedMap::default();
+        a.insert(1, "one".to_string());
+        a.insert(2, "two".to_string());
+        let first = digest(&a);
+        *a.get_mut(&2).unwrap() = "deux".into();
+        let mut fresh = HashedMap::default();
+        fresh.insert(1, "one".to_string());
+        fresh.insert(2, "deux".to_string());
+        assert_ne!(digest(&a), first);
+        assert_eq!(digest(&a), digest(&fresh));
+        a.remove(&2);
+        fresh.remove(&2);
+        assert_eq!(digest(&a), digest(&fresh));
+    }
+
+    #[test]
+    fn retiring_keeps_the_digest_and_survives_a_snapshot() {
+        let mut a = HashedMap::default();
+        for n in 0..5 {
+            a.insert(n, format!("v{n}"));
+        }
+        let before = digest(&a);
+        *a.get_mut(&3).unwrap() = "changed".into();
+        let changed = digest(&a);
+        assert_ne!(before, changed);
+        assert_eq!(a.retire(&3).unwrap().as_deref(), Some("changed"));
+        assert_eq!(a.retire(&3).unwrap(), None);
+        assert_eq!((a.len(), a.retired_count()), (4, 1));
+        assert_eq!(digest(&a), changed, "retiring an entry does not change the digest");
+        let text = serde_json::to_string(&a).unwrap();
+        let back: HashedMap<u32, String> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(digest(&back), changed);
+        // Removing (rather than retiring) does change it.
+        a.remove(&0);
+        assert_ne!(digest(&a), changed);
     }
 }

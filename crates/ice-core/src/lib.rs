@@ -22,6 +22,7 @@ pub mod ids;
 pub mod intake;
 pub mod jcs;
 pub mod kind;
+pub mod lthash;
 pub mod merkle;
 pub mod payloads;
 pub mod principal;

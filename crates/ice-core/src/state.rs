@@ -7,7 +7,7 @@
 //! between admission and commit — "no new events name a terminated run" — is enforced by `admit` only, so an
 //! event that lost that race still folds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,11 +17,14 @@ use crate::chain::ChainHead;
 use crate::effect::EffectState;
 use crate::error::{ErrorCode, Rejection};
 use crate::event::{Draft, Event};
+use crate::hashed::HashedMap;
 use crate::ids::{RunId, Seq, Timestamp};
 use crate::kind::EventKind;
 use crate::payloads;
 use crate::principal::Principal;
 use crate::run::RunState;
+
+pub mod retire;
 
 /// One run as the ledger describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +49,88 @@ pub struct RunRecord {
     pub last_reason: Option<String>,
 }
 
-/// All state derived from a ledger.
+impl RunRecord {
+    /// The record a `RunCreated` event starts (`None` for any other event).
+    fn created(e: &Event) -> Option<Self> {
+        let id = e.run_id.filter(|_| e.kind == EventKind::RunCreated)?;
+        let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();
+        Some(Self {
+            id,
+            state: RunState::Created,
+            label: p.label,
+            created_by: e.origin.clone(),
+            created_at: e.time,
+            updated_at: e.time,
+            events: 0,
+            last_seq: e.seq,
+            last_reason: None,
+        })
+    }
+
+    /// Folds a `RunTransitioned`; whether the state moved.
+    fn transition(&mut self, e: &Event) -> bool {
+        let Ok(t) = serde_json::from_str::<payloads::RunTransitioned>(e.payload.as_str()) else { return false };
+        self.state = t.to;
+        self.last_reason = t.reason;
+        true
+    }
+
+    /// Counts an event naming the run.
+    fn count(&mut self, e: &Event) {
+        self.events += 1;
+        self.updated_at = e.time;
+        self.last_seq = e.seq;
+    }
+
+    /// Rebuilds a run's record from the events naming it, in seq order, as the fold builds it (every event naming
+    /// the run counts, rejections included): for runs that have retired from derived state (see [`retire`]).
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
+        let mut record: Option<Self> = None;
+        for e in events {
+            if e.kind == EventKind::RunCreated {
+                record = Self::created(e);
+            } else if e.kind == EventKind::RunTransitioned
+                && let Some(r) = record.as_mut()
+            {
+                r.transition(e);
+            }
+            if let Some(r) = record.as_mut() {
+                r.count(e);
+            }
+        }
+        record
+    }
+}
+
+/// What of a run the state root covers (the activity counters are left out: see [`LedgerState::state_root`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RunRoot {
+    state: RunState,
+    label: Option<String>,
+    created_by: Principal,
+    created_at: Timestamp,
+    last_reason: Option<String>,
+}
+
+impl From<&RunRecord> for RunRoot {
+    fn from(r: &RunRecord) -> Self {
+        Self {
+            state: r.state,
+            label: r.label.clone(),
+            created_by: r.created_by.clone(),
+            created_at: r.created_at,
+            last_reason: r.last_reason.clone(),
+        }
+    }
+}
+
+/// All state derived from a ledger: what is live, plus digests of what has retired (see [`retire`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LedgerState {
     runs: BTreeMap<RunId, RunRecord>,
+    run_roots: HashedMap<RunId, RunRoot>,
+    /// Ids of runs that have retired: a run id names one run, ever.
+    retired_runs: BTreeSet<RunId>,
     authority: AuthorityState,
     effects: EffectState,
     #[serde(default)]
@@ -184,7 +265,7 @@ impl LedgerState {
         }
         let Some(run_id) = run_id else { return Ok(()) };
         if kind == EventKind::RunCreated {
-            if self.runs.contains_key(&run_id) {
+            if self.runs.contains_key(&run_id) || self.retired_runs.contains(&run_id) {
                 return Err(Rejection::new(ErrorCode::BadEnvelopeField, format!("run {run_id} already exists")));
             }
             return Ok(());
@@ -193,6 +274,12 @@ impl LedgerState {
             // A rejection may name the run it tried to reach even when that run does not exist.
             if kind == EventKind::TransitionRejected {
                 return Ok(());
+            }
+            if self.retired_runs.contains(&run_id) {
+                return Err(Rejection::new(
+                    ErrorCode::RunTerminated,
+                    format!("run {run_id} is TERMINATED (and settled); {kind} events can no longer name it"),
+                ));
             }
             return Err(Rejection::new(ErrorCode::UnknownRun, format!("run {run_id} does not exist")));
         };
@@ -238,31 +325,16 @@ impl LedgerState {
         self.tokens.apply(e.kind, e.event_id, &e.origin, e.time, e.payload.as_str());
         match e.kind {
             EventKind::RunCreated => {
-                let p: payloads::RunCreated = serde_json::from_str(e.payload.as_str()).unwrap_or_default();
-                if let Some(id) = e.run_id {
-                    self.runs.insert(
-                        id,
-                        RunRecord {
-                            id,
-                            state: RunState::Created,
-                            label: p.label,
-                            created_by: e.origin.clone(),
-                            created_at: e.time,
-                            updated_at: e.time,
-                            events: 0,
-                            last_seq: e.seq,
-                            last_reason: None,
-                        },
-                    );
+                if let Some(record) = RunRecord::created(e) {
+                    self.run_roots.insert(record.id, RunRoot::from(&record));
+                    self.runs.insert(record.id, record);
                 }
             }
             EventKind::RunTransitioned => {
-                if let (Some(id), Ok(t)) =
-                    (e.run_id, serde_json::from_str::<payloads::RunTransitioned>(e.payload.as_str()))
-                    && let Some(run) = self.runs.get_mut(&id)
+                if let Some(run) = e.run_id.and_then(|id| self.runs.get_mut(&id))
+                    && run.transition(e)
                 {
-                    run.state = t.to;
-                    run.last_reason = t.reason;
+                    self.run_roots.insert(run.id, RunRoot::from(&*run));
                 }
             }
             EventKind::TransitionRejected => self.rejections += 1,
@@ -275,13 +347,12 @@ impl LedgerState {
                 if let Ok(c) = serde_json::from_str::<crate::checkpoint::CheckpointPayload>(e.payload.as_str()) {
                     self.last_checkpoint = Some(CheckpointMark { seq: e.seq, to_seq: c.to_seq, time: e.time });
                 }
+                self.retire_settled(e.time)?;
             }
             _ => {}
         }
         if let Some(run) = e.run_id.and_then(|id| self.runs.get_mut(&id)) {
-            run.events += 1;
-            run.updated_at = e.time;
-            run.last_seq = e.seq;
+            run.count(e);
         }
         self.head = Some(ChainHead::after(e));
         self.events += 1;
@@ -296,38 +367,18 @@ impl LedgerState {
     /// and last seq, the head) are left out on purpose: they are moved by free events (agents' notes, rejections)
     /// that may land between a checkpoint's covered range and the checkpoint itself, and they decide nothing.
     ///
-    /// v2 layout: blake3 of `"ice.state-root.v2\n"` followed by, in this order, the section hashes of `runs`,
+    /// v3 layout: blake3 of `"ice.state-root.v3\n"` followed by, in this order, the section hashes of `runs`,
     /// `proposals`, `grants`, `budget_lines`, `reservations`, `authority` (suspended, contained, policy hash and
-    /// event), `permits`, `approvals`, `effects`, `reconfigured` and `tokens` (v1 had no `tokens`). A map section is blake3(name, length, then blake3 of the RFC 8785
-    /// encoding of each `[key, value]` in key order) — entry hashes are cached, so a checkpoint re-hashes only what
-    /// changed; other sections are blake3(name, RFC 8785 encoding).
+    /// event), `permits`, `approvals`, `effects`, `reconfigured` and `tokens`. A map section (`runs`, `proposals`,
+    /// `grants`, `reservations`, `permits`, `approvals`, `effects`) is blake3(name, LtHash of the entry hashes of
+    /// its live *and retired* entries), an entry hash being blake3 of the RFC 8785 encoding of `[key, value]`
+    /// (see [`crate::hashed`]); other sections are blake3(name, RFC 8785 encoding). Retiring a record therefore
+    /// leaves the root unchanged, and a checkpoint re-hashes only what changed. (v2 hashed the entry hashes in key
+    /// order, which needed every record in memory; v1 had no `tokens`.)
     pub fn state_root(&self) -> Result<String, Rejection> {
-        #[derive(Serialize)]
-        struct RunView<'a> {
-            id: RunId,
-            state: RunState,
-            label: &'a Option<String>,
-            created_by: &'a Principal,
-            created_at: Timestamp,
-            last_reason: &'a Option<String>,
-        }
-        let runs: Vec<RunView<'_>> = self
-            .runs
-            .values()
-            .map(|r| RunView {
-                id: r.id,
-                state: r.state,
-                label: &r.label,
-                created_by: &r.created_by,
-                created_at: r.created_at,
-                last_reason: &r.last_reason,
-            })
-            .collect();
-        let runs = serde_json::to_value(&runs)
-            .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
         let mut h = blake3::Hasher::new();
-        h.update(b"ice.state-root.v2\n");
-        hash_canonical("runs", &runs, &mut h)?;
+        h.update(b"ice.state-root.v3\n");
+        self.run_roots.digest("runs", &mut h)?;
         self.authority.root_parts(&mut h)?;
         self.effects.root_parts(&mut h)?;
         let tokens = serde_json::to_value(self.tokens.all().values().collect::<Vec<_>>())

@@ -96,11 +96,12 @@ fn checkpoint_signing_message_is_pinned() {
 
 #[test]
 fn state_root_is_pinned() {
+    let operator: Attribution = "human:alice;uid:1000;operator".parse().unwrap();
     let drafts = vec![
         draft(1, EventKind::LedgerInitialized, "runtime:ice", None, r#"{"format":1,"runtime_public_key":"00"}"#),
         {
             let mut d = draft(2, EventKind::RunCreated, "human:alice", Some(run_id()), r#"{"label":"kat"}"#);
-            d.acted_by = Some("human:alice;uid:1000;operator".parse().unwrap());
+            d.acted_by = Some(operator.clone());
             d
         },
     ];
@@ -112,7 +113,42 @@ fn state_root_is_pinned() {
     assert_eq!(events[1].hash.to_hex(), "cf2d2ca5a0f7ca107be69375609d7ad6c8aa46af2d8bc6ec067eb30d68e8592e");
     assert_eq!(
         LedgerState::new().state_root().unwrap(),
-        "1c6c85708f1ee8f5f3631d3a861fbcdebb0ec67a480a1c77777a1c4435a95a3e"
+        "14af5814e7a50deeea732f5abb26422a95c9777178b81b5f1d3dc9bfbcc92f25"
     );
-    assert_eq!(st.state_root().unwrap(), "30bc718b434e36c4aac64e301237b365f0bd42bf2f20c8635a99d75df16985df");
+    assert_eq!(st.state_root().unwrap(), "2ae87245e135e3b7a3aaebee7962c85b68e400599b008bea0f1fb11fa8d55839");
+
+    // The run ends; the next checkpoint retires it from memory, and the root does not move.
+    let mut end = draft(
+        3,
+        EventKind::RunTransitioned,
+        "human:alice",
+        Some(run_id()),
+        r#"{"from":"CREATED","reason":"kat","to":"TERMINATED"}"#,
+    );
+    end.acted_by = Some(operator);
+    let ended = seal_job(&ChainHead::after(&events[1]), &[end], &mut |_| false).unwrap();
+    st.apply(&ended[0]).unwrap();
+    let root = st.state_root().unwrap();
+    assert_eq!(root, "4c001d91a06ac64a3360edb425ce52a1cc36f3176cb4a9b957db82a226bd0ca1");
+    let checkpoint = CheckpointPayload {
+        from_seq: 1,
+        to_seq: 3,
+        to_hash: ended[0].hash.to_hex(),
+        merkle_root: "cd".repeat(32),
+        state_root: root.clone(),
+        public_key: "01".repeat(32),
+        signature: String::new(),
+    };
+    let payload = serde_json::to_string(&checkpoint).unwrap();
+    let sealed = seal_job(
+        &ChainHead::after(&ended[0]),
+        &[draft(4, EventKind::Checkpoint, "runtime:ice", None, &payload)],
+        &mut |_| false,
+    )
+    .unwrap();
+    assert_eq!(st.runs().count(), 1);
+    st.apply(&sealed[0]).unwrap();
+    assert_eq!(st.runs().count(), 0, "the terminated run retired at the checkpoint");
+    assert_eq!(st.retired_runs(), 1);
+    assert_eq!(st.state_root().unwrap(), root);
 }

@@ -119,6 +119,31 @@ impl Runtime {
             .map(|v| v.into_iter().flatten().collect())
     }
 
+    /// What ends with a run, in the bundle that terminates it: its live permits are revoked, the reservations of
+    /// permits that expired unused are released, and its pending approvals expire — once the run is TERMINATED no
+    /// event can close them, and a reservation left open would hold its budget for ever.
+    pub(crate) fn close_out_drafts(&self, st: &LedgerState, run: RunId) -> Result<Vec<Draft>, Rejection> {
+        let now = self.now();
+        let permits: Vec<&ice_core::effect::PermitRecord> =
+            st.effects().permits().values().filter(|p| p.run == Some(run)).collect();
+        let live: Vec<EventId> =
+            permits.iter().filter(|p| p.status(now) == ice_core::effect::PermitStatus::Live).map(|p| p.id).collect();
+        let mut drafts = self.revoke_permit_drafts(st, &live, "run terminated")?;
+        for p in permits.iter().filter(|p| p.status(now) == ice_core::effect::PermitStatus::Expired) {
+            if st.authority().budgets().reservation(p.terms.proposal_id).is_some() {
+                drafts.push(self.release_draft(p.terms.proposal_id, Some(run), p.id, "permit expired unused")?);
+            }
+        }
+        for a in st.effects().approvals().values().filter(|a| a.run == Some(run) && a.status == ApprovalStatus::Pending)
+        {
+            let t = ApprovalTimeout { approval_id: a.id, approvers: vec![], expires_at: None };
+            let mut d = self.internal(EventKind::ApprovalExpired, Principal::runtime(), Some(run), &t)?;
+            d.causes = vec![a.id];
+            drafts.push(d);
+        }
+        Ok(drafts)
+    }
+
     /// `BudgetReleased` of a proposal's whole reservation (nothing was spent), caused by `cause`.
     pub(crate) fn release_draft(
         &self,

@@ -14,7 +14,6 @@ use ice_core::checkpoint::{CheckpointPayload, to_hex};
 use ice_core::merkle::merkle_root;
 use ice_core::{Event, EventKind, LedgerState, Principal, Rejection, Seq};
 use ice_store::EventQuery;
-use serde_json::json;
 
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -82,12 +81,17 @@ impl Runtime {
                 message: format!("the checkpoint range {from}..={to} has gaps"),
             });
         }
-        let attempt = || json!({"kind": "Checkpoint"});
-        let events =
-            self.commit_with(&|st: &LedgerState| self.checkpoint_draft(st, from, &hashes).map(|d| vec![d]), &attempt)?;
+        // A refusal here means another instance covered the range first: the runtime's own housekeeping lost a
+        // race, nobody submitted anything, so it is not recorded (instances sharing a ledger would otherwise
+        // append a rejection for every checkpoint they did not win).
+        let events = self.commit_or(
+            &|st: &LedgerState| self.checkpoint_draft(st, from, &hashes).map(|d| vec![d]),
+            &|rejection, _| RuntimeError::Rejected { rejection, record: None },
+            &|| None,
+        )?;
         let event = events.into_iter().next();
-        if let Some(e) = &event {
-            self.write_snapshot(e.seq);
+        if event.is_some() {
+            self.write_snapshot();
         }
         Ok(event)
     }
@@ -149,13 +153,15 @@ impl Runtime {
         }
     }
 
-    /// Writes the folded state as the snapshot for the checkpoint at `seq` and prunes old ones. Best effort: a
-    /// missing snapshot only means a longer fold at the next start.
-    fn write_snapshot(&self, seq: Seq) {
+    /// Writes the state right after the latest checkpoint (kept by the pipeline, however many events landed since)
+    /// as that checkpoint's snapshot, outside the state lock, and prunes old ones. Best effort: a missing snapshot
+    /// only means a longer fold at the next start.
+    fn write_snapshot(&self) {
         let Some(dir) = self.checkpoint_policy().and_then(|p| p.snapshot_dir.clone()) else { return };
         let keep = self.checkpoint_policy().map_or(2, |p| p.keep_snapshots.max(1));
-        let text = self.with_state(|st| (st.last_seq() == seq).then(|| st.to_snapshot()));
-        let Ok(Some(Ok(text))) = text else { return };
+        let Some(state) = self.take_checkpoint_state() else { return };
+        let seq = state.last_seq();
+        let Ok(text) = state.to_snapshot() else { return };
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }

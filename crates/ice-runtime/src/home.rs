@@ -134,7 +134,7 @@ impl Default for RuntimeConfig {
 }
 
 fn default_checkpoint_events() -> u64 {
-    10_000
+    2_000
 }
 fn default_checkpoint_secs() -> u64 {
     3600

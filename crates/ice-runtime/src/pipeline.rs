@@ -58,6 +58,9 @@ pub struct Pipeline {
     settled: HashMap<u64, Settled>,
     next_ticket: u64,
     stats: PipelineStats,
+    /// The committed state right after the latest `Checkpoint` folded into it (what its snapshot holds), until
+    /// taken.
+    at_checkpoint: Option<LedgerState>,
 }
 
 /// What the pipeline has done since it was created (for benchmarks and diagnostics).
@@ -100,6 +103,7 @@ impl Pipeline {
             settled: HashMap::new(),
             next_ticket: 1,
             stats: PipelineStats::default(),
+            at_checkpoint: None,
         }
     }
 
@@ -116,6 +120,21 @@ impl Pipeline {
     /// Counters since creation.
     pub fn stats(&self) -> PipelineStats {
         self.stats
+    }
+
+    /// The committed state as it was right after the latest checkpoint folded (once; `None` until another).
+    pub fn take_checkpoint_state(&mut self) -> Option<LedgerState> {
+        self.at_checkpoint.take()
+    }
+
+    /// Folds one durable event into the committed state, keeping a copy of the state right after a checkpoint:
+    /// the snapshot written for it must hold exactly that, whatever landed after it since.
+    fn fold_committed(&mut self, e: &Event) -> Result<(), Rejection> {
+        self.committed.apply(e)?;
+        if e.kind == ice_core::EventKind::Checkpoint {
+            self.at_checkpoint = Some(self.committed.clone());
+        }
+        Ok(())
     }
 
     /// Nothing decided is waiting for the store.
@@ -202,7 +221,7 @@ impl Pipeline {
                 }
                 for e in &events {
                     if e.seq > self.committed.last_seq()
-                        && let Err(r) = self.committed.apply(e)
+                        && let Err(r) = self.fold_committed(e)
                     {
                         let e = StoreError::Corrupt { seq: e.seq, detail: r.to_string() };
                         return self.fail_all(flying, e);
@@ -263,7 +282,7 @@ impl Pipeline {
             if e.seq <= self.committed.last_seq() {
                 continue;
             }
-            self.committed.apply(e).map_err(|r| (e.seq, r))?;
+            self.fold_committed(e).map_err(|r| (e.seq, r))?;
             self.spec.apply(e).map_err(|r| (e.seq, r))?;
         }
         Ok(true)
@@ -278,7 +297,7 @@ impl Pipeline {
             let batch = read_after(self.committed.last_seq())?;
             let Some(last) = batch.last().map(|e| e.seq) else { return Ok(()) };
             for e in batch.iter().take_while(|e| e.seq < before) {
-                self.committed.apply(e).map_err(|r| StoreError::Corrupt { seq: e.seq, detail: r.to_string() })?;
+                self.fold_committed(e).map_err(|r| StoreError::Corrupt { seq: e.seq, detail: r.to_string() })?;
             }
             if last >= before {
                 return Ok(());

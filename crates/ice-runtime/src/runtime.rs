@@ -258,9 +258,28 @@ impl Runtime {
         f(self.lock().committed())
     }
 
-    /// One run's current record.
+    /// The committed state right after the latest checkpoint, once (see [`Pipeline::take_checkpoint_state`]).
+    pub(crate) fn take_checkpoint_state(&self) -> Option<LedgerState> {
+        self.lock().take_checkpoint_state()
+    }
+
+    /// One run's current record: from derived state while it is live, rebuilt from its events in the ledger once
+    /// it has retired.
     pub fn run(&self, id: RunId) -> Result<Option<RunRecord>, RuntimeError> {
-        self.with_state(|s| s.run(id).cloned())
+        let (live, retired) = self.with_state(|s| (s.run(id).cloned(), s.is_retired_run(id)))?;
+        if live.is_some() || !retired {
+            return Ok(live);
+        }
+        let mut events = Vec::new();
+        let mut after = Seq(0);
+        loop {
+            let batch =
+                self.store().read(&EventQuery { after, run: Some(id), limit: 10_000, ..EventQuery::default() })?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            events.extend(batch);
+        }
+        Ok(RunRecord::from_events(&events))
     }
 
     /// Submits an untrusted event on the caller's behalf (the generic intake used by `ice emit` and agents): the
@@ -331,11 +350,13 @@ impl Runtime {
         // The payload names the run's current state, so it is built under the state lock, from caught-up state.
         self.commit_with(
             &|st: &LedgerState| {
-                Ok(vec![{
-                    let current = st
-                        .run(run)
-                        .ok_or_else(|| Rejection::new(ErrorCode::UnknownRun, format!("run {run} does not exist")))?
-                        .state;
+                Ok({
+                    let current = match st.run(run) {
+                        Some(r) => r.state,
+                        // A retired run is TERMINATED: admission refuses any transition with the right code.
+                        None if st.is_retired_run(run) => RunState::Terminated,
+                        None => return Err(Rejection::new(ErrorCode::UnknownRun, format!("run {run} does not exist"))),
+                    };
                     // TERMINATED has no next state: asking for one lets admission refuse it with its own code.
                     let target = to.or_else(|| current.next_on_happy_path()).unwrap_or(current);
                     if target == RunState::Committed {
@@ -348,8 +369,16 @@ impl Runtime {
                         ));
                     }
                     let payload = payloads::RunTransitioned { from: current, to: target, reason: reason.clone() };
-                    self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &payload)?
-                }])
+                    let transition = self.caller_draft(caller, EventKind::RunTransitioned, Some(run), &payload)?;
+                    // Nothing of a TERMINATED run may stay open (no event can close it afterwards).
+                    let mut drafts = if target == RunState::Terminated && current != RunState::Terminated {
+                        self.close_out_drafts(st, run)?
+                    } else {
+                        Vec::new()
+                    };
+                    drafts.push(transition);
+                    drafts
+                })
             },
             &attempt,
         )?;

@@ -66,7 +66,7 @@ impl Effector for Recording {
 }
 
 fn ledger_with_recorder() -> (Ledger, Arc<Mutex<Vec<Call>>>) {
-    let mut l = Ledger::fast();
+    let mut l = Ledger::fast().with_checkpoints(0);
     let calls = Arc::new(Mutex::new(Vec::new()));
     let config = EffectsConfig::default();
     let state = l.dir().join("state");
@@ -80,11 +80,19 @@ fn ledger_with_recorder() -> (Ledger, Arc<Mutex<Vec<Call>>>) {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Propose { path: usize, granted: bool },
-    Exec { permit: usize, args: ArgsChoice },
+    Propose {
+        path: usize,
+        granted: bool,
+    },
+    Exec {
+        permit: usize,
+        args: ArgsChoice,
+    },
     ExecUnknown,
     SuspendAndResume,
     Advance(i64),
+    /// A checkpoint: settled permits and proposals retire from memory (and must stay single-use).
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +110,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ExecUnknown),
         1 => Just(Op::SuspendAndResume),
         1 => (0..700i64).prop_map(Op::Advance),
+        1 => Just(Op::Checkpoint),
     ]
 }
 
@@ -179,6 +188,9 @@ proptest! {
                     }
                 }
                 Op::Advance(s) => l.clock.advance(s * 1_000_000),
+                Op::Checkpoint => {
+                    l.rt.checkpoint().unwrap();
+                }
             }
         }
 

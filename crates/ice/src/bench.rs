@@ -36,8 +36,21 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
         BenchCommand::Decide { iterations, policies } => decide(iterations, policies),
         BenchCommand::History { events, points, agents } => crate::bench_history::run(events, points, agents),
-        BenchCommand::Propose { agents, seconds, synchronous } => {
+        BenchCommand::Propose { agents, seconds, synchronous, instances, store } if !instances.is_empty() => {
+            let [agents] = agents[..] else {
+                return Err(CliError::Coded(
+                    ErrorCode::BadArgument,
+                    "with --instances, --agents is one count (agents per instance)".into(),
+                ));
+            };
+            crate::bench_instances::run(store.as_deref(), &instances, agents, seconds, &synchronous)
+        }
+        BenchCommand::Propose { agents, seconds, synchronous, .. } => {
             crate::bench_propose::run(&agents, seconds, &synchronous)
+        }
+        BenchCommand::ProposeWorker { run, first, agents, seconds } => {
+            let dir = std::env::current_dir().map_err(bench_err)?;
+            crate::bench_instances::worker(&dir, &run, first, agents, seconds)
         }
         BenchCommand::Verify { events } => crate::bench_proof::verify(events),
         BenchCommand::Replay { events, proposals } => crate::bench_proof::replay(events, proposals),
@@ -48,6 +61,44 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
         #[cfg(not(feature = "postgres"))]
         BenchCommand::Postgres { .. } | BenchCommand::PostgresWorker { .. } => {
             Err(CliError::Coded(ErrorCode::BadConfig, "this ice was built without the `postgres` feature".into()))
+        }
+    }
+}
+
+/// A benchmark's worker process that has said `ready` on stdout and waits for `go` on stdin.
+pub struct Worker {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Worker {
+    /// Starts `cmd` (stdin and stdout piped, stderr inherited) and waits for its `ready` line.
+    pub fn start(mut cmd: std::process::Command) -> Result<Self, CliError> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(bench_err)?;
+        let out = child.stdout.take().ok_or_else(|| bench_err("no stdout"))?;
+        let mut lines = std::io::BufReader::new(out).lines();
+        match lines.next() {
+            Some(Ok(l)) if l == "ready" => Ok(Self { child, lines }),
+            other => Err(bench_err(format!("a worker did not get ready: {other:?}"))),
+        }
+    }
+
+    /// Tells the worker to start.
+    pub fn go(&mut self) -> Result<(), CliError> {
+        use std::io::Write;
+        writeln!(self.child.stdin.as_mut().ok_or_else(|| bench_err("no stdin"))?, "go").map_err(bench_err)
+    }
+
+    /// Waits for the worker's `done …` line and its exit; returns what follows `done `.
+    pub fn finish(mut self) -> Result<String, CliError> {
+        let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
+        let status = self.child.wait().map_err(bench_err)?;
+        match line.strip_prefix("done ") {
+            Some(rest) if status.success() => Ok(rest.to_owned()),
+            _ => Err(bench_err(format!("a worker failed: {status} {line}"))),
         }
     }
 }

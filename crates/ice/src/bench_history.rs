@@ -1,6 +1,7 @@
-//! `ice bench history`: how memory and command latency grow with the ledger. Proposals (5 events each, every one
-//! allowed, leaving a live permit and reservation behind) are recorded through the runtime from several agents
-//! until the ledger reaches each measuring point; at each point it reports this process's resident memory and runs
+//! `ice bench history`: how memory and command latency grow with the ledger. Agents work the way a long-lived
+//! deployment does: each takes a run to EXECUTING, records `PER_RUN` allowed proposals in it (5 events each, every
+//! one leaving a permit and a reservation), then terminates it (which revokes what was not used and releases its
+//! reservations) and starts the next. At each measuring point it reports this process's resident memory and runs
 //! `ice run list`, `ice approvals list`, `ice budget show` and `ice log --limit 20` as fresh processes against the
 //! same home, each with its wall time and peak memory. The baseline in the same run is the first point.
 
@@ -33,6 +34,22 @@ pub fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proposals an agent records in each run before the run ends.
+const PER_RUN: u64 = 10;
+
+/// One run's life: created, taken to EXECUTING, `PER_RUN` proposals, terminated.
+fn work_one_run(bench: &Fixture, agent: &ice_runtime::Caller, next: &AtomicU64) -> Result<(), CliError> {
+    let run = bench.rt.create_run(&bench.operator, Some("history".into()))?;
+    for _ in 0..3 {
+        bench.rt.advance_run(&bench.operator, run.id, None, None)?;
+    }
+    for _ in 0..PER_RUN {
+        bench.rt.propose(agent, &Fixture::input_in(run.id, next.fetch_add(1, Ordering::Relaxed)))?;
+    }
+    bench.rt.terminate_run(&bench.operator, run.id, Some("done".into()))?;
+    Ok(())
+}
+
 /// Runs the benchmark.
 pub fn run(events: u64, points: u64, agents: usize) -> Result<u8, CliError> {
     if events == 0 || points == 0 || agents == 0 {
@@ -46,8 +63,8 @@ pub fn run(events: u64, points: u64, agents: usize) -> Result<u8, CliError> {
     let bench = Fixture::new("off", agents)?;
     let exe = std::env::current_exe().map_err(bench_err)?;
     println!(
-        "ice bench history: up to {events} events of decided proposals ({agents} agents, synchronous=OFF); \
-         commands run as fresh processes; times in ms, memory in MiB"
+        "ice bench history: up to {events} events of runs of {PER_RUN} decided proposals ({agents} agents, \
+         synchronous=OFF); commands run as fresh processes; times in ms, memory in MiB"
     );
     println!(
         "{:>10} {:>10} {:>14} {:>16} {:>14} {:>16}",
@@ -62,7 +79,7 @@ pub fn run(events: u64, points: u64, agents: usize) -> Result<u8, CliError> {
                 let (bench, next) = (&bench, &next);
                 s.spawn(move || {
                     while bench.rt.with_state_cached(|st| st.last_seq().0) < target {
-                        if bench.rt.propose(agent, &bench.input(next.fetch_add(1, Ordering::Relaxed))).is_err() {
+                        if work_one_run(bench, agent, next).is_err() {
                             break;
                         }
                     }
@@ -116,5 +133,13 @@ pub fn run(events: u64, points: u64, agents: usize) -> Result<u8, CliError> {
             Some(_) => {}
         }
     }
+    if std::env::var_os(KEEP_ENV).is_some() {
+        let Fixture { dir, rt, .. } = bench;
+        drop(rt);
+        println!("kept the home for inspection: {}", dir.keep().display());
+    }
     Ok(exit::OK)
 }
+
+/// Set to keep the benchmark's home instead of deleting it (to inspect a large ledger).
+const KEEP_ENV: &str = "ICE_BENCH_KEEP";

@@ -2,8 +2,8 @@
 //! own pool and group-commit writer, all contending for the chain-head row lock), against raw batched INSERTs of
 //! the same rows into a plain copy of the event table on the same server, in the same run.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use ice_runtime::{SystemClock, SystemIds};
 use ice_store::{EventQuery, Store};
 use ice_store_postgres::{PostgresOptions, PostgresStore};
 
-use crate::bench::{bench_err, concurrent_appends, drafts, micros, percentile};
+use crate::bench::{Worker, bench_err, concurrent_appends, drafts, micros, percentile};
 use crate::exit;
 use crate::render::CliError;
 
@@ -41,44 +41,24 @@ pub fn worker(url: &str, events: usize, threads: usize) -> Result<u8, CliError> 
 fn measure(url: &str, instances: usize, events: usize, threads: usize) -> Result<(f64, String), CliError> {
     let exe = std::env::current_exe().map_err(bench_err)?;
     let per = events / instances;
-    let mut children = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..instances {
-        let mut child = Command::new(&exe)
-            .args([
-                "bench",
-                "postgres-worker",
-                "--url",
-                url,
-                "--events",
-                &per.to_string(),
-                "--threads",
-                &threads.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(bench_err)?;
-        let mut lines = BufReader::new(child.stdout.take().ok_or_else(|| bench_err("no stdout"))?).lines();
-        match lines.next() {
-            Some(Ok(l)) if l == "ready" => {}
-            other => return Err(bench_err(format!("worker did not get ready: {other:?}"))),
-        }
-        children.push((child, lines));
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench", "postgres-worker", "--url", url]).args([
+            "--events",
+            &per.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ]);
+        workers.push(Worker::start(cmd)?);
     }
     let start = Instant::now();
-    for (child, _) in &mut children {
-        let stdin = child.stdin.as_mut().ok_or_else(|| bench_err("no stdin"))?;
-        writeln!(stdin, "go").map_err(bench_err)?;
+    for w in &mut workers {
+        w.go()?;
     }
     let mut latencies = Vec::new();
-    for (mut child, mut lines) in children {
-        let done = lines.next().and_then(Result::ok).unwrap_or_default();
-        let status = child.wait().map_err(bench_err)?;
-        if !status.success() || !done.starts_with("done ") {
-            return Err(bench_err(format!("a worker failed: {status} {done}")));
-        }
-        latencies.push(done.trim_start_matches("done ").replace(' ', "/"));
+    for w in workers {
+        latencies.push(w.finish()?.replace(' ', "/"));
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(((per * instances) as f64 / secs, latencies.join(", ")))

@@ -25,22 +25,7 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str) -> Result<u8, CliE
     let bench = Fixture::new(synchronous, most)?;
     let (rt, agents) = (&bench.rt, &bench.agents);
     let input = |i: u64| bench.input(i);
-    let verdict = rt.propose(&agents[0], &input(0))?.decision.verdict;
-    if verdict != Verdict::Allow {
-        return Err(bench_err(format!("the bench proposal was decided {}, not allow", verdict.as_str())));
-    }
-
-    // Baseline: the in-memory decide of the same runtime (grant + Cedar + budget; nothing recorded), one thread.
-    let prepared = rt.prepare_proposal(&agents[0], &input(1))?;
-    let start = Instant::now();
-    let mut decided = 0u64;
-    while start.elapsed().as_secs_f64() < seconds.min(2.0) {
-        for _ in 0..100 {
-            std::hint::black_box(rt.decide_prepared(&prepared).ok());
-        }
-        decided += 100;
-    }
-    let in_memory = decided as f64 / start.elapsed().as_secs_f64();
+    let in_memory = in_memory_rate(&bench, seconds)?;
     println!(
         "ice bench propose: fs.write allowed by grant + Cedar + budget, 5 events per decision, synchronous={}",
         bench.synchronous.pragma()
@@ -68,6 +53,25 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str) -> Result<u8, CliE
     Ok(exit::OK)
 }
 
+/// Checks the bench proposal is allowed, then measures the baseline: the in-memory decide of the same runtime
+/// (grant + Cedar + budget; nothing recorded), one thread, in decisions/s.
+pub fn in_memory_rate(bench: &Fixture, seconds: f64) -> Result<f64, CliError> {
+    let verdict = bench.rt.propose(&bench.agents[0], &bench.input(0))?.decision.verdict;
+    if verdict != Verdict::Allow {
+        return Err(bench_err(format!("the bench proposal was decided {}, not allow", verdict.as_str())));
+    }
+    let prepared = bench.rt.prepare_proposal(&bench.agents[0], &bench.input(1))?;
+    let start = Instant::now();
+    let mut decided = 0u64;
+    while start.elapsed().as_secs_f64() < seconds.min(2.0) {
+        for _ in 0..100 {
+            std::hint::black_box(bench.rt.decide_prepared(&prepared).ok());
+        }
+        decided += 100;
+    }
+    Ok(decided as f64 / start.elapsed().as_secs_f64())
+}
+
 /// A throwaway home with a run in EXECUTING, a large global budget and `agents` agents each holding an `fs.write`
 /// grant: the state every proposal benchmark starts from.
 pub struct Fixture {
@@ -77,6 +81,8 @@ pub struct Fixture {
     pub agents: Vec<Caller>,
     /// The run the proposals name.
     pub run: ice_core::RunId,
+    /// The local operator (creates runs and grants).
+    pub operator: Caller,
     /// The ledger's durability.
     pub synchronous: ice_store_sqlite::Synchronous,
     /// The directory holding `.ice/`.
@@ -84,12 +90,17 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Builds the fixture with the given SQLite durability (`full`, `normal`, `off`).
+    /// Builds the fixture on the embedded SQLite ledger with the given durability (`full`, `normal`, `off`).
     pub fn new(synchronous: &str, agents: usize) -> Result<Self, CliError> {
+        Self::new_on(None, synchronous, agents)
+    }
+
+    /// Builds the fixture on the ledger at `store` (a URL; the embedded SQLite ledger when `None`).
+    pub fn new_on(store: Option<&str>, synchronous: &str, agents: usize) -> Result<Self, CliError> {
         let sync: ice_store_sqlite::Synchronous =
             synchronous.parse().map_err(|e: String| CliError::Coded(ice_core::ErrorCode::BadArgument, e))?;
         let dir = tempfile::tempdir().map_err(bench_err)?;
-        let (home, rt) = IceHome::init(dir.path(), None)?;
+        let (home, rt) = IceHome::init(dir.path(), store)?;
         let rt = if sync == ice_store_sqlite::Synchronous::Full {
             rt
         } else {
@@ -119,7 +130,7 @@ impl Fixture {
                 &operator,
                 &GrantInput {
                     principal,
-                    run: Some(run.id),
+                    run: None,
                     actions: vec!["fs.write".into()],
                     resource: "file:/sandbox/".into(),
                     ttl_micros: None,
@@ -129,13 +140,18 @@ impl Fixture {
             )?;
             callers.push(rt.authenticate(&Presented::Local { act_as: Some(&name) })?);
         }
-        Ok(Self { rt, agents: callers, run: run.id, synchronous: sync, dir })
+        Ok(Self { rt, agents: callers, run: run.id, operator, synchronous: sync, dir })
     }
 
-    /// The `i`-th proposal: an allowed `fs.write` in the sandbox.
+    /// The `i`-th proposal: an allowed `fs.write` in the sandbox, in the fixture's run.
     pub fn input(&self, i: u64) -> ProposalInput {
+        Self::input_in(self.run, i)
+    }
+
+    /// The `i`-th proposal in `run`.
+    pub fn input_in(run: ice_core::RunId, i: u64) -> ProposalInput {
         ProposalInput {
-            run: Some(self.run.to_string()),
+            run: Some(run.to_string()),
             action: "fs.write".into(),
             resource: format!("file:/sandbox/out-{}.md", i % 64),
             args: format!(r#"{{"path":"/sandbox/out-{}.md","content":"line {i}"}}"#, i % 64),
@@ -146,8 +162,9 @@ impl Fixture {
     }
 }
 
-/// One concurrency level: each agent proposes in a loop on its own thread for `seconds`.
-fn level(
+/// One concurrency level: each agent proposes in a loop on its own thread for `seconds`; returns decisions/s,
+/// p50 and p99 latency (µs) and the number of failed proposals.
+pub fn level(
     rt: &Runtime,
     agents: &[Caller],
     seconds: f64,

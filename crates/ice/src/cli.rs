@@ -570,6 +570,29 @@ pub enum BenchCommand {
         /// SQLite durability: full (fsync every commit, the default users run), normal or off (CPU cost alone).
         #[arg(long, default_value = "full")]
         synchronous: String,
+        /// Instead: run this many `ice` processes on one ledger at each level (e.g. 1,2,4), each with `--agents`
+        /// agents (one count).
+        #[arg(long, value_delimiter = ',')]
+        instances: Vec<usize>,
+        /// With --instances: the ledger (e.g. a scratch PostgreSQL database's URL; default: a SQLite file).
+        #[arg(long, value_name = "URL", requires = "instances")]
+        store: Option<String>,
+    },
+    /// (internal) One instance of `ice bench propose --instances`.
+    #[command(hide = true)]
+    ProposeWorker {
+        /// The run the proposals name.
+        #[arg(long)]
+        run: String,
+        /// First agent number (`agent:bench-N`).
+        #[arg(long)]
+        first: usize,
+        /// Agents (one thread each).
+        #[arg(long)]
+        agents: usize,
+        /// Seconds to propose for.
+        #[arg(long)]
+        seconds: f64,
     },
     /// Memory and command latency as the ledger grows: RSS, and `ice run list` / `approvals list` / `budget show`
     /// / `log --limit 20` as fresh processes, at evenly spaced points up to `--events`.

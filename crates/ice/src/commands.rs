@@ -172,7 +172,8 @@ fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
             print_run(&r, json);
         }
         RunCommand::List { json } => {
-            let runs: Vec<_> = rt.with_state(|s| s.runs().cloned().collect())?;
+            let (runs, retired): (Vec<_>, usize) =
+                rt.with_state(|s| (s.runs().cloned().collect(), s.retired_runs()))?;
             if json {
                 for r in &runs {
                     println!("{}", render::run_json(r));
@@ -181,6 +182,12 @@ fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
                 println!("{}", render::run_header());
                 for r in &runs {
                     println!("{}", render::run_row(r));
+                }
+                if retired > 0 {
+                    println!(
+                        "({retired} terminated run(s) settled and left memory; `ice inspect RUN_ID` or `ice log --run \
+                         RUN_ID` reads one from the ledger)"
+                    );
                 }
             }
         }

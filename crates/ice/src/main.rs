@@ -4,6 +4,7 @@
 mod authority_cmds;
 mod bench;
 mod bench_history;
+mod bench_instances;
 #[cfg(feature = "postgres")]
 mod bench_pg;
 mod bench_proof;

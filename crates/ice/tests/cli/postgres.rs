@@ -59,8 +59,9 @@ fn concurrent_appenders(n: usize, events_each: usize) {
         assert!(a.iter().all(|id| stored.contains(id)), "process {i}: an acknowledged event is missing");
     }
     let verify = ice.ok(&["verify"]);
-    // init (2 events) + per process: one run + its events
-    let total = 2 + n * (1 + events_each);
+    // init (2 events) + per process: one run + its events, and the checkpoints signed along the way
+    let checkpoints = ice.events().iter().filter(|e| e["kind"] == "Checkpoint").count();
+    let total = 2 + n * (1 + events_each) + checkpoints;
     assert!(verify.starts_with(&format!("ok: {total} events")), "{verify}");
     let seqs: Vec<u64> = ice.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>(), "gapless");

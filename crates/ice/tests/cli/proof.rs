@@ -15,7 +15,7 @@ fn ledger() -> (Ice, String) {
     let ice = Ice::init();
     let config = ice.path().join(".ice/config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("checkpoint_every_events = 10000", "checkpoint_every_events = 8")).unwrap();
+    std::fs::write(&config, text.replace("checkpoint_every_events = 2000", "checkpoint_every_events = 8")).unwrap();
     ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:"]);
     let run = ice.executing_run();
     for i in 0..4 {
@@ -297,5 +297,30 @@ fn an_unsigned_tail_longer_than_the_bound_fails_verification() {
     let failed = verify_fails(&ice, "ICE-E0509");
     assert!(failed.contains("follow the last signed checkpoint"), "{failed}");
     ice.ok(&["checkpoint"]);
+    ice.ok(&["verify"]);
+}
+
+/// A finished run leaves memory at the next checkpoint and stays readable from the ledger: `run list` says how many
+/// left, `inspect` rebuilds it, nothing can name it again, and replay still reproduces every signed root.
+#[test]
+fn a_settled_run_leaves_memory_but_not_the_ledger() {
+    let (ice, run) = ledger();
+    let shown = ice.ok(&["inspect", &run]);
+    ice.ok(&["run", "advance", &run]);
+    ice.ok(&["checkpoint"]);
+    let list = ice.ok(&["run", "list"]);
+    assert!(!list.contains(&run), "{list}");
+    assert!(list.contains("1 terminated run(s) settled and left memory"), "{list}");
+    let again = ice.ok(&["inspect", &run]);
+    assert!(again.contains("TERMINATED"), "{again}");
+    let count = |text: &str| text.split("history (").nth(1).and_then(|t| t.split(' ').next()?.parse::<u64>().ok());
+    assert_eq!(count(&again), count(&shown).map(|n| n + 1), "the termination is in its history: {shown}\n{again}");
+    let out = ice.run(&["run", "advance", &run, "--to", "ABORTED"]);
+    assert_eq!(out.status.code(), Some(3), "refused: {}", stderr(&out));
+    assert!(stderr(&out).contains("ICE-E0202"), "as a terminated run: {}", stderr(&out));
+    let replay = ice.ok(&["replay", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(replay.trim()).unwrap();
+    assert_eq!(r["state_root"], r["live_root"], "{r}");
+    assert!(r["divergence"].is_null(), "{r}");
     ice.ok(&["verify"]);
 }

@@ -1,0 +1,110 @@
+//! Retirement: derived state holds what is live, not all of history.
+//!
+//! When a `Checkpoint` event is folded — live and in replay alike, at the checkpoint's own time, so every fold
+//! retires the same records — everything that no event can change any more leaves memory:
+//!
+//! - a **proposal** once it is settled: decided, no open reservation, no pending approval, no permit that can
+//!   still be used, and no effect of its permit still waiting for an outcome; its permit and approval retire
+//!   with it;
+//! - an **effect** once it has its outcome and its run (if any) is TERMINATED — until then a rollback may still
+//!   compensate it;
+//! - a **run** once it is TERMINATED and nothing of it is live; its id is kept (16 bytes) so that it can never be
+//!   created again and events naming it are refused as naming a terminated run.
+//!
+//! Retired records stay in the ledger (and so in `ice log`, exports and replay); the state root keeps covering
+//! them through the retired sums of [`crate::hashed::HashedMap`], so retiring never changes the root and the
+//! snapshot written after a checkpoint proves against the root that checkpoint signed. A retired record is gone
+//! from the rules too: an event naming a retired proposal, permit or approval is refused as naming an unknown
+//! one, which is what single use requires.
+
+use std::collections::BTreeSet;
+
+use super::LedgerState;
+use crate::authority::ProposalRecord;
+use crate::decision::Verdict;
+use crate::effect::{ApprovalStatus, EffectStatus, PermitStatus};
+use crate::error::Rejection;
+use crate::ids::{EventId, RunId, Timestamp};
+
+impl LedgerState {
+    /// Retires every settled record (see the module docs).
+    pub(super) fn retire_settled(&mut self, now: Timestamp) -> Result<(), Rejection> {
+        let settled: Vec<EventId> =
+            self.authority.proposals().values().filter(|p| self.is_settled(p, now)).map(|p| p.id).collect();
+        for id in settled {
+            self.authority.retire_proposal(id)?;
+            self.effects.retire_of_proposal(id)?;
+        }
+        let finished: Vec<EventId> = self
+            .effects
+            .effects()
+            .values()
+            .filter(|e| matches!(e.status, EffectStatus::Completed | EffectStatus::Failed))
+            .filter(|e| e.run.is_none_or(|r| self.runs.get(&r).is_none_or(|run| run.state.is_terminal())))
+            .map(|e| e.id)
+            .collect();
+        for id in finished {
+            self.effects.retire_effect(id)?;
+        }
+        let effects = &self.effects;
+        let busy: BTreeSet<RunId> = (self.authority.proposals().values().filter_map(|p| p.run))
+            .chain(effects.permits().values().filter_map(|p| p.run))
+            .chain(effects.approvals().values().filter_map(|a| a.run))
+            .chain(effects.effects().values().filter_map(|e| e.run))
+            .collect();
+        let ended: Vec<RunId> =
+            self.runs.values().filter(|r| r.state.is_terminal() && !busy.contains(&r.id)).map(|r| r.id).collect();
+        for id in ended {
+            self.runs.remove(&id);
+            self.run_roots.retire(&id)?;
+            self.retired_runs.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Whether no event can change the proposal any more.
+    fn is_settled(&self, p: &ProposalRecord, now: Timestamp) -> bool {
+        let Some(verdict) = p.verdict else { return false };
+        if self.authority.budgets().reservation(p.id).is_some() {
+            return false;
+        }
+        let approval = self.effects.approval_for(p.id);
+        let permit = self.effects.permit_for(p.id);
+        match approval.map(|a| a.status) {
+            Some(ApprovalStatus::Pending) => return false,
+            // A granted approval is followed by its permit in the same bundle.
+            Some(ApprovalStatus::Granted) if permit.is_none() => return false,
+            _ => {}
+        }
+        if let Some(permit) = permit {
+            match permit.status(now) {
+                PermitStatus::Live => return false,
+                PermitStatus::Used => {
+                    let waiting = permit
+                        .used_by
+                        .and_then(|e| self.effects.effects().get(&e))
+                        .is_some_and(|e| matches!(e.status, EffectStatus::Running | EffectStatus::Unknown));
+                    if waiting {
+                        return false;
+                    }
+                }
+                PermitStatus::Revoked | PermitStatus::Expired => {}
+            }
+        }
+        match verdict {
+            Verdict::Allow => permit.is_some(),
+            Verdict::RequireApproval => approval.is_some(),
+            Verdict::Deny | Verdict::Suspend => true,
+        }
+    }
+
+    /// Whether the run ended and retired (it is TERMINATED, and no longer held in memory).
+    pub fn is_retired_run(&self, id: RunId) -> bool {
+        self.retired_runs.contains(&id)
+    }
+
+    /// How many runs have retired.
+    pub fn retired_runs(&self) -> usize {
+        self.retired_runs.len()
+    }
+}

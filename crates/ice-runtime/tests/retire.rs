@@ -1,0 +1,199 @@
+//! Bounded state: settled records leave memory at each checkpoint, the state root does not move when they do,
+//! replay and snapshots agree, and a retired record keeps every single-use rule (it is refused, never reused).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Ledger;
+use ice_core::budget::{BudgetKey, BudgetScope, Period};
+use ice_core::{Dimension, ErrorCode, EventKind, LedgerState, RunId};
+use ice_effects::{Effectors, EffectsConfig};
+use ice_runtime::{ExecInput, GrantInput, ProposalInput, RuntimeError};
+
+/// Live proposals, permits, approvals, effects and runs.
+fn live(l: &Ledger) -> [usize; 5] {
+    l.rt.with_state(|s| {
+        [
+            s.authority().proposals().len(),
+            s.effects().permits().len(),
+            s.effects().approvals().len(),
+            s.effects().effects().len(),
+            s.runs().count(),
+        ]
+    })
+    .unwrap()
+}
+
+fn root(l: &Ledger) -> String {
+    l.rt.with_state(|s| s.state_root().unwrap()).unwrap()
+}
+
+fn write(run: &str, path: &str) -> ProposalInput {
+    ProposalInput {
+        run: Some(run.into()),
+        action: "fs.write".into(),
+        resource: format!("file:{path}"),
+        args: format!(r#"{{"path":"{path}","content":"x"}}"#),
+        ..ProposalInput::default()
+    }
+}
+
+/// An open grant of `action` on `resource` to `who`.
+fn grant(l: &Ledger, who: &str, action: &str, resource: &str) {
+    let g = GrantInput {
+        principal: who.parse().unwrap(),
+        run: None,
+        actions: vec![action.into()],
+        resource: resource.into(),
+        ttl_micros: None,
+        max_uses: None,
+        revocable: true,
+    };
+    l.rt.issue_grant(&l.alice, &g).unwrap();
+}
+
+fn code(r: Result<impl std::fmt::Debug, RuntimeError>) -> ErrorCode {
+    r.expect_err("refused").code()
+}
+
+#[test]
+fn settled_records_retire_at_checkpoints_without_moving_the_root() {
+    let mut l = Ledger::new().with_checkpoints(0);
+    let effectors = Effectors::new(&EffectsConfig::default(), l.dir(), &l.dir().join("state")).unwrap();
+    l.rt.set_effectors(Arc::new(effectors));
+    let run = l.executing_run();
+    let agent = l.agent("agent:w");
+    grant(&l, "agent:w", "fs.write", "file:ok/");
+    let key = BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total };
+    l.rt.set_budget(&l.alice, key, 100).unwrap();
+
+    // Three denied, three executed, two left holding live permits (and reservations).
+    let mut permits = Vec::new();
+    for i in 0..8 {
+        let dir = if i < 3 { "no" } else { "ok" };
+        let out = l.rt.propose(&agent, &write(&run, &format!("{dir}/f{i}.txt"))).unwrap();
+        permits.extend(out.events.iter().filter(|e| e.kind == EventKind::PermitIssued).map(|e| e.event_id));
+    }
+    assert_eq!(permits.len(), 5);
+    for p in &permits[..3] {
+        l.rt.execute(&agent, &ExecInput { permit: p.to_string(), args: None }).unwrap();
+    }
+    assert_eq!(live(&l), [8, 5, 0, 3, 1]);
+    let before = root(&l);
+    let checkpoint = l.rt.checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(
+        live(&l),
+        [2, 2, 0, 3, 1],
+        "denied and executed proposals retire with their permits; the run's effects stay while it can roll back"
+    );
+    assert_eq!(root(&l), before, "retiring does not move the state root");
+    assert!(checkpoint.payload.as_str().contains(&before), "the checkpoint signed that root");
+
+    // A retired permit is still single-use.
+    let again = l.rt.execute(&agent, &ExecInput { permit: permits[0].to_string(), args: None });
+    assert_eq!(code(again), ErrorCode::NoPermit);
+
+    // Terminating the run closes what it left open: live permits revoked, their reservations released.
+    let run_id: RunId = run.parse().unwrap();
+    let released = l.events(EventKind::BudgetReleased).len();
+    l.rt.terminate_run(&l.alice, run_id, Some("done".into())).unwrap();
+    assert_eq!(l.events(EventKind::BudgetReleased).len(), released + 2);
+    assert!(
+        l.rt.with_state(|s| s.authority().budgets().lines().values().all(|b| b.reserved.values().all(|r| *r == 0)))
+            .unwrap()
+    );
+    let before = root(&l);
+    let record = l.rt.run(run_id).unwrap().unwrap();
+    l.rt.checkpoint().unwrap().expect("a second checkpoint");
+    assert_eq!(l.rt.run(run_id).unwrap(), Some(record), "a retired run's record is rebuilt from the ledger");
+    assert_eq!(live(&l), [0, 0, 0, 0, 0], "a terminated run retires with everything it held");
+    assert_eq!(root(&l), before);
+    assert_eq!(l.rt.with_state(LedgerState::retired_runs).unwrap(), 1);
+
+    // The retired run stays terminated: nothing can name it again.
+    assert_eq!(code(l.rt.propose(&agent, &write(&run, "ok/late.txt"))), ErrorCode::RunTerminated);
+    assert_eq!(code(l.rt.advance_run(&l.alice, run_id, None, None)), ErrorCode::RunTerminated);
+
+    // Replay folds the same retirements and reproduces both signed roots; a fresh fold equals the live state.
+    l.fold_from_scratch();
+    let report = l.rt.replay(&mut |_, _| {}).unwrap();
+    assert!(report.divergence.is_none(), "{:?}", report.divergence);
+    assert_eq!(report.checkpoints, 2);
+    assert_eq!(report.state_root, report.live_root);
+
+    // The snapshot written with the checkpoint holds only live state and proves against the signed root.
+    let snapshots = l.dir().join("snapshots");
+    let newest = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let snap = LedgerState::from_snapshot(&std::fs::read_to_string(newest).unwrap()).unwrap();
+    assert_eq!(snap.authority().proposals().len(), 0);
+    assert_eq!(snap.runs().count(), 0);
+    assert_eq!(snap.state_root().unwrap(), before);
+}
+
+#[test]
+fn terminating_a_run_expires_its_pending_approvals() {
+    let l = Ledger::new().with_checkpoints(0);
+    let run = l.executing_run();
+    let agent = l.agent("agent:w");
+    grant(&l, "agent:w", "fs.delete", "file:");
+    let input = ProposalInput {
+        run: Some(run.clone()),
+        action: "fs.delete".into(),
+        resource: "file:a.txt".into(),
+        args: r#"{"path":"a.txt"}"#.into(),
+        ..ProposalInput::default()
+    };
+    let out = l.rt.propose(&agent, &input).unwrap();
+    assert_eq!(out.decision.verdict, ice_core::decision::Verdict::RequireApproval);
+    let approval = l.rt.with_state(|s| s.effects().approval_for(out.proposal.event_id).map(|a| a.id)).unwrap().unwrap();
+    l.rt.terminate_run(&l.alice, run.parse().unwrap(), Some("abandoned".into())).unwrap();
+    assert_eq!(l.events(EventKind::ApprovalExpired).len(), 1);
+    l.rt.checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(live(&l), [0, 0, 0, 0, 0]);
+    // The retired approval cannot be answered.
+    let approver = l.human("human:bob", ice_core::Roles::of(&[ice_core::Role::Approver]));
+    assert_eq!(code(l.rt.approve(&approver, approval, None, None)), ErrorCode::UnknownApproval);
+    l.fold_from_scratch();
+}
+
+/// Under load, events land between a checkpoint and the moment its snapshot is written: the snapshot must still be
+/// written, holding the state exactly at the checkpoint (else every start folds from an old one).
+#[test]
+fn every_checkpoint_gets_its_snapshot_while_agents_keep_deciding() {
+    let mut l = Ledger::new();
+    let snapshots = l.dir().join("snapshots");
+    l.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
+        key: common::test_key(),
+        every_events: 40,
+        every_secs: 0,
+        snapshot_dir: Some(snapshots.clone()),
+        keep_snapshots: 1_000,
+    });
+    let run = l.executing_run();
+    for t in 0..4 {
+        grant(&l, &format!("agent:t{t}"), "fs.write", "file:ok/");
+    }
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (l, run) = (&l, &run);
+            s.spawn(move || {
+                let agent = l.agent(&format!("agent:t{t}"));
+                for i in 0..60 {
+                    l.rt.propose(&agent, &write(run, &format!("ok/{t}-{i}.txt"))).unwrap();
+                }
+            });
+        }
+    });
+    let checkpoints = l.events(EventKind::Checkpoint);
+    assert!(checkpoints.len() >= 5, "{} checkpoints", checkpoints.len());
+    let files: Vec<_> = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), checkpoints.len(), "one snapshot per checkpoint");
+    let newest = files.iter().max().unwrap();
+    let snap = LedgerState::from_snapshot(&std::fs::read_to_string(newest).unwrap()).unwrap();
+    let last = checkpoints.last().unwrap();
+    assert_eq!(snap.last_seq(), last.seq, "the newest snapshot is the latest checkpoint's ({})", newest.display());
+    let payload: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(last.payload.as_str()).unwrap();
+    assert_eq!(snap.state_root().unwrap(), payload.state_root);
+}
