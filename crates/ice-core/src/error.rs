@@ -161,11 +161,18 @@ pub enum ErrorCode {
     UnsignedTail,
     /// A stored event cannot be decoded, or the ledger's own events cannot be folded (modified outside ICE).
     LedgerCorrupt,
+    /// The ledger contradicts a checkpoint a witness cosigned: the event is gone (truncated) or different
+    /// (rewritten), or the log's key changed.
+    WitnessMismatch,
+    /// A witness state file cannot be read, or its cosignature does not verify.
+    WitnessStateInvalid,
+    /// A non-empty ledger holds no signed checkpoint at all (`ice init` signs one, so one was removed or never taken).
+    NoCheckpoint,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 75] = [
+    pub const ALL: [ErrorCode; 78] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -241,6 +248,9 @@ impl ErrorCode {
         ErrorCode::NoPinnedKey,
         ErrorCode::UnsignedTail,
         ErrorCode::LedgerCorrupt,
+        ErrorCode::WitnessMismatch,
+        ErrorCode::WitnessStateInvalid,
+        ErrorCode::NoCheckpoint,
     ];
 }
 
@@ -316,6 +326,9 @@ impl ErrorCode {
             Self::NoPinnedKey => "ICE-E0508",
             Self::UnsignedTail => "ICE-E0509",
             Self::LedgerCorrupt => "ICE-E0510",
+            Self::WitnessMismatch => "ICE-E0511",
+            Self::WitnessStateInvalid => "ICE-E0512",
+            Self::NoCheckpoint => "ICE-E0513",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -460,6 +473,20 @@ impl ErrorCode {
                 "the ledger was modified outside ICE: run `ice verify` to find the first bad seq and restore from a \
                  verified copy"
             }
+            Self::WitnessMismatch => {
+                "a witness saw this ledger at a later or different point: events it cosigned were deleted or \
+                 rewritten (signatures made afterwards, even with the genuine key, cannot hide that); restore the \
+                 ledger from a verified copy and investigate who had write access"
+            }
+            Self::WitnessStateInvalid => {
+                "the witness state file is unreadable or its cosignature does not verify: use the file the witness \
+                 wrote (keep it off the ledger's host), and pass the witness's public key with --witness-key"
+            }
+            Self::NoCheckpoint => {
+                "nothing in this ledger is signed, so nothing proves it was not rewritten: if it is yours and intact \
+                 (verify the chain against a copy you trust), sign one with `ice checkpoint`; otherwise restore it \
+                 from a verified copy"
+            }
             Self::UnsignedTail => {
                 "too much of the ledger is covered by no signed checkpoint: run `ice checkpoint` with the ledger's \
                  key; if events were deleted after the last checkpoint, restore the ledger from a verified copy"
@@ -595,6 +622,9 @@ mod code_table {
             ErrorCode::NoPinnedKey => 72,
             ErrorCode::UnsignedTail => 73,
             ErrorCode::LedgerCorrupt => 74,
+            ErrorCode::WitnessMismatch => 75,
+            ErrorCode::WitnessStateInvalid => 76,
+            ErrorCode::NoCheckpoint => 77,
         }
     }
 

@@ -152,3 +152,23 @@ fn state_root_is_pinned() {
     assert_eq!(st.retired_runs(), 1);
     assert_eq!(st.state_root().unwrap(), root);
 }
+
+#[test]
+fn witness_cosign_message_is_pinned() {
+    let c = ice_core::witness::WitnessedCheckpoint {
+        seq: 9,
+        event_hash: "aa".repeat(32),
+        to_seq: 8,
+        to_hash: "bb".repeat(32),
+        merkle_root: "cc".repeat(32),
+        state_root: "dd".repeat(32),
+        witnessed_at: ice_core::Timestamp::from_secs(1_900_000_000),
+        cosignature: String::new(),
+    };
+    let m = ice_core::witness::cosign_message(&"01".repeat(32), &c);
+    assert_eq!(
+        blake3::hash(&m).to_hex().to_string(),
+        "c9e669f82c01a9333111c4b7f14b4b08ca468504841c2762507be7beb8a0eac4"
+    );
+    assert!(m.starts_with(b"ice.witness.v1\n"));
+}

@@ -137,7 +137,7 @@ fn default_checkpoint_events() -> u64 {
     2_000
 }
 fn default_checkpoint_secs() -> u64 {
-    3600
+    60
 }
 fn default_keep_snapshots() -> usize {
     2
@@ -246,6 +246,10 @@ impl IceHome {
         if runtime.with_state(|s| s.event_count())? == 0 {
             runtime.initialize(&public)?;
             runtime.activate_initial_policy(&policies)?;
+            // Signed from the first moment: a ledger with no checkpoint at all is one `ice verify` refuses.
+            runtime
+                .checkpoint()
+                .map_err(|e| HomeError::new(e.code(), format!("cannot sign the first checkpoint: {e}")))?;
         }
         // Pin the ledger's key (trust on first use when joining a shared ledger): `ice verify` checks checkpoint
         // signatures against it, not against whatever key the ledger itself claims later.

@@ -68,6 +68,19 @@ pub struct VerifyOptions {
     pub trusted_keys: Vec<String>,
     /// Start from the latest checkpoint (its signed head is the anchor) instead of the first event.
     pub from_checkpoint: bool,
+    /// A checkpoint a witness cosigned: it must still be in the ledger, unchanged, at or before the head.
+    pub witnessed: Option<Witnessed>,
+    /// Start from `witnessed` instead (a witness checking what was appended since it last looked).
+    pub from_witnessed: bool,
+}
+
+/// A checkpoint a witness cosigned: its `Checkpoint` event's seq and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Witnessed {
+    /// Seq of the `Checkpoint` event.
+    pub seq: Seq,
+    /// Its hash.
+    pub hash: ice_core::EventHash,
 }
 
 /// What a verification with checkpoints covered.
@@ -95,23 +108,56 @@ pub fn verify_ledger_signed(
     let recorded = store.head()?;
     let mut verifier = ChainVerifier::new();
     let mut checker = Checkpoints { options, range_from: 1, range: Vec::new(), checked: 0, anchor: None };
-    if options.from_checkpoint {
+    let mut anchor = None;
+    if let Some(w) = options.witnessed {
+        match witnessed_event(store, w, recorded)? {
+            Ok(e) => anchor = options.from_witnessed.then_some(e),
+            Err(f) => return Ok(Err(f)),
+        }
+    }
+    if options.from_checkpoint && anchor.is_none() {
         let all = store.read(&EventQuery {
             kind: Some(EventKind::Checkpoint),
             limit: usize::MAX,
             ..EventQuery::default()
         })?;
-        if let Some(anchor) = all.last() {
-            match checker.anchor_at(anchor) {
-                Ok(head) => verifier = ChainVerifier::starting_at(head),
-                Err(f) => return Ok(Err(f)),
-            }
+        anchor = all.last().cloned();
+    }
+    if let Some(anchor) = &anchor {
+        match checker.anchor_at(anchor) {
+            Ok(head) => verifier = ChainVerifier::starting_at(head),
+            Err(f) => return Ok(Err(f)),
         }
     }
     let started_at = verifier.head().seq.0 + 1;
     let chain = walk(store, recorded, verifier, progress, &mut |e| checker.event(e))?;
     let (checkpoints, unsigned_tail) = (checker.checked, checker.range.len() as u64);
     Ok(chain.map(|chain| SignedSummary { chain, checkpoints, started_at, unsigned_tail }))
+}
+
+/// The `Checkpoint` event a witness cosigned, if the ledger still holds it unchanged below its head.
+fn witnessed_event(
+    store: &dyn Store,
+    w: Witnessed,
+    recorded: Option<ice_core::ChainHead>,
+) -> Result<Result<ice_core::Event, VerifyFailure>, StoreError> {
+    let fail = |message: String| Err(VerifyFailure { seq: w.seq, code: ErrorCode::WitnessMismatch, message });
+    let head = recorded.map_or(0, |h| h.seq.0);
+    if head < w.seq.0 {
+        return Ok(fail(format!(
+            "a witness cosigned the checkpoint at seq {}, but the ledger's head is seq {head}: events were deleted",
+            w.seq
+        )));
+    }
+    let query = EventQuery { after: Seq(w.seq.0 - 1), until: Some(w.seq), limit: 1, ..EventQuery::default() };
+    Ok(match store.read(&query)?.into_iter().next() {
+        None => fail(format!("a witness cosigned the checkpoint at seq {}, which the ledger no longer holds", w.seq)),
+        Some(e) if e.kind != EventKind::Checkpoint || e.hash != w.hash => fail(format!(
+            "a witness cosigned checkpoint {} at seq {}; the ledger holds {} {} there: history was rewritten",
+            w.hash, w.seq, e.kind, e.hash
+        )),
+        Some(e) => Ok(e),
+    })
 }
 
 /// The checkpoint half of [`verify_ledger_signed`]: follows the ranges checkpoints must cover.

@@ -120,7 +120,7 @@ pub fn verify(events: usize) -> Result<u8, CliError> {
     println!("  chain verification in memory (hash + link + seq + time): {verify_rate:.0} events/s");
     println!("  ratio verify / raw blake3: {:.2}x (goal >= 0.5x, >= 1M events/s)", verify_rate / raw_rate);
     let t = Instant::now();
-    let options = VerifyOptions { trusted_keys: Vec::new(), from_checkpoint: false };
+    let options = VerifyOptions::default();
     let summary = verify_ledger_signed(&**rt.store(), &options, &mut |_| {}).map_err(bench_err)?.map_err(bench_err)?;
     let secs = t.elapsed().as_secs_f64();
     println!(

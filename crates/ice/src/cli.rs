@@ -116,6 +116,27 @@ pub enum Command {
         /// With --bundle and no --trust-key: accept the key the bundle carries (proves consistency, not origin).
         #[arg(long, requires = "bundle")]
         trust_bundle_key: bool,
+        /// Also check against a witness's state file (`ice witness`): the checkpoint it cosigned must still be in
+        /// the ledger, unchanged — which a truncated or rewritten ledger, even re-signed, cannot satisfy.
+        #[arg(long, value_name = "STATE", conflicts_with = "bundle")]
+        witness: Option<PathBuf>,
+        /// With --witness: the witness's public key (hex) its cosignature must verify with.
+        #[arg(long, value_name = "HEX", requires = "witness")]
+        witness_key: Option<String>,
+    },
+    /// Act as a witness: check that the ledger's latest signed checkpoint extends the one this witness cosigned
+    /// before (that checkpoint still there unchanged, every event and checkpoint since verifying), then cosign it
+    /// into the state file. Keep the state and key off the ledger's host; exit 1 if the ledger contradicts them.
+    Witness {
+        /// The witness's state file (created on first use).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// The witness's ed25519 key (hex seed; created, mode 0600, if missing). Default: STATE.key.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The log's key (hex) to expect; required to start witnessing a second log with the same state.
+        #[arg(long, value_name = "HEX")]
+        log_key: Option<String>,
     },
     /// Rebuild all derived state from the ledger alone, re-decide every proposal, check every checkpoint's state
     /// root, and prove the result equal to the live state (exit 1 on any divergence).

@@ -36,8 +36,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),
-        Command::Verify { json, from_checkpoint, bundle, trust_keys, trust_bundle_key } => {
-            proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys, trust_bundle_key)
+        Command::Verify { json, from_checkpoint, bundle, trust_keys, trust_bundle_key, witness, witness_key } => {
+            let witness = witness.as_deref().map(|w| (w, witness_key.as_deref()));
+            proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys, trust_bundle_key, witness)
+        }
+        Command::Witness { state, key, log_key } => {
+            crate::witness_cmds::witness(&home()?, &state, key.as_deref(), log_key.as_deref())
         }
         Command::Replay { json } => proof_cmds::replay(&home()?, json),
         Command::WhatIf { policies, since, run, json } => {

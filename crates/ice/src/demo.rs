@@ -93,7 +93,7 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     }
 
     step("ice verify (chain, checkpoint signatures against the pinned key, Merkle roots)");
-    let options = ice_store::VerifyOptions { trusted_keys: home.trusted_keys()?, from_checkpoint: false };
+    let options = ice_store::VerifyOptions { trusted_keys: home.trusted_keys()?, ..Default::default() };
     match ice_store::verify_ledger_signed(&**rt.store(), &options, &mut |_| {})? {
         Ok(s) => println!(
             "  ok: {} events, {} signed checkpoint(s), head seq {} hash {}",

@@ -46,7 +46,7 @@ pub fn run(home: &IceHome, from: Option<&str>, to: &str) -> Result<u8, CliError>
     };
     // The source must prove itself first (chain, signed checkpoints against the pinned key, unsigned tail): a copy
     // re-seals every event, so copying a rewritten chain would launder it.
-    if let Err(f) = crate::proof_cmds::verify_store(home, &*source, &[], false)? {
+    if let Err(f) = crate::proof_cmds::verify_store(home, &*source, &[], false, None)? {
         println!("FAILED: the source does not verify at seq {}: [{}] {}; nothing was copied", f.seq, f.code, f.message);
         eprintln!("  hint: {}", f.code.hint());
         return Ok(exit::CHECK_FAILED);

@@ -20,6 +20,7 @@ pub fn verify(
     bundle: Option<&Path>,
     trust: &[String],
     trust_bundle_key: bool,
+    witness: Option<(&Path, Option<&str>)>,
 ) -> Result<u8, CliError> {
     if let Some(path) = bundle {
         if trust.is_empty() && !trust_bundle_key {
@@ -33,11 +34,17 @@ pub fn verify(
         return crate::bundle_cmds::verify_bundle(path, trust, json_out);
     }
     let home = home()?;
+    let witnessed = witness.map(|(path, key)| crate::witness_cmds::witnessed_for(&home, path, key)).transpose()?;
     let store = home.open_store()?;
     let started = std::time::Instant::now();
-    let result = verify_store(&home, &*store, trust, from_checkpoint)?;
+    let result = verify_store(&home, &*store, trust, from_checkpoint, witnessed)?;
     let secs = started.elapsed().as_secs_f64();
-    report_verify(result, json_out, secs)
+    let ok = result.is_ok();
+    let code = report_verify(result, json_out, secs)?;
+    if let (true, false, Some(w)) = (ok, json_out, witnessed) {
+        println!("  the checkpoint a witness cosigned (seq {}) is present and unchanged", w.seq);
+    }
+    Ok(code)
 }
 
 /// Verifies a store's chain and signed checkpoints against the home's pinned keys plus `trust`, with the unsigned
@@ -47,6 +54,7 @@ pub fn verify_store(
     store: &dyn ice_store::Store,
     trust: &[String],
     from_checkpoint: bool,
+    witnessed: Option<ice_store::Witnessed>,
 ) -> Result<Result<ice_store::SignedSummary, ice_core::VerifyFailure>, CliError> {
     let mut trusted_keys = home.pinned_keys()?;
     trusted_keys.extend(trust.iter().cloned());
@@ -58,14 +66,20 @@ pub fn verify_store(
         ));
     }
     let tail_bound = home.config().runtime.unsigned_tail_bound();
-    let options = VerifyOptions { trusted_keys, from_checkpoint };
+    let options = VerifyOptions { trusted_keys, from_checkpoint, witnessed, from_witnessed: false };
     let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
     let result = verify_ledger_signed(store, &options, &mut |p| bar.set_position(p.checked))?;
     bar.finish_and_clear();
     // A chain that verifies is not enough when most of it is signed by nothing: truncating or rewriting an unsigned
     // tail leaves no trace, so the tail is bounded.
     let result = result.and_then(|s| {
-        if tail_bound > 0 && s.unsigned_tail > tail_bound {
+        if s.checkpoints == 0 && s.chain.events > 0 {
+            Err(ice_core::VerifyFailure {
+                seq: ice_core::Seq(1),
+                code: ErrorCode::NoCheckpoint,
+                message: format!("{} event(s) and not one signed checkpoint", s.chain.events),
+            })
+        } else if tail_bound > 0 && s.unsigned_tail > tail_bound {
             Err(ice_core::VerifyFailure {
                 seq: ice_core::Seq(s.chain.head.seq.0.saturating_sub(s.unsigned_tail) + 1),
                 code: ErrorCode::UnsignedTail,

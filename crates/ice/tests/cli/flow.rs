@@ -22,10 +22,12 @@ fn init_run_lifecycle_log_verify() {
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["state"], "TERMINATED");
     let verify = ice.ok(&["verify"]);
-    assert!(verify.starts_with("ok: 9 events"), "{verify}");
+    // init (ledger, policy, its first signed checkpoint), the run and its transitions
+    assert!(verify.starts_with("ok: 10 events"), "{verify}");
+    assert!(verify.contains("1 signed checkpoint(s) verified"), "{verify}");
 
     let events = ice.events();
-    assert_eq!(events.len(), 9);
+    assert_eq!(events.len(), 10);
     for (i, e) in events.iter().enumerate() {
         for field in ENVELOPE {
             assert!(e.get(field).is_some(), "event {i} lacks {field}: {e}");
@@ -37,25 +39,26 @@ fn init_run_lifecycle_log_verify() {
     }
     assert_eq!(events[0]["kind"], "LedgerInitialized");
     assert_eq!(events[1]["kind"], "PolicyActivated");
-    assert_eq!(events[2]["kind"], "RunCreated");
-    assert_eq!(events[8]["payload"]["to"], "TERMINATED");
+    assert_eq!(events[2]["kind"], "Checkpoint");
+    assert_eq!(events[3]["kind"], "RunCreated");
+    assert_eq!(events[9]["payload"]["to"], "TERMINATED");
 
     // Filters.
     let by_kind = ice.ok(&["log", "--json", "--kind", "RunTransitioned"]);
     assert_eq!(by_kind.lines().count(), 6);
     let by_run = ice.ok(&["log", "--json", "--run", &run[run.len() - 8..]]);
     assert_eq!(by_run.lines().count(), 7);
-    let since = ice.ok(&["log", "--json", "--since", "8"]);
+    let since = ice.ok(&["log", "--json", "--since", "9"]);
     assert_eq!(since.lines().count(), 2);
     let since_age = ice.ok(&["log", "--json", "--since", "1h"]);
-    assert_eq!(since_age.lines().count(), 9);
+    assert_eq!(since_age.lines().count(), 10);
     let limited = ice.ok(&["log", "--json", "--limit", "3"]);
-    assert_eq!(limited.lines().next().map(|l| l.contains("\"seq\":7")), Some(true), "{limited}");
+    assert_eq!(limited.lines().next().map(|l| l.contains("\"seq\":8")), Some(true), "{limited}");
     let table = ice.ok(&["log"]);
     assert!(table.contains("RunTransitioned") && table.contains("SEQ"), "{table}");
 
     // Inspect an event and a run.
-    let id = events[3]["event_id"].as_str().unwrap();
+    let id = events[4]["event_id"].as_str().unwrap();
     let shown = ice.ok(&["inspect", id]);
     assert!(shown.contains("RunTransitioned") && shown.contains("PROVISIONED"), "{shown}");
     let shown = ice.ok(&["inspect", &run]);
@@ -106,6 +109,7 @@ fn illegal_transitions_are_refused_and_recorded() {
         [
             "LedgerInitialized",
             "PolicyActivated",
+            "Checkpoint",
             "RunCreated",
             "TransitionRejected",
             "TransitionRejected",
@@ -144,7 +148,8 @@ fn follow_prints_new_events() {
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("LedgerInitialized"), "{first}");
     let run = ice.create_run();
-    let next = lines.map_while(Result::ok).find(|l| !l.contains("PolicyActivated")).unwrap();
+    let next =
+        lines.map_while(Result::ok).find(|l| !l.contains("PolicyActivated") && !l.contains("\"Checkpoint\"")).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(next.contains("RunCreated") && next.contains(&run), "{next}");
@@ -183,7 +188,7 @@ fn demo_runs_end_to_end() {
         "ICE-E0120] agent:planner may not emit ApprovalGranted",
         "acting for agent:planner, tries the same: refused",
         "human:reviewer (approver token) approves",
-        "ok: 95 events, 1 signed checkpoint(s)",
+        "ok: 96 events, 2 signed checkpoint(s)",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }

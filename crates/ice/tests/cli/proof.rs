@@ -143,7 +143,8 @@ fn tampering_with_a_signed_checkpoint_is_detected() {
 fn rehashing_a_modified_chain_without_the_key_is_detected() {
     let (ice, _) = ledger();
     let cps = checkpoints(&ice);
-    let note = events(&ice).into_iter().find(|e| e.kind == EventKind::ReasoningRecorded && e.seq.0 < cps[1].0).unwrap();
+    let covered = cps.last().unwrap().0;
+    let note = events(&ice).into_iter().find(|e| e.kind == EventKind::ReasoningRecorded && e.seq.0 < covered).unwrap();
     // Re-hashing alone: the chain verifies, the signed Merkle root does not.
     rewrite(&ice, note.seq.0, "wrote", "WROTE", None);
     let text = verify_fails(&ice, "ICE-E0506");
@@ -323,4 +324,70 @@ fn a_settled_run_leaves_memory_but_not_the_ledger() {
     assert_eq!(r["state_root"], r["live_root"], "{r}");
     assert!(r["divergence"].is_null(), "{r}");
     ice.ok(&["verify"]);
+}
+
+/// Deletes every event after `keep` and rewinds the recorded head to it, as someone with write access to the disk
+/// (who dropped the triggers) would to make approvals and effects vanish.
+fn rewind(ice: &Ice, keep: u64) {
+    let last = events(ice).into_iter().find(|e| e.seq.0 == keep).unwrap();
+    let c = Connection::open(ice.db()).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
+         DROP TRIGGER chain_head_forward; DROP TRIGGER chain_head_no_delete;",
+    )
+    .unwrap();
+    c.execute("DELETE FROM events WHERE seq > ?1", [keep as i64]).unwrap();
+    c.execute(
+        "UPDATE chain_head SET seq = ?1, hash = ?2, time = ?3",
+        rusqlite::params![keep as i64, last.hash.0.to_vec(), last.time.0],
+    )
+    .unwrap();
+}
+
+/// The rewind attack of the integrity issue: truncate the tail, rewind the head, re-sign what is left with the
+/// genuine key. `ice verify` cannot see it (every remaining signature is genuine); a witness that cosigned a later
+/// checkpoint can, and refuses to cosign the rewritten ledger.
+#[test]
+fn a_witness_detects_a_rewound_and_re_signed_ledger() {
+    let (ice, run) = ledger();
+    let state = ice.path().join("witness/state.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let state_arg = state.to_str().unwrap();
+    let first = ice.ok(&["witness", "--state", state_arg]);
+    assert!(first.contains("first sight of this log"), "{first}");
+    let note = r#"{"note":"after the first witness"}"#;
+    ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", note]);
+    ice.ok(&["checkpoint"]);
+    let second = ice.ok(&["witness", "--state", state_arg]);
+    assert!(second.contains("it extends seq"), "{second}");
+    let again = ice.ok(&["witness", "--state", state_arg]);
+    assert!(again.contains("nothing new"), "{again}");
+    let witnessed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let (log, cosigned) = witnessed["logs"].as_object().unwrap().iter().next().unwrap();
+    let seq = cosigned["seq"].as_u64().unwrap();
+    assert_eq!(log.len(), 64);
+    assert!(ice.ok(&["verify", "--witness", state_arg]).contains(&format!("cosigned (seq {seq}) is present")));
+
+    rewind(&ice, seq - 4);
+    ice.ok(&["checkpoint"]);
+    let plain = ice.ok(&["verify"]);
+    assert!(plain.starts_with("ok: "), "without a witness the rewind passes: {plain}");
+
+    let out = ice.run(&["verify", "--witness", state_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("FAILED at seq {seq}: [ICE-E0511]")), "{}", stdout(&out));
+    let before = std::fs::read_to_string(&state).unwrap();
+    let out = ice.run(&["witness", "--state", state_arg]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("ICE-E0511"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), before, "nothing cosigned");
+
+    // A state file that is not the witness's own is refused, as is one pinned to another witness key.
+    let other = "ab".repeat(32);
+    let out = ice.run(&["verify", "--witness", state_arg, "--witness-key", &other]);
+    assert!(stderr(&out).contains("ICE-E0512"), "{}", stderr(&out));
+    let forged = before.replace(&format!("\"seq\": {seq}"), &format!("\"seq\": {}", seq - 8));
+    std::fs::write(&state, forged).unwrap();
+    let out = ice.run(&["verify", "--witness", state_arg]);
+    assert!(stderr(&out).contains("ICE-E0512"), "{}", stderr(&out));
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use crate::{Ice, stdout};
 
-/// A ledger of 11 events: init + policy activation + run + 6 transitions + 2 agent notes.
+/// A ledger of 12 events: init + policy activation + the first checkpoint + run + 6 transitions + 2 agent notes.
 fn ledger() -> Ice {
     let ice = Ice::init();
     let run = ice.create_run();
@@ -18,7 +18,7 @@ fn ledger() -> Ice {
     }
     ice.ok(&["run", "finish", &run]);
     ice.ok(&["run", "advance", &run]);
-    assert!(ice.ok(&["verify"]).starts_with("ok: 11 events"));
+    assert!(ice.ok(&["verify"]).starts_with("ok: 12 events"));
     ice
 }
 
@@ -48,18 +48,18 @@ fn assert_fails_at(ice: &Ice, seq: u64, code: &str) {
 fn flipping_one_payload_byte_is_detected() {
     let ice = ledger();
     let c = attacker(&ice);
-    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 7", [], |r| r.get(0)).unwrap();
+    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 8", [], |r| r.get(0)).unwrap();
     let flipped = payload.replacen("one", "onf", 1);
     assert_ne!(payload, flipped);
-    c.execute("UPDATE events SET payload = ?1 WHERE seq = 7", [flipped]).unwrap();
-    assert_fails_at(&ice, 7, "ICE-E0501");
+    c.execute("UPDATE events SET payload = ?1 WHERE seq = 8", [flipped]).unwrap();
+    assert_fails_at(&ice, 8, "ICE-E0501");
 }
 
 #[test]
 fn deleting_a_row_is_detected() {
     let ice = ledger();
-    attacker(&ice).execute("DELETE FROM events WHERE seq = 6", []).unwrap();
-    assert_fails_at(&ice, 6, "ICE-E0503");
+    attacker(&ice).execute("DELETE FROM events WHERE seq = 7", []).unwrap();
+    assert_fails_at(&ice, 7, "ICE-E0503");
 }
 
 #[test]
@@ -67,27 +67,27 @@ fn swapping_two_rows_is_detected() {
     let ice = ledger();
     let c = attacker(&ice);
     c.execute_batch(
-        "UPDATE events SET seq = -1 WHERE seq = 7;
-         UPDATE events SET seq = 7 WHERE seq = 8;
-         UPDATE events SET seq = 8 WHERE seq = -1;",
+        "UPDATE events SET seq = -1 WHERE seq = 8;
+         UPDATE events SET seq = 8 WHERE seq = 9;
+         UPDATE events SET seq = 9 WHERE seq = -1;",
     )
     .unwrap();
-    assert_fails_at(&ice, 7, "ICE-E050");
+    assert_fails_at(&ice, 8, "ICE-E050");
 }
 
 #[test]
 fn truncating_the_tail_is_detected() {
     let ice = ledger();
-    attacker(&ice).execute("DELETE FROM events WHERE seq > 8", []).unwrap();
-    assert_fails_at(&ice, 9, "ICE-E0505");
+    attacker(&ice).execute("DELETE FROM events WHERE seq > 9", []).unwrap();
+    assert_fails_at(&ice, 10, "ICE-E0505");
 }
 
 #[test]
 fn an_undecodable_row_is_reported_not_panicked_on() {
     let ice = ledger();
-    attacker(&ice).execute("UPDATE events SET origin = 'robot:x' WHERE seq = 4", []).unwrap();
+    attacker(&ice).execute("UPDATE events SET origin = 'robot:x' WHERE seq = 5", []).unwrap();
     // Its own code: the row cannot even be decoded (not a hash that fails to match).
-    assert_fails_at(&ice, 4, "ICE-E0510");
+    assert_fails_at(&ice, 5, "ICE-E0510");
 }
 
 #[test]
@@ -122,13 +122,27 @@ fn migrate_refuses_a_tampered_source_and_leaves_nothing_behind() {
     assert_eq!(leftovers(ice.path()), 0);
 
     let c = attacker(&ice);
-    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 7", [], |r| r.get(0)).unwrap();
-    c.execute("UPDATE events SET payload = ?1 WHERE seq = 7", [payload.replacen("one", "onf", 1)]).unwrap();
+    let payload: String = c.query_row("SELECT payload FROM events WHERE seq = 8", [], |r| r.get(0)).unwrap();
+    c.execute("UPDATE events SET payload = ?1 WHERE seq = 8", [payload.replacen("one", "onf", 1)]).unwrap();
     drop(c);
     let second = ice.path().join("second.db");
     let out = ice.run(&["migrate", "--to", &format!("sqlite:{}", second.display())]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stdout(&out).contains("the source does not verify at seq 7"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("the source does not verify at seq 8"), "{}", stdout(&out));
     assert!(!second.exists(), "nothing written where the copy was expected");
     assert_eq!(leftovers(ice.path()), 0);
+}
+
+/// `ice init` signs a checkpoint, so a ledger with none at all was stripped: truncating a fresh ledger to before
+/// its first checkpoint (head rewound too) leaves a chain that links, and verification still fails.
+#[test]
+fn a_ledger_without_any_checkpoint_fails_verification() {
+    let ice = Ice::init();
+    let c = attacker(&ice);
+    let (hash, time): (Vec<u8>, i64) =
+        c.query_row("SELECT hash, time FROM events WHERE seq = 2", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    c.execute("DELETE FROM events WHERE seq > 2", []).unwrap();
+    c.execute("UPDATE chain_head SET seq = 2, hash = ?1, time = ?2", rusqlite::params![hash, time]).unwrap();
+    drop(c);
+    assert_fails_at(&ice, 1, "ICE-E0513");
 }
