@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signer, SigningKey};
 use ice_core::checkpoint::{CheckpointPayload, to_hex};
 use ice_core::merkle::merkle_root;
 use ice_core::{Event, EventKind, LedgerState, Principal, Rejection, Seq};
@@ -20,8 +19,8 @@ use crate::runtime::{Runtime, RuntimeError};
 /// When checkpoints are taken.
 #[derive(Debug, Clone)]
 pub struct CheckpointPolicy {
-    /// The runtime's signing key.
-    pub key: SigningKey,
+    /// What signs (the runtime's key, wherever it lives: see [`crate::signer`]).
+    pub key: crate::signer::CheckpointSigner,
     /// Checkpoint after this many events since the last one (0: never by count).
     pub every_events: u64,
     /// Checkpoint when this many seconds passed since the last one and there are new events (0: never by time).
@@ -57,7 +56,7 @@ impl Runtime {
     /// Whether this instance signs checkpoints: it has a key and it is the ledger's.
     fn checkpoint_key(&self, st: &LedgerState) -> Option<&CheckpointPolicy> {
         let policy = self.checkpoint_policy()?;
-        let public = to_hex(policy.key.verifying_key().as_bytes());
+        let public = policy.key.public_hex();
         (st.ledger_key() == Some(public.as_str())).then_some(policy)
     }
 
@@ -120,10 +119,13 @@ impl Runtime {
             to_hash: to_hex(last),
             merkle_root: to_hex(&merkle_root(hashes)),
             state_root: st.state_root()?,
-            public_key: to_hex(policy.key.verifying_key().as_bytes()),
+            public_key: policy.key.public_hex(),
             signature: String::new(),
         };
-        payload.signature = to_hex(&policy.key.sign(&payload.signing_message()).to_bytes());
+        let signature = policy.key.sign(&payload.signing_message()).map_err(|e| {
+            Rejection::new(ice_core::ErrorCode::BadConfig, format!("the checkpoint could not be signed: {e}"))
+        })?;
+        payload.signature = to_hex(&signature);
         self.internal(EventKind::Checkpoint, Principal::runtime(), None, &payload)
     }
 

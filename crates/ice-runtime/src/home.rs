@@ -22,6 +22,7 @@ use ice_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Runtime, RuntimeError};
+use crate::signer::{CheckpointSigner, KeySpec};
 use crate::system::{SystemClock, SystemIds};
 
 /// Name of the directory ICE keeps its files in.
@@ -40,7 +41,7 @@ pub struct HomeError {
 }
 
 impl HomeError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
 }
@@ -108,6 +109,10 @@ pub struct RuntimeConfig {
     /// twice `checkpoint_every_events` when that is set, else 20,000.
     #[serde(default)]
     pub max_unsigned_tail: Option<u64>,
+    /// Where the checkpoint signing key is: `file:PATH`, `fd:N` or `command:PROGRAM ARGS…` (see
+    /// [`crate::signer`]). Default: `keys/runtime.key` in the home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -129,6 +134,7 @@ impl Default for RuntimeConfig {
             keep_snapshots: default_keep_snapshots(),
             trusted_keys: Vec::new(),
             max_unsigned_tail: None,
+            signing_key: None,
         }
     }
 }
@@ -204,6 +210,16 @@ impl IceHome {
 
     /// Creates `DIR/.ice/` with configuration, key pair and an initialised ledger. Refuses an existing one.
     pub fn init(dir: &Path, store_url: Option<&str>) -> Result<(Self, Runtime), HomeError> {
+        Self::init_with(dir, store_url, None)
+    }
+
+    /// [`IceHome::init`] with the signing key outside the home (`signing_key`: see [`crate::signer`]; a `file:`
+    /// key that does not exist yet is created there, mode 0600).
+    pub fn init_with(
+        dir: &Path,
+        store_url: Option<&str>,
+        signing_key: Option<&str>,
+    ) -> Result<(Self, Runtime), HomeError> {
         let ice = dir.join(ICE_DIR);
         if ice.join("config.toml").exists() {
             return Err(HomeError::new(
@@ -227,6 +243,7 @@ impl IceHome {
         private_dir(&ice.join("keys")).map_err(|e| io("cannot restrict keys/", e))?;
         let url = store_url.map_or_else(|| "sqlite:ledger.db".to_owned(), str::to_owned);
         let mut config = Config::new(&url);
+        config.runtime.signing_key = signing_key.map(str::to_owned);
         // The user who initialises the home is its first operator, with every role, and may act for agents (the
         // demo and README flows drive agents by hand).
         config.users.push(crate::caller::LocalUser::this_process(&format!("human:{}", login_name())));
@@ -235,7 +252,10 @@ impl IceHome {
             toml::to_string_pretty(&config)
                 .map_err(|e| HomeError::new(ErrorCode::BadConfig, format!("cannot encode config: {e}")))?
         );
-        let public = write_key_pair(&ice.join("keys"))?;
+        let public = match signing_key {
+            None => write_key_pair(&ice.join("keys"))?,
+            Some(spec) => external_key(&KeySpec::parse(spec, &ice)?, &ice.join("keys"))?,
+        };
         write_private(&ice.join("keys").join("token.key"), &to_hex(&random_key()?))?;
         let home = Self { dir: ice.clone(), config };
         let policies = ice.join("policies");
@@ -421,19 +441,17 @@ impl IceHome {
         self.dir.join("snapshots")
     }
 
-    /// The runtime's signing key (`keys/runtime.key`), if present.
-    pub fn signing_key(&self) -> Result<Option<SigningKey>, HomeError> {
-        let path = self.dir.join("keys").join("runtime.key");
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(HomeError::new(ErrorCode::BadConfig, format!("cannot read {}: {e}", path.display()))),
-        };
-        let seed: [u8; 32] =
-            ice_core::checkpoint::from_hex(text.trim()).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-                HomeError::new(ErrorCode::BadConfig, format!("{} is not a 32-byte hex key", path.display()))
-            })?;
-        Ok(Some(SigningKey::from_bytes(&seed)))
+    /// Where this home's checkpoint signing key is (`[runtime] signing_key`, else `keys/runtime.key`).
+    pub fn key_spec(&self) -> Result<KeySpec, HomeError> {
+        match &self.config.runtime.signing_key {
+            Some(spec) => KeySpec::parse(spec, &self.dir),
+            None => Ok(KeySpec::File(self.dir.join("keys").join("runtime.key"))),
+        }
+    }
+
+    /// What signs this home's checkpoints, if this process may use it (see [`crate::signer`]).
+    pub fn signing_key(&self) -> Result<Option<CheckpointSigner>, HomeError> {
+        CheckpointSigner::load(&self.key_spec()?)
     }
 
     /// The public keys `ice verify` trusts for checkpoint signatures: `keys/ledger.pub` (the key recorded when this
@@ -573,6 +591,27 @@ fn restrict_ledger_files(ice: &Path) {
             }
         }
     }
+}
+
+/// The signer a `--signing-key` spec names (a `file:` key is created when missing); writes its public key to
+/// `keys/runtime.pub` and returns it. No secret is written into the home.
+fn external_key(spec: &KeySpec, keys: &Path) -> Result<String, HomeError> {
+    let signer = match (spec, CheckpointSigner::load(spec)?) {
+        (_, Some(s)) => s,
+        (KeySpec::File(path), None) if !path.exists() => crate::signer::create_key_file(path, random_key()?)?,
+        (_, None) => {
+            return Err(HomeError::new(
+                ErrorCode::BadConfig,
+                format!(
+                    "the signing key {spec:?} cannot be read by this process, which must sign the first checkpoint"
+                ),
+            ));
+        }
+    };
+    let public = signer.public_hex();
+    fs::write(keys.join("runtime.pub"), format!("{public}\n"))
+        .map_err(|e| HomeError::new(ErrorCode::StoreUnavailable, format!("cannot write the public key: {e}")))?;
+    Ok(public)
 }
 
 /// Generates the runtime ed25519 key pair; returns the public key in hex.

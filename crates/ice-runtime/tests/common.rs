@@ -78,7 +78,7 @@ impl Ledger {
     pub fn with_checkpoints(mut self, every: u64) -> Self {
         let snapshot_dir = Some(self._dir.path().join("snapshots"));
         self.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
-            key: test_key(),
+            key: test_key().into(),
             every_events: every,
             every_secs: 0,
             snapshot_dir,

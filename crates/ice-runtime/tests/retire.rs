@@ -165,7 +165,7 @@ fn every_checkpoint_gets_its_snapshot_while_agents_keep_deciding() {
     let mut l = Ledger::new();
     let snapshots = l.dir().join("snapshots");
     l.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
-        key: common::test_key(),
+        key: common::test_key().into(),
         every_events: 40,
         every_secs: 0,
         snapshot_dir: Some(snapshots.clone()),

@@ -25,7 +25,7 @@ fn ledger(dir: &std::path::Path, events: usize, proposals: usize) -> Result<Runt
     let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     rt.initialize(&ice_core::checkpoint::to_hex(key.verifying_key().as_bytes()))?;
     rt.set_checkpoints(CheckpointPolicy {
-        key,
+        key: key.into(),
         every_events: 10_000,
         every_secs: 0,
         snapshot_dir: None,

@@ -42,6 +42,20 @@ pub enum Command {
         /// Store URL (default `sqlite:ledger.db`, relative to `.ice/`).
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// Keep the checkpoint signing key out of `.ice/`: `file:PATH` (created if missing), `fd:N`, or
+        /// `command:PROGRAM ARGS...` (an external signer, e.g. `ice signer` run as another OS user).
+        #[arg(long, value_name = "SPEC")]
+        signing_key: Option<String>,
+    },
+    /// Act as an external checkpoint signer over a key file: `public-key` prints the public key; `sign` reads a hex
+    /// message on stdin and prints the signature (for `signing_key = "command:..."`, e.g. through sudo as another
+    /// OS user, so that the key is unreadable to the users agents run as).
+    Signer {
+        /// The key file (hex ed25519 seed).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// `public-key` or `sign`.
+        request: String,
     },
     /// Create and move runs through their lifecycle.
     #[command(subcommand)]

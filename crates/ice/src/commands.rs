@@ -19,7 +19,17 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     let explicit = cli.dir.clone();
     let home = || -> Result<IceHome, CliError> { Ok(IceHome::discover(explicit.as_deref(), &cwd()?)?) };
     match cli.command {
-        Command::Init { dir, store } => init(dir.or(explicit), store.as_deref()),
+        Command::Init { dir, store, signing_key } => init(dir.or(explicit), store.as_deref(), signing_key.as_deref()),
+        Command::Signer { key, request } => {
+            let mut input = String::new();
+            if request == "sign" {
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .map_err(|e| CliError::Coded(ErrorCode::BadArgument, format!("cannot read stdin: {e}")))?;
+            }
+            println!("{}", ice_runtime::signer::serve_once(&key, &request, &input)?);
+            Ok(exit::OK)
+        }
         Command::Run(cmd) => run_command(&home()?, cmd),
         Command::Emit(args) => emit(&home()?, &args),
         Command::Propose(args) => authority_cmds::propose(&home()?, &args),
@@ -80,18 +90,21 @@ fn cwd() -> Result<PathBuf, CliError> {
         .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot read the current directory: {e}")))
 }
 
-fn init(dir: Option<PathBuf>, store: Option<&str>) -> Result<u8, CliError> {
+fn init(dir: Option<PathBuf>, store: Option<&str>, signing_key: Option<&str>) -> Result<u8, CliError> {
     let dir = match dir {
         Some(d) => d,
         None => cwd()?,
     };
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot create {}: {e}", dir.display())))?;
-    let (home, rt) = IceHome::init(&dir, store)?;
+    let (home, rt) = IceHome::init_with(&dir, store, signing_key)?;
     let head = rt.with_state(|s| s.head())?;
     println!("initialised ICE in {}", home.dir().display());
     println!("  store:       {}", rt.store().describe());
     println!("  runtime key: {}", home.public_key()?);
+    if let Some(spec) = signing_key {
+        println!("  signing key: {spec} (not in {})", home.dir().display());
+    }
     if let Some(h) = head {
         println!("  head:        seq {} {}", h.seq, h.hash);
     }

@@ -247,6 +247,15 @@ pub fn checkpoint(home: &IceHome) -> Result<u8, CliError> {
                 &c.public_key[..16]
             );
         }
+        None if home.signing_key()?.is_none() => {
+            return Err(CliError::Coded(
+                ErrorCode::BadConfig,
+                format!(
+                    "this process cannot use the signing key ({:?}): run `ice checkpoint` as the user that holds it",
+                    home.key_spec()?
+                ),
+            ));
+        }
         None => println!("nothing to checkpoint (or this instance does not hold the ledger's key)"),
     }
     Ok(exit::OK)

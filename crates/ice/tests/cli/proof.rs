@@ -391,3 +391,43 @@ fn a_witness_detects_a_rewound_and_re_signed_ledger() {
     let out = ice.run(&["verify", "--witness", state_arg]);
     assert!(stderr(&out).contains("ICE-E0512"), "{}", stderr(&out));
 }
+
+/// The signing key can live outside `.ice/`: in a file elsewhere, or behind an external signer (`ice signer`, which
+/// an operator would run as another OS user). A process that cannot use the key still records and verifies; it
+/// just does not sign, and says so when asked to.
+#[test]
+fn the_signing_key_can_live_outside_the_home() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let key = elsewhere.path().join("ledger.key");
+    let ice = Ice::init_with(&["--signing-key", &format!("file:{}", key.display())]);
+    assert!(key.exists(), "the key was created where asked");
+    assert!(!ice.path().join(".ice/keys/runtime.key").exists(), "and no secret was written into the home");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    ice.create_run();
+    assert!(ice.ok(&["checkpoint"]).starts_with("checkpoint at seq"));
+    assert!(ice.ok(&["verify"]).contains("2 signed checkpoint(s) verified"));
+
+    let public = ice.ok(&["signer", "--key", key.to_str().unwrap(), "public-key"]).trim().to_owned();
+    assert_eq!(public, ice.ok(&["key"]).trim());
+    let signer = format!("command:{} signer --key {}", crate::bin(), key.display());
+    let via_signer = Ice::init_with(&["--signing-key", &signer]);
+    via_signer.create_run();
+    let cp = via_signer.ok(&["checkpoint"]);
+    assert!(cp.contains(&format!("signed by {}", &public[..16])), "{cp}");
+    assert!(via_signer.ok(&["verify"]).contains("2 signed checkpoint(s) verified"));
+
+    // The signer is out of reach (as for an agent's OS user that sudo refuses): commands still work, nothing is
+    // signed, and `ice checkpoint` says why.
+    let config = via_signer.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&signer, "command:/nonexistent/ice-signer")).unwrap();
+    via_signer.create_run();
+    let out = via_signer.run(&["checkpoint"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("cannot use the signing key"), "{}", stderr(&out));
+    assert!(via_signer.ok(&["verify"]).starts_with("ok: "));
+}
