@@ -168,11 +168,14 @@ pub enum ErrorCode {
     WitnessStateInvalid,
     /// A non-empty ledger holds no signed checkpoint at all (`ice init` signs one, so one was removed or never taken).
     NoCheckpoint,
+    /// An effect made exactly-once by a journal was started against another instance's journal: retrying it here
+    /// could run it twice.
+    RetryElsewhere,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 78] = [
+    pub const ALL: [ErrorCode; 79] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -251,6 +254,7 @@ impl ErrorCode {
         ErrorCode::WitnessMismatch,
         ErrorCode::WitnessStateInvalid,
         ErrorCode::NoCheckpoint,
+        ErrorCode::RetryElsewhere,
     ];
 }
 
@@ -329,6 +333,7 @@ impl ErrorCode {
             Self::WitnessMismatch => "ICE-E0511",
             Self::WitnessStateInvalid => "ICE-E0512",
             Self::NoCheckpoint => "ICE-E0513",
+            Self::RetryElsewhere => "ICE-E0818",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -482,6 +487,11 @@ impl ErrorCode {
                 "the witness state file is unreadable or its cosignature does not verify: use the file the witness \
                  wrote (keep it off the ledger's host), and pass the witness's public key with --witness-key"
             }
+            Self::RetryElsewhere => {
+                "run `ice effects retry` from the home named in the message (its journal knows whether the effect \
+                 ran); if that home is lost, check the target yourself and record what happened with `ice effects \
+                 resolve EFFECT --completed|--failed`"
+            }
             Self::NoCheckpoint => {
                 "nothing in this ledger is signed, so nothing proves it was not rewritten: if it is yours and intact \
                  (verify the chain against a copy you trust), sign one with `ice checkpoint`; otherwise restore it \
@@ -625,6 +635,7 @@ mod code_table {
             ErrorCode::WitnessMismatch => 75,
             ErrorCode::WitnessStateInvalid => 76,
             ErrorCode::NoCheckpoint => 77,
+            ErrorCode::RetryElsewhere => 78,
         }
     }
 

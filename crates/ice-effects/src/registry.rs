@@ -18,6 +18,8 @@ pub struct Effectors {
     effectors: Vec<Box<dyn Effector>>,
     blobs: BlobStore,
     sandbox_root: PathBuf,
+    /// The journal directory (canonical once created), which only effects started from this home can use.
+    journal: PathBuf,
 }
 
 impl Effectors {
@@ -49,7 +51,14 @@ impl Effectors {
         let process = ProcessEffector::new(&config.process, &sandbox_root, blobs.clone(), &journal)?
             .with_secrets(secrets.clone());
         let http = HttpEffector::new(&config.http, blobs.clone(), &journal)?.with_secrets(secrets);
-        Ok(Self { effectors: vec![Box::new(fs), Box::new(process), Box::new(http)], blobs, sandbox_root })
+        let journal = journal.canonicalize().unwrap_or(journal);
+        Ok(Self { effectors: vec![Box::new(fs), Box::new(process), Box::new(http)], blobs, sandbox_root, journal })
+    }
+
+    /// The journal directory process and http effects record exactly-once state in: a retry of such an effect is
+    /// safe only against this same directory.
+    pub fn journal_dir(&self) -> &Path {
+        &self.journal
     }
 
     /// Adds an effector, replacing the one with the same [`Effector::name`] if there is one. Where two effectors

@@ -25,8 +25,8 @@ use crate::caller::Caller;
 use crate::runtime::{Runtime, RuntimeError};
 
 /// How long after its start an effect without an outcome, on an instance whose liveness cannot be checked (another
-/// host), is presumed unknown.
-const OUTCOME_DEADLINE_MICROS: i64 = 15 * 60 * 1_000_000;
+/// host), is presumed unknown, unless `[runtime] outcome_deadline_secs` says otherwise.
+pub(crate) const DEFAULT_OUTCOME_DEADLINE_SECS: i64 = 15 * 60;
 
 /// Environment variable naming a point at which the process stops (for crash tests): `after-effect-start` or
 /// `after-effect-apply`. The process prints `ICE_TEST_PAUSED <point>` to stderr and sleeps until killed. Only in
@@ -77,6 +77,11 @@ fn machine_id() -> Option<String> {
         let id = std::fs::read_to_string(p).ok()?.trim().to_owned();
         (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
     })
+}
+
+/// The identity of the journal `effectors` keep exactly-once state in: this machine and the journal directory.
+fn journal_of(effectors: &ice_effects::Effectors) -> String {
+    format!("{}:{}", this_machine(), effectors.journal_dir().display())
 }
 
 /// Whether a recorded machine is this one: by machine id when both sides have one, else by hostname.
@@ -272,8 +277,9 @@ impl Runtime {
             args_hash: args_hash.clone(),
             plan: serde_json::to_value(&plan).unwrap_or(Value::Null),
             instance: this_instance(),
-            deadline: self.now().plus_micros(OUTCOME_DEADLINE_MICROS),
+            deadline: self.now().plus_micros(self.outcome_deadline_micros()),
             compensates: proposal.compensates,
+            journal: (plan.retry == ice_effects::RetryMode::Journal).then(|| journal_of(&effectors)),
         };
         let policy = match self.active_policy() {
             Ok(p) => p,
@@ -500,11 +506,24 @@ impl Runtime {
             );
             return Err(self.refuse(r, attempt(), run));
         }
+        let effectors = self.effectors().map_err(|r| self.refuse(r.clone(), attempt(), run))?.clone();
+        if let Some(theirs) = &record.started.journal {
+            let ours = journal_of(&effectors);
+            if *theirs != ours {
+                let r = rejected(
+                    ErrorCode::RetryElsewhere,
+                    format!(
+                        "effect {started_id} was started against the journal {theirs}; this instance's is {ours}, \
+                         which cannot tell whether the effect ran"
+                    ),
+                );
+                return Err(self.refuse(r, attempt(), run));
+            }
+        }
         let proposal = self.proposal_of(record.started.proposal_id)?;
         let canonical = CanonicalJson::from_serialize(&proposal.args).map_err(|r| self.refuse(r, attempt(), run))?;
         let plan: Plan = serde_json::from_value(record.started.plan.clone())
             .map_err(|e| RuntimeError::Corrupt { seq: 0, message: format!("recorded plan: {e}") })?;
-        let effectors = self.effectors().map_err(|r| self.refuse(r.clone(), attempt(), run))?.clone();
         let Some(effector) = effectors.for_action(&record.started.action) else {
             let r = rejected(ErrorCode::NoEffector, format!("no effector serves `{}`", record.started.action));
             return Err(self.refuse(r, attempt(), run));

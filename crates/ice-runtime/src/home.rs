@@ -109,6 +109,11 @@ pub struct RuntimeConfig {
     /// twice `checkpoint_every_events` when that is set, else 20,000.
     #[serde(default)]
     pub max_unsigned_tail: Option<u64>,
+    /// How long after its start an effect of this instance without an outcome may be presumed unknown by instances
+    /// on other machines, which cannot check whether this one is still running it. Default 900 (15 minutes): set
+    /// it above your longest effect.
+    #[serde(default = "default_outcome_deadline_secs")]
+    pub outcome_deadline_secs: u64,
     /// Where the checkpoint signing key is: `file:PATH`, `fd:N` or `command:PROGRAM ARGS…` (see
     /// [`crate::signer`]). Default: `keys/runtime.key` in the home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +139,7 @@ impl Default for RuntimeConfig {
             keep_snapshots: default_keep_snapshots(),
             trusted_keys: Vec::new(),
             max_unsigned_tail: None,
+            outcome_deadline_secs: default_outcome_deadline_secs(),
             signing_key: None,
         }
     }
@@ -141,6 +147,9 @@ impl Default for RuntimeConfig {
 
 fn default_checkpoint_events() -> u64 {
     2_000
+}
+fn default_outcome_deadline_secs() -> u64 {
+    crate::boundary::DEFAULT_OUTCOME_DEADLINE_SECS.unsigned_abs()
 }
 fn default_checkpoint_secs() -> u64 {
     60
@@ -366,6 +375,7 @@ impl IceHome {
         let start = crate::snapshot::latest_valid(&*store, &self.snapshot_dir()).unwrap_or_default();
         let mut rt = Runtime::open_with_snapshot(store, clock, ids, start)?.with_effectors(Arc::new(effectors));
         rt.set_local_users(self.config.users.clone());
+        rt.set_outcome_deadline_secs(self.config.runtime.outcome_deadline_secs);
         if let Some(key) = self.token_key()? {
             rt.set_token_key(key);
         }

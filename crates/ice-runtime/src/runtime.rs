@@ -89,6 +89,9 @@ pub struct Runtime {
     local_users: Vec<crate::caller::LocalUser>,
     /// Key of the keyed hash under which token secrets are recorded (`keys/token.key`).
     token_key: Option<[u8; 32]>,
+    /// How long after its start an effect of this instance without an outcome may be presumed unknown by
+    /// instances that cannot check whether this one is alive (recorded in each `EffectStarted`).
+    outcome_deadline_micros: i64,
 }
 
 impl Runtime {
@@ -117,6 +120,7 @@ impl Runtime {
             started_from,
             local_users: Vec::new(),
             token_key: None,
+            outcome_deadline_micros: crate::boundary::DEFAULT_OUTCOME_DEADLINE_SECS * 1_000_000,
         };
         {
             let mut st = rt.lock();
@@ -157,6 +161,16 @@ impl Runtime {
     /// Signs checkpoints (see [`crate::checkpoints`]) with this policy.
     pub fn set_checkpoints(&mut self, policy: crate::checkpoints::CheckpointPolicy) {
         self.checkpoints = Some(policy);
+    }
+
+    /// Sets how long after its start an effect of this instance without an outcome may be presumed unknown by
+    /// instances on other machines (which cannot check whether this one is alive). Effects started after this.
+    pub fn set_outcome_deadline_secs(&mut self, secs: u64) {
+        self.outcome_deadline_micros = i64::try_from(secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    }
+
+    pub(crate) fn outcome_deadline_micros(&self) -> i64 {
+        self.outcome_deadline_micros
     }
 
     /// The checkpoint policy, if this runtime signs checkpoints.

@@ -371,3 +371,20 @@ fn reservations_of_permits_that_expire_or_are_revoked_unused_are_released() {
     assert_eq!(write("g"), Verdict::Deny);
     l.fold_from_scratch();
 }
+
+/// The deadline after which other machines may presume an effect's outcome unknown is the starting instance's
+/// configured one, recorded with the effect.
+#[test]
+fn the_outcome_deadline_is_configurable_and_recorded() {
+    let mut l = Ledger::new();
+    attach(&mut l, &EffectsConfig::default());
+    l.rt.set_outcome_deadline_secs(42);
+    let run = l.executing_run();
+    grant_all(&l, "agent:a");
+    let o = propose(&l, &run, "agent:a", "fs.write", "file:d.txt", r#"{"path":"d.txt","content":"x"}"#);
+    let permit = o.events.iter().find(|e| e.kind == EventKind::PermitIssued).unwrap().event_id;
+    let out = l.rt.execute(&l.agent("agent:a"), &ExecInput { permit: permit.to_string(), args: None }).unwrap();
+    let started: EffectStarted = serde_json::from_str(out.started.payload.as_str()).unwrap();
+    assert_eq!(started.deadline.0 - out.started.time.0, 42_000_000);
+    assert_eq!(started.journal, None, "a file effect is recognised in the file, not in a journal");
+}

@@ -152,6 +152,10 @@ pub struct EffectStarted {
     /// The completed effect this one compensates (rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensates: Option<EventId>,
+    /// For effects made exactly-once by a journal (process, http): the journal (`machine:directory`). Only that
+    /// journal knows whether the effect ran, so a retry anywhere else is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
 }
 
 /// Payload of `EffectCompleted`.

@@ -326,3 +326,42 @@ fn restore_is_only_a_recorded_compensation() {
     }
     assert!(!ice.path().join("sandbox/copy.txt").exists());
 }
+
+/// Two homes on one ledger (the second joined the first's SQLite file): a process effect applied from home A whose
+/// process was killed before recording the outcome must not run again from home B, whose journal cannot know it
+/// ran; from A its journal answers, and it does not run twice.
+#[test]
+fn a_journaled_effect_is_never_retried_from_another_home() {
+    let a = Ice::init();
+    let config = a.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[effects.process]\nallow = []"), "{text}");
+    std::fs::write(&config, text.replace("[effects.process]\nallow = []", "[effects.process]\nallow = [\"sh\"]"))
+        .unwrap();
+    let b = Ice::init_with(&["--store", &format!("sqlite:{}", a.db().display())]);
+    a.ok(&["grant", "issue", "--to", "agent:a", "--action", "process.exec", "--resource", "process:"]);
+    let run = a.executing_run();
+    let args = r#"{"argv":["sh","-c","echo paid >> payments.txt"]}"#;
+    let out = a.propose_as_a(&run, "process.exec", "process:sh", args, &["--json"]);
+    let d: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let approval = d["approval_id"].as_str().unwrap_or_else(|| panic!("approval expected: {d}")).to_owned();
+    let bob = a.token("human:bob", "approver");
+    let permit = approved_permit(&a.ok_token(&bob, &["approve", &approval]));
+    exec_and_kill_at(&a, &permit, "after-effect-apply");
+    assert_eq!(std::fs::read_to_string(sandbox(&a).join("payments.txt")).unwrap(), "paid\n");
+
+    // B sees the effect without an outcome (A's process is gone) and may not retry it.
+    let out = b.run(&["effects", "pending", "--json"]);
+    let pending: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(pending.len(), 1, "{}", stdout(&out));
+    let effect = pending[0]["effect_id"].as_str().unwrap().to_owned();
+    let out = b.run(&["effects", "retry", &effect]);
+    refused_with(&out, "ICE-E0818");
+    assert!(stderr(&out).contains("journal"), "{}", stderr(&out));
+    assert!(!sandbox(&b).join("payments.txt").exists());
+    // From A, the journal knows it ran: recorded once, never run again.
+    let retried = a.ok(&["effects", "retry", &effect]);
+    assert!(retried.contains("already been applied"), "{retried}");
+    assert_eq!(std::fs::read_to_string(sandbox(&a).join("payments.txt")).unwrap(), "paid\n", "paid exactly once");
+    b.ok(&["verify"]);
+}
