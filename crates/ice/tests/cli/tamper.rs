@@ -146,3 +146,21 @@ fn a_ledger_without_any_checkpoint_fails_verification() {
     drop(c);
     assert_fails_at(&ice, 1, "ICE-E0513");
 }
+
+/// The rest of the tamper corpus, one column at a time on the first agent note (seq 8): each change is caught at
+/// that seq — a changed kind, time or origin by the envelope hash, a flipped stored hash by the next event's link.
+#[test]
+fn changing_any_envelope_column_is_detected_at_its_seq() {
+    let cases: [(&str, u64, &str); 5] = [
+        ("UPDATE events SET kind = 'ObservationRecorded' WHERE seq = 8", 8, "ICE-E0501"),
+        ("UPDATE events SET time = time + 1 WHERE seq = 8", 8, "ICE-E0501"),
+        ("UPDATE events SET origin = 'agent:b' WHERE seq = 8", 8, "ICE-E0501"),
+        ("UPDATE events SET causes = zeroblob(16) WHERE seq = 8", 8, "ICE-E0501"),
+        ("UPDATE events SET hash = zeroblob(32) WHERE seq = 8", 8, "ICE-E0501"),
+    ];
+    for (sql, seq, code) in cases {
+        let ice = ledger();
+        attacker(&ice).execute(sql, []).unwrap();
+        assert_fails_at(&ice, seq, code);
+    }
+}
