@@ -437,6 +437,21 @@ impl EffectState {
         }
     }
 
+    /// The kinds that shape permits, approvals and effects (what [`EffectState::apply`] folds into them).
+    pub const BOUNDARY_KINDS: [EventKind; 11] = [
+        EventKind::PermitIssued,
+        EventKind::PermitRevoked,
+        EventKind::EffectStarted,
+        EventKind::EffectCompleted,
+        EventKind::EffectFailed,
+        EventKind::EffectUnknown,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalGranted,
+        EventKind::ApprovalDenied,
+        EventKind::ApprovalExpired,
+        EventKind::ApprovalEscalated,
+    ];
+
     /// Folds one event (already checked).
     pub fn apply(&mut self, e: &Event) -> Result<(), Rejection> {
         let payload = e.payload.as_str();

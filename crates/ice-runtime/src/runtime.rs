@@ -272,6 +272,28 @@ impl Runtime {
         f(self.lock().committed())
     }
 
+    /// Permits, approvals and effects as the ledger records them, those retired from memory included: the
+    /// boundary kinds read from the store and folded afresh (costs their history; for `--all` listings).
+    pub fn boundary_history(&self) -> Result<ice_core::effect::EffectState, RuntimeError> {
+        let mut events = Vec::new();
+        for kind in ice_core::effect::EffectState::BOUNDARY_KINDS {
+            let mut after = Seq(0);
+            loop {
+                let query = EventQuery { after, kind: Some(kind), limit: 10_000, ..EventQuery::default() };
+                let batch = self.store().read(&query)?;
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                events.extend(batch);
+            }
+        }
+        events.sort_by_key(|e| e.seq);
+        let mut state = ice_core::effect::EffectState::default();
+        for e in &events {
+            state.apply(e).map_err(|r| RuntimeError::Corrupt { seq: e.seq.0, message: r.message })?;
+        }
+        Ok(state)
+    }
+
     /// The committed state right after the latest checkpoint, once (see [`Pipeline::take_checkpoint_state`]).
     pub(crate) fn take_checkpoint_state(&self) -> Option<LedgerState> {
         self.lock().take_checkpoint_state()

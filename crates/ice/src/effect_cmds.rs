@@ -3,7 +3,7 @@
 
 use ice_core::effect::{ApprovalStatus, EffectStatus, PermitStatus};
 use ice_core::{ErrorCode, EventId};
-use ice_runtime::{ExecInput, IceHome, RollbackStep, RollbackTarget, Runtime};
+use ice_runtime::{ExecInput, IceHome, RollbackStep, RollbackTarget};
 use serde_json::{Value, json};
 
 use crate::cli::{AnswerArgs, ApprovalsCommand, EffectsCommand, ExecArgs};
@@ -61,13 +61,16 @@ pub fn effects(home: &IceHome, cmd: EffectsCommand) -> Result<u8, CliError> {
     match cmd {
         EffectsCommand::List { run, json: json_out } => {
             let run = run.map(|r| resolve_run(&rt, &r)).transpose()?;
-            list_effects(&rt, json_out, |e| run.is_none_or(|r| e.run == Some(r)))?;
+            // Every effect ever recorded: those of ended runs have left memory, so the ledger is read.
+            let all: Vec<_> = rt.boundary_history()?.effects().values().cloned().collect();
+            list_effects(all, json_out, |e| run.is_none_or(|r| e.run == Some(r)));
             Ok(exit::OK)
         }
         EffectsCommand::Pending { json: json_out } => {
             rt.reconcile()?;
+            let live: Vec<_> = rt.with_state(|s| s.effects().effects().values().cloned().collect())?;
             let unknown =
-                list_effects(&rt, json_out, |e| matches!(e.status, EffectStatus::Running | EffectStatus::Unknown))?;
+                list_effects(live, json_out, |e| matches!(e.status, EffectStatus::Running | EffectStatus::Unknown));
             Ok(if unknown > 0 { exit::CHECK_FAILED } else { exit::OK })
         }
         EffectsCommand::Retry { effect, actor: who } => {
@@ -90,7 +93,11 @@ pub fn effects(home: &IceHome, cmd: EffectsCommand) -> Result<u8, CliError> {
         }
         EffectsCommand::Permits { all, json: json_out } => {
             let now = rt.now();
-            let permits: Vec<_> = rt.with_state(|s| s.effects().permits().values().cloned().collect())?;
+            let permits: Vec<_> = if all {
+                rt.boundary_history()?.permits().values().cloned().collect()
+            } else {
+                rt.with_state(|s| s.effects().permits().values().cloned().collect())?
+            };
             for p in permits.iter().filter(|p| all || p.status(now) == PermitStatus::Live) {
                 let status = format!("{:?}", p.status(now)).to_lowercase();
                 if json_out {
@@ -127,13 +134,12 @@ pub fn effects(home: &IceHome, cmd: EffectsCommand) -> Result<u8, CliError> {
 
 /// Prints effects matching `keep`; returns how many are unknown.
 fn list_effects(
-    rt: &Runtime,
+    effects: Vec<ice_core::effect::EffectRecord>,
     json_out: bool,
     keep: impl Fn(&ice_core::effect::EffectRecord) -> bool,
-) -> Result<usize, CliError> {
-    let effects: Vec<_> = rt.with_state(|s| s.effects().effects().values().filter(|e| keep(e)).cloned().collect())?;
+) -> usize {
     let mut unknown = 0;
-    for e in &effects {
+    for e in effects.iter().filter(|e| keep(e)) {
         if e.status == EffectStatus::Unknown {
             unknown += 1;
         }
@@ -152,7 +158,7 @@ fn list_effects(
             println!("{}  {status:<9} {} {}{undone}", e.id, e.started.action, e.started.resource);
         }
     }
-    Ok(unknown)
+    unknown
 }
 
 /// `ice approvals ...`.
@@ -160,7 +166,12 @@ pub fn approvals(home: &IceHome, cmd: ApprovalsCommand) -> Result<u8, CliError> 
     let rt = home.open_runtime()?;
     let ApprovalsCommand::List { all, json: json_out } = cmd;
     rt.reconcile()?;
-    let list: Vec<_> = rt.with_state(|s| s.effects().approvals().values().cloned().collect())?;
+    // Answered approvals leave memory once settled: `--all` reads them from the ledger.
+    let list: Vec<_> = if all {
+        rt.boundary_history()?.approvals().values().cloned().collect()
+    } else {
+        rt.with_state(|s| s.effects().approvals().values().cloned().collect())?
+    };
     for a in list.iter().filter(|a| all || a.status == ApprovalStatus::Pending) {
         let r = &a.request;
         let status = format!("{:?}", a.status).to_lowercase();

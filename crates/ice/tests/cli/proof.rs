@@ -314,6 +314,10 @@ fn a_settled_run_leaves_memory_but_not_the_ledger() {
     assert!(list.contains("1 terminated run(s) settled and left memory"), "{list}");
     let again = ice.ok(&["inspect", &run]);
     assert!(again.contains("TERMINATED"), "{again}");
+    // Its effects and used permits left memory; the listings that promise all of them read the ledger.
+    assert_eq!(ice.ok(&["effects", "list", "--run", &run, "--json"]).lines().count(), 4);
+    assert_eq!(ice.ok(&["effects", "permits", "--all", "--json"]).lines().count(), 4);
+    assert_eq!(ice.ok(&["effects", "permits", "--json"]).lines().count(), 0, "none is live");
     let count = |text: &str| text.split("history (").nth(1).and_then(|t| t.split(' ').next()?.parse::<u64>().ok());
     assert_eq!(count(&again), count(&shown).map(|n| n + 1), "the termination is in its history: {shown}\n{again}");
     let out = ice.run(&["run", "advance", &run, "--to", "ABORTED"]);
