@@ -29,6 +29,7 @@ pub mod principal;
 pub mod proposal;
 pub mod run;
 pub mod state;
+pub mod tlog;
 pub mod witness;
 
 pub use auth::{Attribution, Credential, Role, Roles};

@@ -138,6 +138,10 @@ pub enum Command {
         #[arg(long, value_name = "HEX", requires = "witness")]
         witness_key: Option<String>,
     },
+    /// The ledger as a standard transparency log: RFC 6962 tree heads as C2SP signed checkpoints, consistency
+    /// proofs, and checking a checkpoint note against the ledger.
+    #[command(subcommand)]
+    Tlog(TlogCommand),
     /// Act as a witness: check that the ledger's latest signed checkpoint extends the one this witness cosigned
     /// before (that checkpoint still there unchanged, every event and checkpoint since verifying), then cosign it
     /// into the state file. Keep the state and key off the ledger's host; exit 1 if the ledger contradicts them.
@@ -731,5 +735,39 @@ pub enum DebugCommand {
         /// Cost estimate.
         #[arg(long, default_value = "calls=1")]
         cost: String,
+    },
+}
+
+/// `ice tlog ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlogCommand {
+    /// Print a C2SP tlog-checkpoint (signed note) for the RFC 6962 tree over the event hashes 1..=SIZE, signed with
+    /// the ledger's key (default size: what the latest signed ICE checkpoint covers).
+    Checkpoint {
+        /// Tree size (number of events from seq 1).
+        #[arg(long)]
+        size: Option<u64>,
+        /// The origin line (default `ice-ledger/<ledger key>`).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Print the RFC 6962 consistency proof from tree size FROM to tree size TO (base64, one hash per line, after
+    /// the two roots), checked before it is printed.
+    Consistency {
+        /// The older tree size.
+        #[arg(long)]
+        from: u64,
+        /// The newer tree size (default: the ledger's head).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Check a signed checkpoint note: its signature by KEY, and its root against this ledger's events (exit 1 if
+    /// either fails).
+    Verify {
+        /// The note file (`-` for stdin).
+        note: PathBuf,
+        /// The signer's public key (hex); default: this home's pinned ledger key.
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
     },
 }

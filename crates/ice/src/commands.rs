@@ -50,6 +50,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             let witness = witness.as_deref().map(|w| (w, witness_key.as_deref()));
             proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys, trust_bundle_key, witness)
         }
+        Command::Tlog(cmd) => crate::tlog_cmds::run(&home()?, cmd),
         Command::Witness { state, key, log_key } => {
             crate::witness_cmds::witness(&home()?, &state, key.as_deref(), log_key.as_deref())
         }

@@ -17,6 +17,7 @@ mod effect_cmds;
 mod migrate;
 mod proof_cmds;
 mod render;
+mod tlog_cmds;
 mod witness_cmds;
 
 use std::process::ExitCode;

@@ -435,3 +435,46 @@ fn the_signing_key_can_live_outside_the_home() {
     assert!(stderr(&out).contains("cannot use the signing key"), "{}", stderr(&out));
     assert!(via_signer.ok(&["verify"]).starts_with("ok: "));
 }
+
+/// The ledger as a standard transparency log: a C2SP checkpoint note over the RFC 6962 tree of the event hashes
+/// verifies against the ledger; a consistency proof between two sizes verifies with the RFC algorithm; after a
+/// rewrite re-signed with the genuine key, the note the auditor kept no longer matches the ledger.
+#[test]
+fn tlog_checkpoints_and_consistency_proofs_follow_the_standards() {
+    let (ice, _) = ledger();
+    let note = ice.ok(&["tlog", "checkpoint"]);
+    let parsed = ice_core::tlog::parse_checkpoint_note(&note).unwrap_or_else(|| panic!("not a note: {note}"));
+    assert_eq!(parsed.size, checkpoints(&ice).last().unwrap().1.to_seq, "the latest signed checkpoint's size");
+    assert!(parsed.origin.starts_with("ice-ledger/"), "{note}");
+    let file = ice.path().join("note.txt");
+    std::fs::write(&file, &note).unwrap();
+    let ok = ice.ok(&["tlog", "verify", file.to_str().unwrap()]);
+    assert!(ok.starts_with("ok: "), "{ok}");
+
+    let proof = ice.ok(&["tlog", "consistency", "--from", "3", "--to", &parsed.size.to_string()]);
+    let mut lines = proof.lines();
+    let root = |line: Option<&str>| -> [u8; 32] {
+        use base64::Engine as _;
+        let b64 = line.unwrap().rsplit(' ').next().unwrap();
+        base64::engine::general_purpose::STANDARD.decode(b64).unwrap().try_into().unwrap()
+    };
+    let (old, new) = (root(lines.next()), root(lines.next()));
+    assert_eq!(new, parsed.root, "the same tree head as the note");
+    let hashes: Vec<[u8; 32]> = lines.map(|l| root(Some(l))).collect();
+    assert!(ice_core::tlog::verify_consistency(3, parsed.size, &old, &new, &hashes));
+    assert!(!ice_core::tlog::verify_consistency(3, parsed.size, &new, &new, &hashes), "a forged old root fails");
+
+    // A note whose size was changed no longer carries a valid signature.
+    let altered = note.replacen(&format!("\n{}\n", parsed.size), &format!("\n{}\n", parsed.size - 1), 1);
+    std::fs::write(&file, altered).unwrap();
+    let out = ice.run(&["tlog", "verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    // Rewriting history and re-signing every ICE checkpoint with the genuine key does not fool the kept note.
+    std::fs::write(&file, &note).unwrap();
+    let first_note = events(&ice).into_iter().find(|e| e.kind == EventKind::ReasoningRecorded).unwrap();
+    rewrite(&ice, first_note.seq.0, "wrote", "WROTE", Some(&key_of(&ice)));
+    assert!(ice.ok(&["verify"]).starts_with("ok: "), "the re-signed rewrite passes plain verification");
+    let out = ice.run(&["tlog", "verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("rewritten"), "{}", stdout(&out));
+}
