@@ -287,6 +287,41 @@ mod tests {
         }
     }
 
+    /// The published signed-note examples (C2SP signed-note spec; golang.org/x/mod sumdb/note tests): our key id
+    /// and signature line reproduce them byte for byte, and their signatures verify.
+    #[test]
+    fn published_signed_notes_are_reproduced() {
+        use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+        let cases = [
+            (
+                "PeterNeumann",
+                "ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+                [0xc7, 0x4f, 0x20, 0xa3],
+                "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n",
+                "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
+            ),
+            (
+                "example.com/foo",
+                "AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+                [0x53, 0x0d, 0x90, 0x3a],
+                "This is an example message.\n",
+                "Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=",
+            ),
+        ];
+        for (name, vkey, id, text, blob) in cases {
+            let typed = B64.decode(vkey).unwrap();
+            assert_eq!(typed[0], 1, "Ed25519");
+            let public: [u8; 32] = typed[1..].try_into().unwrap();
+            assert_eq!(note_key_id(name, &public), id, "{name}");
+            let raw = B64.decode(blob).unwrap();
+            assert_eq!(raw[..4], id);
+            let signature: [u8; 64] = raw[4..].try_into().unwrap();
+            let key = VerifyingKey::from_bytes(&public).unwrap();
+            assert!(key.verify(text.as_bytes(), &Signature::from_bytes(&signature)).is_ok(), "{name}");
+            assert_eq!(signed_note(text, name, &public, &signature), format!("{text}\n\u{2014} {name} {blob}\n"));
+        }
+    }
+
     #[test]
     fn a_signed_checkpoint_note_round_trips() {
         use ed25519_dalek::{Signer, SigningKey};
