@@ -297,10 +297,18 @@ impl LedgerState {
             }
             return run.state.check_transition(t.to, t.reason.as_deref());
         }
-        // The outcome of an effect started before the run ended must still land (else it stays "running" forever):
-        // effect outcomes are the one kind of new event a terminated run accepts.
-        let outcome = matches!(kind, EventKind::EffectCompleted | EventKind::EffectFailed | EventKind::EffectUnknown);
-        if admitting && run.state.is_terminal() && !outcome {
+        // What was already under way when the run ended must still be able to close (else an effect stays "running"
+        // and its reservation holds budget for ever, and the run never settles): effect outcomes and the settlement
+        // or release of reservations are the only new events a terminated run accepts.
+        let closes = matches!(
+            kind,
+            EventKind::EffectCompleted
+                | EventKind::EffectFailed
+                | EventKind::EffectUnknown
+                | EventKind::BudgetSettled
+                | EventKind::BudgetReleased
+        );
+        if admitting && run.state.is_terminal() && !closes {
             return Err(Rejection::new(
                 ErrorCode::RunTerminated,
                 format!("run {run_id} is TERMINATED; {kind} events can no longer name it"),

@@ -585,10 +585,32 @@ impl Runtime {
                 let mut d = self.internal(kind, Principal::runtime(), run, &body)?;
                 d.causes = vec![started_id];
                 st.effects().check(kind, d.payload.as_str(), d.time, true, st.authority())?;
-                Ok(vec![d])
+                let oid = d.event_id;
+                let mut drafts = vec![d];
+                // The reservation closes with the outcome: spent at what was reserved (nothing was measured) when the
+                // effect happened, released when it did not.
+                let proposal = st.effects().effects().get(&started_id).map(|e| e.started.proposal_id);
+                if let Some((proposal, charges)) =
+                    proposal.and_then(|p| st.authority().budgets().reservation(p).map(|c| (p, c)))
+                {
+                    drafts.push(if completed {
+                        let s = BudgetSettled {
+                            proposal_id: proposal,
+                            actual: settled_cost(&ice_core::Cost::zero(), charges),
+                            reason: Some(format!("outcome recorded by hand by {actor}")),
+                        };
+                        let mut settle = self.internal(EventKind::BudgetSettled, Principal::runtime(), run, &s)?;
+                        settle.causes = vec![oid];
+                        settle
+                    } else {
+                        self.release_draft(proposal, run, oid, "the effect did not happen (recorded by hand)")?
+                    });
+                }
+                Ok(drafts)
             },
             &attempt,
         )?;
+        events.truncate(1);
         events.pop().ok_or_else(|| RuntimeError::Corrupt { seq: 0, message: "resolve appended nothing".into() })
     }
 }

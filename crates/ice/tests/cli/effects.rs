@@ -365,3 +365,24 @@ fn a_journaled_effect_is_never_retried_from_another_home() {
     assert_eq!(std::fs::read_to_string(sandbox(&a).join("payments.txt")).unwrap(), "paid\n", "paid exactly once");
     b.ok(&["verify"]);
 }
+
+/// An effect under way when its run is terminated still closes: its outcome and the settlement of its reservation
+/// land on the terminated run, so the budget is freed and the run can settle and leave memory.
+#[test]
+fn a_reservation_under_way_when_the_run_ends_is_still_settled() {
+    let (ice, run) = setup();
+    ice.ok(&["budget", "set", "--scope", "global", "--dimension", "calls", "--limit", "10"]);
+    let (_, d) = propose_file(&ice, &run, "fs.write", r#"{"path":"b.txt","content":"b"}"#);
+    exec_and_kill_at(&ice, &permit_of(&d), "after-effect-start");
+    ice.ok(&["run", "terminate", &run, "--reason", "stopped mid-effect"]);
+    let out = ice.run(&["effects", "pending", "--json"]);
+    let pending: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let effect = pending[0]["effect_id"].as_str().unwrap().to_owned();
+    ice.ok(&["effects", "resolve", &effect, "--failed", "--note", "checked: b.txt was never written"]);
+    assert_eq!(count(&ice, "BudgetReleased"), 1, "the reservation closed on the terminated run");
+    let budget = ice.ok(&["budget", "show", "--json"]);
+    assert!(budget.contains("\"reserved\":0,") && budget.contains("\"spent\":0,"), "nothing held: {budget}");
+    ice.ok(&["checkpoint"]);
+    assert!(ice.ok(&["run", "list"]).contains("1 terminated run(s) settled and left memory"));
+    ice.ok(&["verify"]);
+}
