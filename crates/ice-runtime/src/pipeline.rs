@@ -61,7 +61,14 @@ pub struct Pipeline {
     /// The committed state right after the latest `Checkpoint` folded into it (what its snapshot holds), until
     /// taken.
     at_checkpoint: Option<LedgerState>,
+    /// Events folded into the committed state since `at_checkpoint` was last captured.
+    since_capture: u64,
 }
+
+/// A snapshot costs a copy of the live state; it is captured at a checkpoint once at least a tenth as many events
+/// as there are live records have passed since the last one, so its cost per event stays bounded however much
+/// work is live (with little live, that is every checkpoint).
+const CAPTURE_RATIO: u64 = 10;
 
 /// What the pipeline has done since it was created (for benchmarks and diagnostics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +111,7 @@ impl Pipeline {
             next_ticket: 1,
             stats: PipelineStats::default(),
             at_checkpoint: None,
+            since_capture: 0,
         }
     }
 
@@ -131,8 +139,12 @@ impl Pipeline {
     /// the snapshot written for it must hold exactly that, whatever landed after it since.
     fn fold_committed(&mut self, e: &Event) -> Result<(), Rejection> {
         self.committed.apply(e)?;
-        if e.kind == ice_core::EventKind::Checkpoint {
+        self.since_capture += 1;
+        if e.kind == ice_core::EventKind::Checkpoint
+            && self.since_capture.saturating_mul(CAPTURE_RATIO) >= self.committed.live_records() as u64
+        {
             self.at_checkpoint = Some(self.committed.clone());
+            self.since_capture = 0;
         }
         Ok(())
     }

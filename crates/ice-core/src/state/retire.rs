@@ -98,6 +98,16 @@ impl LedgerState {
         }
     }
 
+    /// Records held in memory: runs, proposals, permits, approvals and effects (what a snapshot's size and a
+    /// state clone's cost follow).
+    pub fn live_records(&self) -> usize {
+        self.runs.len()
+            + self.authority.proposals().len()
+            + self.effects.permits().len()
+            + self.effects.approvals().len()
+            + self.effects.effects().len()
+    }
+
     /// Whether the run ended and retired (it is TERMINATED, and no longer held in memory).
     pub fn is_retired_run(&self, id: RunId) -> bool {
         self.retired_runs.contains(&id)
