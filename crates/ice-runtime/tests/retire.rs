@@ -166,7 +166,7 @@ fn every_checkpoint_gets_its_snapshot_while_agents_keep_deciding() {
     let snapshots = l.dir().join("snapshots");
     l.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
         key: common::test_key().into(),
-        every_events: 40,
+        every_events: 200,
         every_secs: 0,
         snapshot_dir: Some(snapshots.clone()),
         keep_snapshots: 1_000,
@@ -196,4 +196,47 @@ fn every_checkpoint_gets_its_snapshot_while_agents_keep_deciding() {
     assert_eq!(snap.last_seq(), last.seq, "the newest snapshot is the latest checkpoint's ({})", newest.display());
     let payload: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(last.payload.as_str()).unwrap();
     assert_eq!(snap.state_root().unwrap(), payload.state_root);
+}
+
+/// A snapshot copies the live state, so with much live work it is not taken at every checkpoint: only once a tenth
+/// as many events as live records have passed since the last. Whatever is written is exact.
+#[test]
+fn snapshots_are_rationed_by_how_much_is_live() {
+    let mut l = Ledger::new();
+    let run = l.executing_run();
+    grant(&l, "agent:w", "fs.write", "file:ok/");
+    let agent = l.agent("agent:w");
+    // Much live work first (every permit stays live), then checkpoints every 20 events.
+    for i in 0..150 {
+        l.rt.propose(&agent, &write(&run, &format!("ok/{i}.txt"))).unwrap();
+    }
+    let snapshots = l.dir().join("snapshots");
+    l.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
+        key: common::test_key().into(),
+        every_events: 20,
+        every_secs: 0,
+        snapshot_dir: Some(snapshots.clone()),
+        keep_snapshots: 1_000,
+    });
+    for i in 150..270 {
+        l.rt.propose(&agent, &write(&run, &format!("ok/{i}.txt"))).unwrap();
+    }
+    let checkpoints = l.events(EventKind::Checkpoint);
+    let files: Vec<_> = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).collect();
+    let live = l.rt.with_state(LedgerState::live_records).unwrap();
+    assert!(live >= 300, "every permit is still live: {live}");
+    // At least 30 events between snapshots while 300+ records are live, against 20 between checkpoints.
+    assert!(
+        files.len() * 3 <= checkpoints.len() * 2,
+        "{} snapshots for {} checkpoints",
+        files.len(),
+        checkpoints.len()
+    );
+    assert!(!files.is_empty());
+    for f in &files {
+        let snap = LedgerState::from_snapshot(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let at = checkpoints.iter().find(|c| c.seq == snap.last_seq()).expect("taken right after a checkpoint");
+        let payload: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(at.payload.as_str()).unwrap();
+        assert_eq!(snap.state_root().unwrap(), payload.state_root);
+    }
 }
