@@ -277,14 +277,7 @@ impl Runtime {
     pub fn boundary_history(&self) -> Result<ice_core::effect::EffectState, RuntimeError> {
         let mut events = Vec::new();
         for kind in ice_core::effect::EffectState::BOUNDARY_KINDS {
-            let mut after = Seq(0);
-            loop {
-                let query = EventQuery { after, kind: Some(kind), limit: 10_000, ..EventQuery::default() };
-                let batch = self.store().read(&query)?;
-                let Some(last) = batch.last() else { break };
-                after = last.seq;
-                events.extend(batch);
-            }
+            events.extend(self.read_all(&EventQuery { kind: Some(kind), ..EventQuery::default() })?);
         }
         events.sort_by_key(|e| e.seq);
         let mut state = ice_core::effect::EffectState::default();
@@ -306,16 +299,21 @@ impl Runtime {
         if live.is_some() || !retired {
             return Ok(live);
         }
+        let events = self.read_all(&EventQuery { run: Some(id), ..EventQuery::default() })?;
+        Ok(RunRecord::from_events(&events))
+    }
+
+    /// Every event matching `query` (its `after` onwards), read in batches of 10,000.
+    fn read_all(&self, query: &EventQuery) -> Result<Vec<Event>, RuntimeError> {
         let mut events = Vec::new();
-        let mut after = Seq(0);
+        let mut query = EventQuery { limit: 10_000, ..query.clone() };
         loop {
-            let batch =
-                self.store().read(&EventQuery { after, run: Some(id), limit: 10_000, ..EventQuery::default() })?;
+            let batch = self.store().read(&query)?;
             let Some(last) = batch.last() else { break };
-            after = last.seq;
+            query.after = last.seq;
             events.extend(batch);
         }
-        Ok(RunRecord::from_events(&events))
+        Ok(events)
     }
 
     /// Submits an untrusted event on the caller's behalf (the generic intake used by `ice emit` and agents): the

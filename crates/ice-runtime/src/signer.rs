@@ -5,7 +5,8 @@
 //! re-sign a rewritten ledger:
 //!
 //! - `file:PATH` — a hex ed25519 seed in a file anywhere (make it readable only by the user that signs);
-//! - `fd:N` — the same, read from an inherited file descriptor (e.g. a secret a supervisor passes in);
+//! - `fd:N` — the same, read from an inherited file descriptor (e.g. a secret a supervisor passes in; a pipe can
+//!   be read once, so use it for one long-running process);
 //! - `command:PROGRAM ARGS…` — an external signer, run without a shell: `PROGRAM ARGS… public-key` prints the hex
 //!   public key; `PROGRAM ARGS… sign` reads a hex message on stdin and prints the hex signature. `ice signer --key
 //!   FILE` speaks this protocol, so `command:sudo -n -u ice-signer ice signer --key /etc/ice/ledger.key` keeps the

@@ -61,6 +61,9 @@ fn checkpoint(home: &IceHome, rt: &Runtime, size: Option<u64>, origin: Option<St
             c.to_seq
         }
     };
+    // Signing a statement about the ledger with its key is an operator's act, as `ice checkpoint` is.
+    let who = crate::commands::caller(rt, None)?;
+    rt.require(&who, ice_core::Role::Operator, "tlog checkpoint")?;
     let signer = home.signing_key()?.ok_or_else(|| {
         CliError::Coded(ErrorCode::BadConfig, "this process cannot use the ledger's signing key".into())
     })?;

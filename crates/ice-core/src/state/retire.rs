@@ -27,7 +27,8 @@ use crate::error::Rejection;
 use crate::ids::{EventId, RunId, Timestamp};
 
 impl LedgerState {
-    /// Retires every settled record (see the module docs).
+    /// Retires every settled record (see the module docs). It fails only if a record cannot be encoded for its
+    /// hash, which the record types rule out; the fold would then report the ledger undecodable.
     pub(super) fn retire_settled(&mut self, now: Timestamp) -> Result<(), Rejection> {
         let settled: Vec<EventId> =
             self.authority.proposals().values().filter(|p| self.is_settled(p, now)).map(|p| p.id).collect();

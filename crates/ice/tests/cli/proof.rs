@@ -442,6 +442,9 @@ fn the_signing_key_can_live_outside_the_home() {
 #[test]
 fn tlog_checkpoints_and_consistency_proofs_follow_the_standards() {
     let (ice, _) = ledger();
+    let agent = ice.token("agent:a", "agent");
+    let out = ice.run_token(&agent, &["tlog", "checkpoint"]);
+    assert!(stderr(&out).contains("ICE-E0905"), "signing with the ledger's key is an operator's: {}", stderr(&out));
     let note = ice.ok(&["tlog", "checkpoint"]);
     let parsed = ice_core::tlog::parse_checkpoint_note(&note).unwrap_or_else(|| panic!("not a note: {note}"));
     assert_eq!(parsed.size, checkpoints(&ice).last().unwrap().1.to_seq, "the latest signed checkpoint's size");
