@@ -60,6 +60,8 @@ fn ledger(dir: &std::path::Path, events: usize, proposals: usize) -> Result<Runt
         let mut batch = drafts(n, &clock, &ids)?;
         for d in &mut batch {
             d.run_id = Some(run.id);
+            // Agents' notes carry the credential behind them, as the runtime stamps them (the fold checks it).
+            d.acted_by = Some(bench_agent.attribution().clone());
         }
         rt.store().append(AppendRequest::new(batch)).map_err(bench_err)?;
         written += n;
