@@ -227,3 +227,22 @@ fn bench_history_reports_memory_and_command_latency() {
     let rows: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).collect();
     assert_eq!(rows.len(), 2, "{text}");
 }
+
+/// The proof benchmarks and the multi-instance propose benchmark run end to end on small ledgers, so a change that
+/// breaks their generators (as the trust model once did, silently) fails here rather than when figures are due.
+#[test]
+fn proof_and_instance_benchmarks_run() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::bin()).args(args).output().unwrap();
+        let text = crate::stdout(&out);
+        assert!(out.status.success(), "ice {args:?}: {text}{}", crate::stderr(&out));
+        text
+    };
+    let replay = run(&["bench", "replay", "--events", "3000", "--proposals", "30"]);
+    assert!(replay.contains("= live root"), "{replay}");
+    let verify = run(&["bench", "verify", "--events", "3000"]);
+    assert!(verify.contains("ratio verify / raw blake3"), "{verify}");
+    let instances = run(&["bench", "propose", "--instances", "1,2", "--agents", "2", "--seconds", "0.3"]);
+    assert_eq!(instances.matches("RATIO durable / in-memory").count(), 2, "{instances}");
+    assert!(instances.contains("2 instance(s):"), "{instances}");
+}
