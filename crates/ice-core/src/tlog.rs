@@ -322,6 +322,22 @@ mod tests {
         }
     }
 
+    /// The example checkpoint of the C2SP tlog-checkpoint / tlog-witness specs parses as the grammar says.
+    #[test]
+    fn the_spec_example_checkpoint_parses() {
+        let note = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\u{2014} \
+                    example.com/behind-the-sofa \
+                    Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n";
+        let c = parse_checkpoint_note(note).unwrap();
+        assert_eq!((c.origin.as_str(), c.size), ("example.com/behind-the-sofa", 20_852_163));
+        assert_eq!(B64.encode(c.root), "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=");
+        assert_eq!(c.body, "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n");
+        assert_eq!(c.signatures.len(), 1);
+        assert_eq!(c.signatures[0].0, "example.com/behind-the-sofa");
+        assert_eq!(c.signatures[0].1, [0x03, 0x3d, 0xe0, 0xae]);
+        assert_eq!(c.signatures[0].2.len(), 64);
+    }
+
     #[test]
     fn a_signed_checkpoint_note_round_trips() {
         use ed25519_dalek::{Signer, SigningKey};

@@ -760,6 +760,10 @@ pub enum TlogCommand {
         /// The newer tree size (default: the ledger's head).
         #[arg(long)]
         to: Option<u64>,
+        /// Print instead the body of a C2SP tlog-witness `add-checkpoint` request: `old FROM`, the proof, a blank
+        /// line and the signed checkpoint of size TO (operator: it signs with the ledger's key).
+        #[arg(long)]
+        witness_request: bool,
     },
     /// Check a signed checkpoint note: its signature by KEY, and its root against this ledger's events (exit 1 if
     /// either fails).

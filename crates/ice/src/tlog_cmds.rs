@@ -24,7 +24,7 @@ pub fn run(home: &IceHome, cmd: TlogCommand) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     match cmd {
         TlogCommand::Checkpoint { size, origin } => checkpoint(home, &rt, size, origin),
-        TlogCommand::Consistency { from, to } => consistency(&rt, from, to),
+        TlogCommand::Consistency { from, to, witness_request } => consistency(home, &rt, from, to, witness_request),
         TlogCommand::Verify { note, key } => verify(home, &rt, &note, key.as_deref()),
     }
 }
@@ -61,6 +61,19 @@ fn checkpoint(home: &IceHome, rt: &Runtime, size: Option<u64>, origin: Option<St
             c.to_seq
         }
     };
+    let root = tree_hash(&leaves(rt, size)?);
+    print!("{}", signed_checkpoint(home, rt, origin, size, &root)?);
+    Ok(exit::OK)
+}
+
+/// The C2SP checkpoint note for the tree of `size` events with `root`, signed with the ledger's key.
+fn signed_checkpoint(
+    home: &IceHome,
+    rt: &Runtime,
+    origin: Option<String>,
+    size: u64,
+    root: &TreeHash,
+) -> Result<String, CliError> {
     // Signing a statement about the ledger with its key is an operator's act, as `ice checkpoint` is.
     let who = crate::commands::caller(rt, None)?;
     rt.require(&who, ice_core::Role::Operator, "tlog checkpoint")?;
@@ -71,14 +84,12 @@ fn checkpoint(home: &IceHome, rt: &Runtime, size: Option<u64>, origin: Option<St
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| CliError::Coded(ErrorCode::BadConfig, "the signer's public key is not 32 bytes".into()))?;
     let origin = origin.unwrap_or_else(|| format!("ice-ledger/{}", signer.public_hex()));
-    let root = tree_hash(&leaves(rt, size)?);
-    let body = checkpoint_body(&origin, size, &root);
+    let body = checkpoint_body(&origin, size, root);
     let signature = signer.sign(body.as_bytes()).map_err(|e| CliError::Coded(ErrorCode::BadConfig, e))?;
-    print!("{}", signed_note(&body, &origin, &public, &signature));
-    Ok(exit::OK)
+    Ok(signed_note(&body, &origin, &public, &signature))
 }
 
-fn consistency(rt: &Runtime, from: u64, to: Option<u64>) -> Result<u8, CliError> {
+fn consistency(home: &IceHome, rt: &Runtime, from: u64, to: Option<u64>, request: bool) -> Result<u8, CliError> {
     let to = match to {
         Some(t) => t,
         None => head(rt)?,
@@ -92,6 +103,16 @@ fn consistency(rt: &Runtime, from: u64, to: Option<u64>) -> Result<u8, CliError>
     let proof = consistency_proof(m, &all);
     if !verify_consistency(from, to, &old, &new, &proof) {
         return Err(CliError::Coded(ErrorCode::LedgerCorrupt, "the computed proof does not verify".into()));
+    }
+    if request {
+        // tlog-witness add-checkpoint: `old SIZE`, the proof lines, a blank line, the signed checkpoint.
+        let note = signed_checkpoint(home, rt, None, to, &new)?;
+        println!("old {from}");
+        for h in &proof {
+            println!("{}", B64.encode(h));
+        }
+        print!("\n{note}");
+        return Ok(exit::OK);
     }
     println!("old {from} {}", B64.encode(old));
     println!("new {to} {}", B64.encode(new));

@@ -466,6 +466,16 @@ fn tlog_checkpoints_and_consistency_proofs_follow_the_standards() {
     let hashes: Vec<[u8; 32]> = lines.map(|l| root(Some(l))).collect();
     assert!(ice_core::tlog::verify_consistency(3, parsed.size, &old, &new, &hashes));
     assert!(!ice_core::tlog::verify_consistency(3, parsed.size, &new, &new, &hashes), "a forged old root fails");
+    // The same proof as a tlog-witness add-checkpoint request body: `old 3`, proof lines, blank line, signed note.
+    let size = parsed.size.to_string();
+    let request = ice.ok(&["tlog", "consistency", "--from", "3", "--to", &size, "--witness-request"]);
+    let (head, note_text) = request.split_once("\n\n").unwrap();
+    let mut lines = head.lines();
+    assert_eq!(lines.next(), Some("old 3"));
+    let proof_lines: Vec<[u8; 32]> = lines.map(|l| root(Some(l))).collect();
+    assert_eq!(proof_lines, hashes);
+    let note_in_request = ice_core::tlog::parse_checkpoint_note(note_text).unwrap();
+    assert_eq!((note_in_request.size, note_in_request.root), (parsed.size, parsed.root));
 
     // A note whose size was changed no longer carries a valid signature.
     let altered = note.replacen(&format!("\n{}\n", parsed.size), &format!("\n{}\n", parsed.size - 1), 1);
