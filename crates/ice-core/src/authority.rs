@@ -116,11 +116,6 @@ impl AuthorityState {
         self.proposals.retire(&id).map(|_| ())
     }
 
-    /// How many proposals have retired.
-    pub fn retired_proposals(&self) -> u64 {
-        self.proposals.retired_count()
-    }
-
     /// Grants by id.
     pub fn grants(&self) -> &BTreeMap<EventId, Grant> {
         self.grants.as_map()

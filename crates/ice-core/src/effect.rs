@@ -247,11 +247,6 @@ impl EffectState {
         self.effects.retire(&id).map(|_| ())
     }
 
-    /// How many permits, approvals and effects have retired.
-    pub fn retired_counts(&self) -> (u64, u64, u64) {
-        (self.permits.retired_count(), self.approvals.retired_count(), self.effects.retired_count())
-    }
-
     /// Live permits held by an agent (what a suspension revokes).
     pub fn live_permits_of<'a>(&'a self, agent: &'a Principal, now: Timestamp) -> impl Iterator<Item = EventId> + 'a {
         self.permits

@@ -146,12 +146,17 @@ impl CheckpointSigner {
         }
     }
 
+    /// The public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        match self {
+            Self::Local(k) => k.verifying_key().to_bytes(),
+            Self::Command { public, .. } => public.to_bytes(),
+        }
+    }
+
     /// The public key, hex.
     pub fn public_hex(&self) -> String {
-        match self {
-            Self::Local(k) => to_hex(k.verifying_key().as_bytes()),
-            Self::Command { public, .. } => to_hex(public.as_bytes()),
-        }
+        to_hex(&self.public_key())
     }
 
     /// Signs `message`; a signature that does not verify with the public key is an error, never returned.

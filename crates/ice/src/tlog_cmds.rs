@@ -6,14 +6,13 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ice_core::ErrorCode;
 use ice_core::checkpoint::from_hex;
 use ice_core::tlog::{
     TreeHash, checkpoint_body, consistency_proof, leaf_hash, note_key_id, parse_checkpoint_note, signed_note,
     tree_hash, verify_consistency,
 };
-use ice_core::{ErrorCode, EventKind};
 use ice_runtime::{IceHome, Runtime};
-use ice_store::EventQuery;
 
 use crate::cli::TlogCommand;
 use crate::exit;
@@ -49,17 +48,9 @@ fn leaves(rt: &Runtime, size: u64) -> Result<Vec<TreeHash>, CliError> {
 fn checkpoint(home: &IceHome, rt: &Runtime, size: Option<u64>, origin: Option<String>) -> Result<u8, CliError> {
     let size = match size {
         Some(s) => s,
-        None => {
-            let all = rt.store().read(&EventQuery {
-                kind: Some(EventKind::Checkpoint),
-                limit: usize::MAX,
-                ..EventQuery::default()
-            })?;
-            let last = all.last().ok_or_else(|| bad("no signed checkpoint yet: pass --size".into()))?;
-            let c: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(last.payload.as_str())
-                .map_err(|e| CliError::Coded(ErrorCode::CheckpointInvalid, format!("seq {}: {e}", last.seq)))?;
-            c.to_seq
-        }
+        None => rt
+            .with_state(|s| s.last_checkpoint().map(|m| m.to_seq))?
+            .ok_or_else(|| bad("no signed checkpoint yet: pass --size".into()))?,
     };
     let root = tree_hash(&leaves(rt, size)?);
     print!("{}", signed_checkpoint(home, rt, origin, size, &root)?);
@@ -80,9 +71,7 @@ fn signed_checkpoint(
     let signer = home.signing_key()?.ok_or_else(|| {
         CliError::Coded(ErrorCode::BadConfig, "this process cannot use the ledger's signing key".into())
     })?;
-    let public: [u8; 32] = from_hex(&signer.public_hex())
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| CliError::Coded(ErrorCode::BadConfig, "the signer's public key is not 32 bytes".into()))?;
+    let public = signer.public_key();
     let origin = origin.unwrap_or_else(|| format!("ice-ledger/{}", signer.public_hex()));
     let body = checkpoint_body(&origin, size, root);
     let signature = signer.sign(body.as_bytes()).map_err(|e| CliError::Coded(ErrorCode::BadConfig, e))?;

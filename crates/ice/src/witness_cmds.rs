@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signer, SigningKey};
-use ice_core::checkpoint::{CheckpointPayload, from_hex, to_hex};
+use ice_core::checkpoint::{CheckpointPayload, to_hex};
 use ice_core::witness::{WitnessState, WitnessedCheckpoint, cosign_message};
 use ice_core::{ErrorCode, EventHash, EventKind, Seq};
 use ice_runtime::IceHome;
+use ice_runtime::signer::{CheckpointSigner, KeySpec, create_key_file};
 use ice_store::{EventQuery, Store, VerifyOptions, Witnessed, verify_ledger_signed};
 
 use crate::exit;
@@ -16,22 +16,18 @@ fn state_error(message: String) -> CliError {
     CliError::Coded(ErrorCode::WitnessStateInvalid, message)
 }
 
-/// The witness's signing key from `path` (a hex seed), created with mode 0600 when missing.
-fn load_or_create_key(path: &Path) -> Result<SigningKey, CliError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let seed: [u8; 32] = from_hex(text.trim())
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| state_error(format!("{} does not hold a hex ed25519 seed", path.display())))?;
-            Ok(SigningKey::from_bytes(&seed))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// The witness's signing key from `path` (a hex seed, read as a `file:` signing key is), created with mode 0600
+/// when missing.
+fn load_or_create_key(path: &Path) -> Result<CheckpointSigner, CliError> {
+    let spec = KeySpec::File(path.to_owned());
+    match CheckpointSigner::load(&spec).map_err(|e| state_error(e.message))? {
+        Some(signer) => Ok(signer),
+        None if !path.exists() => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| state_error(format!("no OS randomness for a key: {e}")))?;
-            write_private(path, &format!("{}\n", to_hex(&seed)))?;
-            Ok(SigningKey::from_bytes(&seed))
+            create_key_file(path, seed).map_err(|e| state_error(e.message))
         }
-        Err(e) => Err(state_error(format!("cannot read {}: {e}", path.display()))),
+        None => Err(state_error(format!("cannot read the witness key {}", path.display()))),
     }
 }
 
@@ -75,7 +71,7 @@ fn ledger_key(store: &dyn Store) -> Result<String, CliError> {
 pub fn witness(home: &IceHome, state_path: &Path, key: Option<&Path>, log_key: Option<&str>) -> Result<u8, CliError> {
     let key_path = key.map_or_else(|| PathBuf::from(format!("{}.key", state_path.display())), Path::to_owned);
     let signing = load_or_create_key(&key_path)?;
-    let public = to_hex(signing.verifying_key().as_bytes());
+    let public = signing.public_hex();
     let mut state = read_state(state_path)?.unwrap_or_else(|| WitnessState::new(public.clone()));
     if state.witness_key != public {
         return Err(state_error(format!(
@@ -134,7 +130,8 @@ pub fn witness(home: &IceHome, state_path: &Path, key: Option<&Path>, log_key: O
         witnessed_at: ice_core::Clock::now(&ice_runtime::SystemClock),
         cosignature: String::new(),
     };
-    cosigned.cosignature = to_hex(&signing.sign(&cosign_message(&log, &cosigned)).to_bytes());
+    let cosignature = signing.sign(&cosign_message(&log, &cosigned)).map_err(state_error)?;
+    cosigned.cosignature = to_hex(&cosignature);
     state.logs.insert(log.clone(), cosigned);
     let text = serde_json::to_string_pretty(&state).map_err(|e| state_error(e.to_string()))?;
     write_private(state_path, &format!("{text}\n"))?;
