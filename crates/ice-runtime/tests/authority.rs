@@ -14,19 +14,7 @@ use ice_runtime::{GrantInput, Presented, ProposalInput, RuntimeError};
 use ice_store::EventQuery;
 use proptest::prelude::*;
 
-use common::{HOUR, Ledger};
-
-fn write(run: &str, path: &str) -> ProposalInput {
-    ProposalInput {
-        run: Some(run.into()),
-        action: "fs.write".into(),
-        resource: format!("file:{path}"),
-        args: format!(r#"{{"path":"{path}","content":"x"}}"#),
-        purpose: "test".into(),
-        cost_estimate: Cost::of(Dimension::Calls, 1),
-        ..ProposalInput::default()
-    }
-}
+use common::{HOUR, Ledger, write};
 
 fn grant(to: &str, ttl: Option<i64>, max_uses: Option<u64>) -> GrantInput {
     GrantInput {

@@ -14,6 +14,19 @@ pub fn test_key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[9u8; 32])
 }
 
+/// An `fs.write` of `path` in `run` costing one call: the proposal most tests decide.
+pub fn write(run: &str, path: &str) -> ice_runtime::ProposalInput {
+    ice_runtime::ProposalInput {
+        run: Some(run.into()),
+        action: "fs.write".into(),
+        resource: format!("file:{path}"),
+        args: format!(r#"{{"path":"{path}","content":"x"}}"#),
+        purpose: "test".into(),
+        cost_estimate: ice_core::Cost::of(ice_core::Dimension::Calls, 1),
+        ..ice_runtime::ProposalInput::default()
+    }
+}
+
 /// One hour in microseconds.
 pub const HOUR: i64 = 3_600_000_000;
 

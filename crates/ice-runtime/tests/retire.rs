@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Ledger;
+use common::{Ledger, write};
 use ice_core::budget::{BudgetKey, BudgetScope, Period};
 use ice_core::{Dimension, ErrorCode, EventKind, LedgerState, RunId};
 use ice_effects::{Effectors, EffectsConfig};
@@ -28,16 +28,6 @@ fn live(l: &Ledger) -> [usize; 5] {
 
 fn root(l: &Ledger) -> String {
     l.rt.with_state(|s| s.state_root().unwrap()).unwrap()
-}
-
-fn write(run: &str, path: &str) -> ProposalInput {
-    ProposalInput {
-        run: Some(run.into()),
-        action: "fs.write".into(),
-        resource: format!("file:{path}"),
-        args: format!(r#"{{"path":"{path}","content":"x"}}"#),
-        ..ProposalInput::default()
-    }
 }
 
 /// An open grant of `action` on `resource` to `who`.
