@@ -190,7 +190,41 @@ pub struct Budgets {
     open: crate::hashed::HashedMap<EventId, Vec<Charge>>,
 }
 
+/// Where one budget line stands in the current period, as `ice budget show` and `GET /v1/budgets` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetUsage {
+    /// `scope/dimension/period`.
+    pub budget: String,
+    /// The limit.
+    pub limit: u64,
+    /// Settled in the current period.
+    pub spent: u64,
+    /// Reserved by open permits in the current period.
+    pub reserved: u64,
+    /// What is left.
+    pub left: u64,
+}
+
 impl Budgets {
+    /// Every line's usage in the period `now` falls in.
+    pub fn usage(&self, now: Timestamp) -> Vec<BudgetUsage> {
+        self.lines
+            .iter()
+            .map(|(key, line)| {
+                let bucket = key.period.bucket(now);
+                let spent = line.spent.get(&bucket).copied().unwrap_or(0);
+                let reserved = line.reserved.get(&bucket).copied().unwrap_or(0);
+                BudgetUsage {
+                    budget: key.to_string(),
+                    limit: line.limit,
+                    spent,
+                    reserved,
+                    left: line.limit.saturating_sub(spent.saturating_add(reserved)),
+                }
+            })
+            .collect()
+    }
+
     /// Every budget line.
     pub fn lines(&self) -> &BTreeMap<BudgetKey, BudgetLine> {
         &self.lines

@@ -171,11 +171,21 @@ pub enum ErrorCode {
     /// An effect made exactly-once by a journal was started against another instance's journal: retrying it here
     /// could run it twice.
     RetryElsewhere,
+    /// A token (or, unauthenticated, a client address) sent more requests than its rate allows.
+    RateLimited,
+    /// A request body is larger than the server accepts.
+    RequestTooLarge,
+    /// A request did not finish within the server's time limit.
+    RequestTimeout,
+    /// No endpoint has this path and method.
+    NoRoute,
+    /// The server is at its concurrency limit and shed the request.
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 79] = [
+    pub const ALL: [ErrorCode; 84] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -255,6 +265,11 @@ impl ErrorCode {
         ErrorCode::WitnessStateInvalid,
         ErrorCode::NoCheckpoint,
         ErrorCode::RetryElsewhere,
+        ErrorCode::RateLimited,
+        ErrorCode::RequestTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::NoRoute,
+        ErrorCode::Overloaded,
     ];
 }
 
@@ -334,6 +349,11 @@ impl ErrorCode {
             Self::WitnessStateInvalid => "ICE-E0512",
             Self::NoCheckpoint => "ICE-E0513",
             Self::RetryElsewhere => "ICE-E0818",
+            Self::RateLimited => "ICE-E0910",
+            Self::RequestTooLarge => "ICE-E0911",
+            Self::RequestTimeout => "ICE-E0912",
+            Self::NoRoute => "ICE-E0913",
+            Self::Overloaded => "ICE-E0914",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -492,6 +512,22 @@ impl ErrorCode {
                  ran); if that home is lost, check the target yourself and record what happened with `ice effects \
                  resolve EFFECT --completed|--failed`"
             }
+            Self::RateLimited => {
+                "slow down: wait the number of seconds in the Retry-After header; an operator can raise \
+                 [server] rate_per_token"
+            }
+            Self::RequestTooLarge => {
+                "send a smaller body (the limit is [server] max_body_bytes); large effect output is fetched by hash, \
+                 not sent in a request"
+            }
+            Self::RequestTimeout => {
+                "the request took longer than [server] request_timeout_secs; for approvals pass a shorter `wait` and \
+                 poll the proposal, and check whether a write landed before retrying it (GET /v1/events)"
+            }
+            Self::NoRoute => "see GET /v1/openapi.json for the endpoints and their methods",
+            Self::Overloaded => {
+                "the server is at [server] max_concurrent_requests; retry after a short pause with backoff"
+            }
             Self::NoCheckpoint => {
                 "nothing in this ledger is signed, so nothing proves it was not rewritten: if it is yours and intact \
                  (verify the chain against a copy you trust), sign one with `ice checkpoint`; otherwise restore it \
@@ -636,6 +672,11 @@ mod code_table {
             ErrorCode::WitnessStateInvalid => 76,
             ErrorCode::NoCheckpoint => 77,
             ErrorCode::RetryElsewhere => 78,
+            ErrorCode::RateLimited => 79,
+            ErrorCode::RequestTooLarge => 80,
+            ErrorCode::RequestTimeout => 81,
+            ErrorCode::NoRoute => 82,
+            ErrorCode::Overloaded => 83,
         }
     }
 

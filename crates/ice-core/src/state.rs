@@ -50,6 +50,21 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The JSON form the CLI (`--json`) and the API show.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": self.id.to_string(),
+            "state": self.state.as_str(),
+            "label": self.label,
+            "created_by": self.created_by.to_string(),
+            "created_at": self.created_at.to_rfc3339(),
+            "updated_at": self.updated_at.to_rfc3339(),
+            "events": self.events,
+            "last_seq": self.last_seq.0,
+            "last_reason": self.last_reason,
+        })
+    }
+
     /// The record a `RunCreated` event starts (`None` for any other event).
     fn created(e: &Event) -> Option<Self> {
         let id = e.run_id.filter(|_| e.kind == EventKind::RunCreated)?;

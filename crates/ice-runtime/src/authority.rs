@@ -44,6 +44,25 @@ pub struct DecisionOutcome {
     pub events: Vec<Event>,
 }
 
+impl DecisionOutcome {
+    /// The JSON form the CLI (`--json`) and the API show: the decision, the proposal and decision ids, and the
+    /// permit or approval it produced.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(&self.decision).unwrap_or(Value::Null);
+        v["proposal_id"] = json!(self.proposal.event_id.to_string());
+        v["decision_event_id"] = json!(self.decision_event.event_id.to_string());
+        v["decision_seq"] = json!(self.decision_event.seq.0);
+        for e in &self.events {
+            match e.kind {
+                EventKind::PermitIssued => v["permit_id"] = json!(e.event_id.to_string()),
+                EventKind::ApprovalRequested => v["approval_id"] = json!(e.event_id.to_string()),
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
 /// A structurally checked proposal (see [`Runtime::prepare_proposal`]).
 #[derive(Debug, Clone)]
 pub struct PreparedProposal {

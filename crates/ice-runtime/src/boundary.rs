@@ -57,6 +57,16 @@ pub struct ExecOutcome {
     pub failure: Option<(ErrorCode, String)>,
 }
 
+impl ExecOutcome {
+    /// The JSON form the CLI (`--json`) and the API show.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"status": self.status, "effect_id": self.started.event_id.to_string(),
+            "outcome_id": self.outcome.event_id.to_string(), "outcome_seq": self.outcome.seq.0,
+            "evidence": self.evidence,
+            "failure": self.failure.as_ref().map(|(c, m)| serde_json::json!({"code": c.as_str(), "message": m}))})
+    }
+}
+
 /// This process as recorded in `EffectStarted.instance`: `machine:pid:start-ticks`, where `machine` is
 /// `hostname@machine-id` (the hostname for people, the machine id — `/etc/machine-id` — for identity: two hosts
 /// named alike must not judge each other's processes), or the bare hostname where there is no machine id.

@@ -161,9 +161,17 @@ impl Runtime {
     /// and returned with its code: `ICE-E0901` unmapped user, `E0902` bad token, `E0903` revoked, `E0904` expired,
     /// `E0906` acting for a principal the credential may not act for, `E0907` a reserved principal.
     pub fn authenticate(&self, presented: &Presented<'_>) -> Result<Caller, RuntimeError> {
+        self.authenticate_recording(presented, true)
+    }
+
+    /// [`Runtime::authenticate`] that records a refusal only when `record` is true. A network front end records
+    /// refused credentials at a bounded rate, so a flood of bad tokens cannot fill the ledger, and counts the rest;
+    /// the refusal returned is the same either way (without its record when none was written).
+    pub fn authenticate_recording(&self, presented: &Presented<'_>, record: bool) -> Result<Caller, RuntimeError> {
         match self.authenticate_quietly(presented) {
             Ok(c) => Ok(c),
-            Err(rejection) => Err(self.refuse(rejection, attempt_of(presented), None)),
+            Err(rejection) if record => Err(self.refuse(rejection, attempt_of(presented), None)),
+            Err(rejection) => Err(RuntimeError::Rejected { rejection, record: None }),
         }
     }
 
@@ -258,6 +266,31 @@ impl Runtime {
         let r = Rejection::new(
             ErrorCode::RoleRequired,
             format!("{what} needs the {role} role ({} has {})", caller.attribution.principal, caller.roles()),
+        );
+        Err(self.refuse(r, json!({"act": what, "caller": caller.attribution.to_string()}), None))
+    }
+
+    /// Refuses a request a front end turned away before it reached any other runtime method (no credential at
+    /// all), recording the refusal only when `record` is true (see [`Runtime::authenticate_recording`]).
+    pub fn refuse_request(&self, rejection: Rejection, attempt: serde_json::Value, record: bool) -> RuntimeError {
+        if record { self.refuse(rejection, attempt, None) } else { RuntimeError::Rejected { rejection, record: None } }
+    }
+
+    /// [`Runtime::require`] for acts any of several roles may do (reading the ledger over the API: auditor,
+    /// operator or approver). Refused callers are recorded like any other refusal.
+    pub fn require_any(&self, caller: &Caller, roles: &[Role], what: &str) -> Result<(), RuntimeError> {
+        if roles.iter().any(|r| caller.has(*r)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let r = Rejection::new(
+            ErrorCode::RoleRequired,
+            format!(
+                "{what} needs one of the roles {} ({} has {})",
+                names.join(", "),
+                caller.attribution.principal,
+                caller.roles()
+            ),
         );
         Err(self.refuse(r, json!({"act": what, "caller": caller.attribution.to_string()}), None))
     }

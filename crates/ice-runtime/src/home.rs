@@ -73,6 +73,9 @@ pub struct Config {
     /// Local OS users and the principal and roles each one is (`[[users]]`).
     #[serde(default)]
     pub users: Vec<crate::caller::LocalUser>,
+    /// `ice serve`: listen address and limits.
+    #[serde(default)]
+    pub server: crate::server_config::ServerConfig,
 }
 
 /// The `[store]` table.
@@ -177,6 +180,7 @@ impl Config {
             runtime: RuntimeConfig::default(),
             effects: ice_effects::EffectsConfig::default(),
             users: Vec::new(),
+            server: crate::server_config::ServerConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod proposal_input;
 mod replay;
 mod rollback;
 mod runtime;
+pub mod server_config;
 pub mod signer;
 mod snapshot;
 mod system;

@@ -12,7 +12,9 @@ mod verify;
 
 use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, EventKind, Rejection, RunId, Seq, Timestamp};
 
-pub use verify::{SignedSummary, VerifyOptions, VerifyProgress, Witnessed, verify_ledger, verify_ledger_signed};
+pub use verify::{
+    SignedSummary, VerifyOptions, VerifyProgress, Witnessed, check_signed_coverage, verify_ledger, verify_ledger_signed,
+};
 
 /// One atomic append: drafts that commit together, in order, or not at all.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -253,3 +253,28 @@ fn check_signature(e: &ice_core::Event, c: &CheckpointPayload, options: &VerifyO
     }
     Ok(())
 }
+
+/// A chain that verifies is not enough when most of it is signed by nothing: truncating or rewriting an unsigned
+/// tail leaves no trace. Refuses a non-empty ledger without any signed checkpoint (`NoCheckpoint`) and an unsigned
+/// tail longer than `tail_bound` (`UnsignedTail`; 0: no bound). What `ice verify` and `GET /v1/verify` both apply.
+pub fn check_signed_coverage(s: SignedSummary, tail_bound: u64) -> Result<SignedSummary, VerifyFailure> {
+    if s.checkpoints == 0 && s.chain.events > 0 {
+        Err(VerifyFailure {
+            seq: Seq(1),
+            code: ErrorCode::NoCheckpoint,
+            message: format!("{} event(s) and not one signed checkpoint", s.chain.events),
+        })
+    } else if tail_bound > 0 && s.unsigned_tail > tail_bound {
+        Err(VerifyFailure {
+            seq: Seq(s.chain.head.seq.0.saturating_sub(s.unsigned_tail) + 1),
+            code: ErrorCode::UnsignedTail,
+            message: format!(
+                "{} event(s) follow the last signed checkpoint ({} checkpoint(s) in all); the bound is {tail_bound} \
+                 ([runtime] max_unsigned_tail)",
+                s.unsigned_tail, s.checkpoints
+            ),
+        })
+    } else {
+        Ok(s)
+    }
+}

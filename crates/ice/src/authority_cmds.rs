@@ -33,17 +33,7 @@ fn bad(msg: impl Into<String>) -> CliError {
 pub fn print_decision(o: &DecisionOutcome, json_out: bool) {
     let d = &o.decision;
     if json_out {
-        let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
-        v["proposal_id"] = json!(o.proposal.event_id.to_string());
-        v["decision_event_id"] = json!(o.decision_event.event_id.to_string());
-        v["decision_seq"] = json!(o.decision_event.seq.0);
-        for e in &o.events {
-            match e.kind {
-                ice_core::EventKind::PermitIssued => v["permit_id"] = json!(e.event_id.to_string()),
-                ice_core::EventKind::ApprovalRequested => v["approval_id"] = json!(e.event_id.to_string()),
-                _ => {}
-            }
-        }
+        let v = o.to_json();
         println!("{v}");
         return;
     }
@@ -275,22 +265,15 @@ pub fn budget(home: &IceHome, cmd: BudgetCommand) -> Result<u8, CliError> {
 
 fn show_budgets(rt: &Runtime, json_out: bool) -> Result<(), CliError> {
     let now = rt.now();
-    let lines: Vec<_> = rt.with_state(|s| s.authority().budgets().lines().clone().into_iter().collect())?;
+    let lines = rt.with_state(|s| s.authority().budgets().usage(now))?;
     if !json_out {
         println!("{:<60}  {:>12}  {:>12}  {:>12}  {:>12}", "BUDGET", "LIMIT", "SPENT", "RESERVED", "LEFT");
     }
-    for (key, line) in lines {
-        let bucket = key.period.bucket(now);
-        let spent = line.spent.get(&bucket).copied().unwrap_or(0);
-        let reserved = line.reserved.get(&bucket).copied().unwrap_or(0);
-        let left = line.limit.saturating_sub(spent + reserved);
+    for u in lines {
         if json_out {
-            println!(
-                "{}",
-                json!({"budget": key.to_string(), "limit": line.limit, "spent": spent, "reserved": reserved, "left": left})
-            );
+            println!("{}", serde_json::to_value(&u).unwrap_or(Value::Null));
         } else {
-            println!("{:<60}  {:>12}  {spent:>12}  {reserved:>12}  {left:>12}", key.to_string(), line.limit);
+            println!("{:<60}  {:>12}  {:>12}  {:>12}  {:>12}", u.budget, u.limit, u.spent, u.reserved, u.left);
         }
     }
     Ok(())

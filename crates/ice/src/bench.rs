@@ -52,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
             let dir = std::env::current_dir().map_err(bench_err)?;
             crate::bench_instances::worker(&dir, &run, first, agents, seconds)
         }
+        BenchCommand::Serve { rates, seconds, clients } => crate::bench_serve::run(&rates, seconds, clients),
         BenchCommand::Verify { events } => crate::bench_proof::verify(events),
         BenchCommand::Replay { events, proposals } => crate::bench_proof::replay(events, proposals),
         #[cfg(feature = "postgres")]

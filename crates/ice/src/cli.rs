@@ -203,6 +203,18 @@ pub enum Command {
     },
     /// List the event kinds of the taxonomy, with their family and who may emit them.
     Kinds,
+    /// Serve the HTTP + WebSocket API (`/v1`, `/metrics`, `/healthz`) over this home's ledger until SIGTERM/SIGINT.
+    Serve {
+        /// Address to listen on (default `[server] listen`, `127.0.0.1:7030`).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Log as JSON lines (default `[server] log_format`).
+        #[arg(long)]
+        log_json: bool,
+        /// Print the OpenAPI document and exit (no home needed).
+        #[arg(long)]
+        openapi: bool,
+    },
     /// Run a scripted end-to-end scenario on a temporary ledger and print its audit trail.
     Demo {
         /// Keep the demo ledger in this directory instead of a temporary one.

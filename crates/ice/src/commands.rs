@@ -67,6 +67,13 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             kinds();
             Ok(exit::OK)
         }
+        Command::Serve { listen, log_json, openapi } => {
+            if openapi {
+                println!("{}", ice_server::openapi_json());
+                return Ok(exit::OK);
+            }
+            crate::serve::run(&home()?, listen.as_deref(), log_json)
+        }
         Command::Demo { keep } => demo::run(keep.as_deref()),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Migrate { from, to } => crate::migrate::run(&home()?, from.as_deref(), &to),
@@ -160,7 +167,7 @@ pub fn resolve_run(rt: &Runtime, text: &str) -> Result<RunId, CliError> {
 
 fn print_run(r: &ice_core::RunRecord, json: bool) {
     if json {
-        println!("{}", render::run_json(r));
+        println!("{}", r.to_json());
     } else {
         println!("{}  {}", r.id, r.state);
     }
@@ -194,7 +201,7 @@ fn run_command(home: &IceHome, cmd: RunCommand) -> Result<u8, CliError> {
                 rt.with_state(|s| (s.runs().cloned().collect(), s.retired_runs()))?;
             if json {
                 for r in &runs {
-                    println!("{}", render::run_json(r));
+                    println!("{}", r.to_json());
                 }
             } else {
                 println!("{}", render::run_header());
@@ -408,7 +415,7 @@ fn inspect(home: &IceHome, id: &str, json: bool) -> Result<u8, CliError> {
     };
     let events = rt.store().read(&EventQuery { run: Some(run), limit: usize::MAX, ..EventQuery::default() })?;
     if json {
-        let mut v = render::run_json(&record);
+        let mut v = record.to_json();
         v["history"] = events.iter().map(ice_core::Event::to_json).collect();
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {

@@ -24,12 +24,7 @@ pub fn exec(home: &IceHome, args: &ExecArgs) -> Result<u8, CliError> {
     let input = ExecInput { permit: args.permit.clone(), args: args.args.as_deref().map(read_payload).transpose()? };
     let out = rt.execute(&who, &input)?;
     if args.json {
-        println!(
-            "{}",
-            json!({"status": out.status, "effect_id": out.started.event_id.to_string(),
-                "outcome_id": out.outcome.event_id.to_string(), "outcome_seq": out.outcome.seq.0,
-                "evidence": out.evidence, "failure": out.failure.as_ref().map(|(c, m)| json!({"code": c.as_str(), "message": m}))})
-        );
+        println!("{}", out.to_json());
     } else {
         match (&out.evidence, &out.failure) {
             (Some(ev), _) => {

@@ -9,6 +9,7 @@ mod bench_instances;
 mod bench_pg;
 mod bench_proof;
 mod bench_propose;
+mod bench_serve;
 mod bundle_cmds;
 mod cli;
 mod commands;
@@ -17,6 +18,7 @@ mod effect_cmds;
 mod migrate;
 mod proof_cmds;
 mod render;
+mod serve;
 mod tlog_cmds;
 mod witness_cmds;
 

@@ -70,30 +70,7 @@ pub fn verify_store(
     let bar = crate::bench::progress_bar(store.head()?.map_or(0, |h| h.seq.0), "verifying");
     let result = verify_ledger_signed(store, &options, &mut |p| bar.set_position(p.checked))?;
     bar.finish_and_clear();
-    // A chain that verifies is not enough when most of it is signed by nothing: truncating or rewriting an unsigned
-    // tail leaves no trace, so the tail is bounded.
-    let result = result.and_then(|s| {
-        if s.checkpoints == 0 && s.chain.events > 0 {
-            Err(ice_core::VerifyFailure {
-                seq: ice_core::Seq(1),
-                code: ErrorCode::NoCheckpoint,
-                message: format!("{} event(s) and not one signed checkpoint", s.chain.events),
-            })
-        } else if tail_bound > 0 && s.unsigned_tail > tail_bound {
-            Err(ice_core::VerifyFailure {
-                seq: ice_core::Seq(s.chain.head.seq.0.saturating_sub(s.unsigned_tail) + 1),
-                code: ErrorCode::UnsignedTail,
-                message: format!(
-                    "{} event(s) follow the last signed checkpoint ({} checkpoint(s) in all); the bound is {tail_bound} \
-                     ([runtime] max_unsigned_tail)",
-                    s.unsigned_tail, s.checkpoints
-                ),
-            })
-        } else {
-            Ok(s)
-        }
-    });
-    Ok(result)
+    Ok(result.and_then(|s| ice_store::check_signed_coverage(s, tail_bound)))
 }
 
 fn report_verify(

@@ -150,18 +150,3 @@ pub fn run_row(r: &RunRecord) -> String {
         r.label.as_deref().unwrap_or("")
     )
 }
-
-/// A run as JSON.
-pub fn run_json(r: &RunRecord) -> serde_json::Value {
-    serde_json::json!({
-        "run_id": r.id.to_string(),
-        "state": r.state.as_str(),
-        "label": r.label,
-        "created_by": r.created_by.to_string(),
-        "created_at": r.created_at.to_rfc3339(),
-        "updated_at": r.updated_at.to_rfc3339(),
-        "events": r.events,
-        "last_seq": r.last_seq.0,
-        "last_reason": r.last_reason,
-    })
-}

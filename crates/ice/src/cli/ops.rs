@@ -39,6 +39,19 @@ pub enum BenchCommand {
         #[arg(long, value_name = "URL", requires = "instances")]
         store: Option<String>,
     },
+    /// Propose → decision over loopback HTTP (the real server, bearer tokens, keep-alive) at fixed offered rates
+    /// and flat out, with p50/p99, against in-process `propose` of the same build in the same run.
+    Serve {
+        /// Offered rates to measure, requests/s.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+        rates: Vec<u32>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Client connections (one agent and token each).
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+    },
     /// (internal) One instance of `ice bench propose --instances`.
     #[command(hide = true)]
     ProposeWorker {

@@ -1,0 +1,172 @@
+//! The router: `/v1` endpoints (documented by their `#[utoipa::path]` attributes, collected by `utoipa-axum` so
+//! the OpenAPI document and the routes come from one declaration), health, metrics, and the middleware every
+//! request passes (concurrency, timeout, metrics).
+
+mod admin;
+pub(crate) mod proposals;
+pub(crate) mod reads;
+mod runs;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ice_core::{ErrorCode, EventId, RunId};
+use ice_runtime::Runtime;
+use std::sync::atomic::Ordering;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::{Shared, openapi, stream};
+
+/// The `/v1` routes with their documentation.
+fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(proposals::submit))
+        .routes(routes!(proposals::get_proposal))
+        .routes(routes!(proposals::list_approvals))
+        .routes(routes!(proposals::approve))
+        .routes(routes!(proposals::deny))
+        .routes(routes!(proposals::exec))
+        .routes(routes!(runs::create_run, runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::advance_run))
+        .routes(routes!(runs::finish_run))
+        .routes(routes!(runs::terminate_run))
+        .routes(routes!(reads::list_events))
+        .routes(routes!(reads::get_event))
+        .routes(routes!(reads::whoami))
+        .routes(routes!(reads::verify))
+        .routes(routes!(admin::list_grants, admin::issue_grant))
+        .routes(routes!(admin::revoke_grant))
+        .routes(routes!(admin::list_budgets, admin::set_budget))
+        .routes(routes!(admin::show_policy))
+        .routes(routes!(admin::agent_status))
+        .routes(routes!(admin::issue_token))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(admin::list_checkpoints, admin::checkpoint))
+        .routes(routes!(stream::stream))
+}
+
+/// The OpenAPI document of [`routes`].
+pub fn document() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The whole API.
+pub fn router(state: Shared) -> Router {
+    let (api, doc) = routes().split_for_parts();
+    let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
+    api.route(
+        "/v1/openapi.json",
+        get(move || {
+            let doc = doc_json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+        }),
+    )
+    .route("/healthz", get(|| async { "ok\n" }))
+    .route("/readyz", get(readyz))
+    .route("/metrics", get(metrics))
+    .fallback(no_route)
+    .method_not_allowed_fallback(no_method)
+    .layer(middleware::from_fn_with_state(state.clone(), guard))
+    .with_state(state)
+}
+
+async fn no_route(req: Request) -> ApiError {
+    ApiError::new(ErrorCode::NoRoute, format!("no endpoint {} {}", req.method(), req.uri().path()))
+}
+
+async fn no_method(req: Request) -> Response {
+    let mut e = no_route(req).await.into_response();
+    *e.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    e
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    let in_flight = state.cfg.max_concurrent_requests.max(1) - state.requests.available_permits();
+    let text = state.metrics.render(&state.rt.pipeline_stats(), in_flight, *state.head.borrow());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Every request: a concurrency slot (shed with 503 when none is free, never queued without bound), a time limit
+/// (408), and its metrics. Health, readiness and metrics are exempt from the slot so an overloaded server can
+/// still say so.
+async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let exempt = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let streaming = route == "/v1/stream";
+    let permit = if exempt || streaming {
+        None
+    } else {
+        match state.requests.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                state.metrics.shed();
+                let e = ApiError::new(
+                    ErrorCode::Overloaded,
+                    format!("{} requests are in flight already", state.cfg.max_concurrent_requests),
+                );
+                return e.into_response();
+            }
+        }
+    };
+    let resp = if streaming {
+        // A stream's upgrade answers at once; the connection then lives under the stream's own limits.
+        next.run(req).await
+    } else {
+        let limit = Duration::from_secs(state.cfg.request_timeout_secs.max(1));
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "no answer within {} s; a write may still complete: check GET /v1/events before retrying",
+                    limit.as_secs()
+                ),
+            )
+            .into_response(),
+        }
+    };
+    drop(permit);
+    state.metrics.request(&route, &method, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Runs a runtime call on a blocking thread (the runtime blocks on group commit).
+pub(crate) async fn blocking<T: Send + 'static>(
+    rt: &Arc<Runtime>,
+    f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let rt = rt.clone();
+    tokio::task::spawn_blocking(move || f(&rt))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, format!("the request's task failed: {e}")))?
+}
+
+/// An event id from a path segment.
+pub(crate) fn event_id(text: &str, what: &str) -> Result<EventId, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::BadArgument, format!("`{text}` is not {what} (an event id, a UUID)")))
+}
+
+/// A run id from a path segment.
+pub(crate) fn run_id(text: &str) -> Result<RunId, ApiError> {
+    text.trim().parse().map_err(|_| ApiError::new(ErrorCode::BadArgument, format!("`{text}` is not a run id (a UUID)")))
+}
