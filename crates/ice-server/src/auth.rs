@@ -65,7 +65,7 @@ impl<K: std::hash::Hash + Eq + Clone> Buckets<K> {
         }
     }
 
-    /// Whether `key` has a token, without taking one.
+    /// Whether `key` has a token, without taking one (`Err(seconds to wait)` when it has none).
     fn has(&self, key: &K, now: Instant) -> Result<(), u64> {
         let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(key) {
@@ -113,17 +113,15 @@ impl FromRequestParts<Shared> for Authed {
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let now = Instant::now();
-        // A peer whose credentials keep failing waits before anything it sends is looked at.
-        if let Err(secs) = state.limits.failures.has(&peer, now) {
-            state.metrics.rate_limited();
-            return Err(rate_limited(secs, "too many failed authentications from this address".into()));
-        }
         let header = parts.headers.get(AUTHORIZATION).map(|v| v.to_str().map(str::trim));
         let secret = match header {
             Some(Ok(v)) => v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim),
             _ => None,
         };
-        let record = state.limits.records.take(&(), now).is_ok();
+        // A peer whose credentials keep failing is answered 429 (and not recorded) for its next failures; a
+        // valid token from the same address is unaffected.
+        let failing = state.limits.failures.has(&peer, now).err();
+        let record = failing.is_none() && state.limits.records.take(&(), now).is_ok();
         let rt = state.rt.clone();
         let result = match secret {
             None => {
@@ -151,6 +149,10 @@ impl FromRequestParts<Shared> for Authed {
             Err(e) => {
                 let _ = state.limits.failures.take(&peer, now);
                 state.metrics.auth_refused(record);
+                if let Some(secs) = failing {
+                    state.metrics.rate_limited();
+                    return Err(rate_limited(secs, "too many failed authentications from this address".into()));
+                }
                 return Err(e.into());
             }
         };

@@ -230,3 +230,61 @@ async fn shutdown_under_load_loses_nothing_that_was_acknowledged() {
     assert!(report.divergence.is_none() && report.decision_mismatches.is_empty(), "{report:?}");
     assert_eq!(report.state_root, report.live_root);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_reading_is_dropped_not_buffered() {
+    let f = Fixture::with(|c| c.stream_send_timeout_secs = 1);
+    let srv = start(&f).await;
+    let addr = srv.addr;
+    let mut ws = stream(addr, &format!("after={}", f.head()), &f.tokens.auditor).await;
+    // ~300 proposals of ~30 KB args each: about 10 MB of events, more than loopback socket buffers hold.
+    let rt = f.rt.clone();
+    let (token, run) = (f.tokens.agent.clone(), f.run.clone());
+    let total = tokio::task::spawn_blocking(move || {
+        let agent = rt.authenticate(&ice_runtime::Presented::Token { secret: &token, act_as: None }).unwrap();
+        let big = "x".repeat(30_000);
+        for i in 0..300 {
+            let input = ice_runtime::ProposalInput {
+                run: Some(run.clone()),
+                action: "fs.write".into(),
+                resource: format!("file:notes/big{i}.txt"),
+                args: json!({"path": format!("notes/big{i}.txt"), "content": big}).to_string(),
+                ..Default::default()
+            };
+            rt.propose(&agent, &input).unwrap();
+        }
+        rt.store().head().unwrap().unwrap().seq.0
+    })
+    .await
+    .unwrap();
+    // The server gives up on this client within its send timeout instead of holding its events in memory.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let app_metrics = http(addr, "GET", "/metrics", "", "").await.unwrap().1;
+        if app_metrics.as_str().unwrap().contains("ice_stream_dropped_slow_total 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slow stream was not dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reading now yields what was already in flight, then the end: never every event.
+    let mut received = 0u64;
+    let mut closed_with = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        match msg {
+            Ok(Message::Text(_)) => received += 1,
+            Ok(Message::Close(c)) => {
+                closed_with = c.map(|c| u16::from(c.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(received < total, "received {received} of {total} events: nothing should have been buffered for it");
+    assert!(closed_with.is_none_or(|c| c == 4008), "{closed_with:?}");
+    // It resumes from its last seq like any client.
+    let mut again = stream(addr, "after=0&kind=RunCreated", &f.tokens.auditor).await;
+    assert_eq!(next_event(&mut again).await["kind"], "RunCreated");
+    srv.stop().await;
+}

@@ -10,6 +10,7 @@ mod cli {
     mod postgres;
     mod proof;
     mod roles;
+    mod serve;
     mod tamper;
     mod trust;
 }
