@@ -43,6 +43,7 @@ fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(reads::get_event))
         .routes(routes!(reads::whoami))
         .routes(routes!(reads::verify))
+        .routes(routes!(reads::export))
         .routes(routes!(admin::list_grants, admin::issue_grant))
         .routes(routes!(admin::revoke_grant))
         .routes(routes!(admin::list_budgets, admin::set_budget))

@@ -90,6 +90,7 @@ async fn every_endpoint_checks_the_role_in_the_runtime() {
         ("GET", "/v1/policy".into(), None, [ok; 4]),
         ("GET", "/v1/checkpoints".into(), None, [forbidden, ok, ok, ok]),
         ("GET", "/v1/verify".into(), None, [forbidden, ok, ok, ok]),
+        ("GET", format!("/v1/export?run={run}"), None, [forbidden, ok, ok, ok]),
         (
             "PUT",
             "/v1/budgets".into(),
@@ -181,6 +182,14 @@ async fn a_proposal_is_decided_executed_and_readable_by_its_proposer() {
     // A denial is a decision: 200 with verdict deny (agent:b holds no grant).
     let (s, v) = call(&app, "POST", "/v1/proposals", Some(&f.tokens.agent_b), Some(&f.write_body("b.txt"))).await;
     assert_eq!((s, v["verdict"].as_str()), (StatusCode::OK, Some("deny")), "{v}");
+    // The run's audit bundle verifies offline against the pinned key.
+    let (s, v) = call(&app, "GET", &format!("/v1/export?run={}", f.run), Some(&f.tokens.auditor), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let bundle = ice_core::bundle::Bundle::from_jsonl(v.as_str().unwrap()).unwrap();
+    let report = ice_core::bundle::verify_bundle(&bundle, &f.home.pinned_keys().unwrap()).unwrap();
+    assert!(report.events_verified >= 10 && report.checkpoints_verified >= 1, "{report:?}");
+    let (s, v) = call(&app, "GET", "/v1/export?from=5", Some(&f.tokens.auditor), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "ICE-E0405"), "{v}");
     // Proposing as someone else is refused.
     let body = json!({"actor": "agent:b", "run": f.run, "action": "fs.write", "resource": "file:notes/c.txt",
         "args": {"path": "notes/c.txt", "content": "x"}});

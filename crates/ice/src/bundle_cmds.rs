@@ -2,11 +2,9 @@
 
 use std::path::Path;
 
-use ice_core::bundle::{BundleHeader, build_bundle, verify_bundle as verify};
-use ice_core::checkpoint::CheckpointPayload;
-use ice_core::{ErrorCode, EventHash, EventKind, Seq};
-use ice_runtime::IceHome;
-use ice_store::EventQuery;
+use ice_core::ErrorCode;
+use ice_core::bundle::verify_bundle as verify;
+use ice_runtime::{ExportSelection, IceHome};
 use serde_json::json;
 
 use crate::commands::resolve_run;
@@ -26,48 +24,15 @@ fn parse_range(text: &str) -> Result<(u64, u64), CliError> {
 /// `ice export`.
 pub fn export(home: &IceHome, run: Option<&str>, range: Option<&str>, output: &Path) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
-    // Cover everything recorded so far with a signed checkpoint (when this instance holds the ledger's key).
-    rt.checkpoint()?;
-    let store = rt.store().clone();
-    let (selected, selection) = match (run, range) {
-        (Some(r), _) => {
-            let id = resolve_run(&rt, r)?;
-            let q = EventQuery { run: Some(id), limit: usize::MAX, ..EventQuery::default() };
-            (store.read(&q)?, json!({"run": id.to_string()}))
-        }
+    let selection = match (run, range) {
+        (Some(r), _) => ExportSelection::Run(resolve_run(&rt, r)?),
         (None, Some(text)) => {
             let (a, b) = parse_range(text)?;
-            let q = EventQuery { after: Seq(a - 1), until: Some(Seq(b)), limit: usize::MAX, ..EventQuery::default() };
-            (store.read(&q)?, json!({"from_seq": a, "to_seq": b}))
+            ExportSelection::Range(a, b)
         }
         (None, None) => return Err(CliError::Coded(ErrorCode::BadArgument, "pass --run RUN or --range A..B".into())),
     };
-    if selected.is_empty() {
-        return Err(CliError::Coded(ErrorCode::NotFound, "no events match the selection".into()));
-    }
-    let (lo, hi) = (selected[0].seq.0, selected[selected.len() - 1].seq.0);
-    let all_checkpoints =
-        store.read(&EventQuery { kind: Some(EventKind::Checkpoint), limit: usize::MAX, ..EventQuery::default() })?;
-    let mut checkpoints = Vec::new();
-    for c in all_checkpoints {
-        let p: CheckpointPayload = serde_json::from_str(c.payload.as_str())
-            .map_err(|e| CliError::Coded(ErrorCode::CheckpointInvalid, format!("checkpoint at seq {}: {e}", c.seq)))?;
-        if p.to_seq < lo || p.from_seq > hi {
-            continue;
-        }
-        let hashes = rt.range_hashes(p.from_seq, p.to_seq)?.into_iter().map(EventHash).collect();
-        checkpoints.push((c, hashes));
-    }
-    let header = BundleHeader { created_at: rt.now(), selection, public_keys: home.trusted_keys()? };
-    let bundle = build_bundle(header, &selected, &checkpoints).map_err(|e| {
-        let hint = if e.code == ErrorCode::NotFound {
-            " (events after the last checkpoint are not signed yet; run the export on the instance that holds the \
-             ledger's key)"
-        } else {
-            ""
-        };
-        CliError::Coded(e.code, format!("{e}{hint}"))
-    })?;
+    let bundle = rt.export_bundle(selection, home.trusted_keys()?)?;
     let report = verify(&bundle, &home.trusted_keys()?).map_err(|e| CliError::Coded(e.code, e.to_string()))?;
     let tmp = output.with_extension("tmp");
     std::fs::write(&tmp, bundle.to_jsonl())
@@ -78,8 +43,8 @@ pub fn export(home: &IceHome, run: Option<&str>, range: Option<&str>, output: &P
          `ice verify --bundle {}`",
         output.display(),
         report.events_verified,
-        lo,
-        hi,
+        report.first_seq.unwrap_or(0),
+        report.last_seq.unwrap_or(0),
         report.checkpoints_verified,
         output.display()
     );

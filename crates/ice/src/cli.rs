@@ -23,6 +23,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "ICE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// Run the command against a remote `ice serve` (http://HOST:PORT) with --token, instead of a local home.
+    #[arg(long, global = true, env = "ICE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -18,6 +18,20 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     let _ = TOKEN.set(cli.token.clone().filter(|t| !t.trim().is_empty()));
     let explicit = cli.dir.clone();
     let home = || -> Result<IceHome, CliError> { Ok(IceHome::discover(explicit.as_deref(), &cwd()?)?) };
+    // Commands that make or serve a ledger, or need none, always run here.
+    let local_only = matches!(
+        cli.command,
+        Command::Init { .. }
+            | Command::Serve { .. }
+            | Command::Signer { .. }
+            | Command::Demo { .. }
+            | Command::Bench(_)
+            | Command::Kinds
+    );
+    if let Some(url) = cli.server.as_deref().filter(|u| !u.trim().is_empty() && !local_only) {
+        let remote = crate::remote::Remote::new(url.trim(), cli.token.as_deref())?;
+        return crate::remote::run(&remote, cli.command);
+    }
     match cli.command {
         Command::Init { dir, store, signing_key } => init(dir.or(explicit), store.as_deref(), signing_key.as_deref()),
         Command::Signer { key, request } => {

@@ -17,6 +17,7 @@ mod demo;
 mod effect_cmds;
 mod migrate;
 mod proof_cmds;
+mod remote;
 mod render;
 mod serve;
 mod tlog_cmds;

@@ -179,3 +179,45 @@ pub async fn verify(
     })
     .await
 }
+
+/// What `GET /v1/export` bundles: a run, or a seq range.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// One run's events.
+    run: Option<String>,
+    /// First seq of a range (with `to`).
+    from: Option<u64>,
+    /// Last seq of a range, inclusive.
+    to: Option<u64>,
+}
+
+/// An audit bundle (JSON lines): the events, the signed checkpoints covering them with Merkle proofs, the keys;
+/// verify it offline with `ice verify --bundle FILE --trust-key KEY` (auditor, operator, approver).
+#[utoipa::path(get, path = "/v1/export", tag = "proof", params(ExportQuery), security(("bearer" = [])),
+    responses((status = 200, description = "The bundle, `application/x-ndjson`", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "Neither a run nor a range", body = ErrorBody),
+        (status = 403, description = "Agents cannot export", body = ErrorBody),
+        (status = 404, description = "Nothing matches, or not yet covered by a checkpoint", body = ErrorBody)))]
+pub async fn export(
+    State(state): State<Shared>,
+    Authed(caller): Authed,
+    Query(q): Query<ExportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let selection = match (q.run.as_deref(), q.from, q.to) {
+        (Some(r), None, None) => ice_runtime::ExportSelection::Run(run_id(r)?),
+        (None, Some(a), Some(b)) => ice_runtime::ExportSelection::Range(a, b),
+        _ => return Err(ApiError::new(ErrorCode::BadArgument, "pass `run`, or `from` and `to` (seqs)")),
+    };
+    let keys = state.proof.trusted_keys.clone();
+    if keys.is_empty() {
+        return Err(ApiError::new(ErrorCode::NoPinnedKey, "this server has no pinned key to sign bundles against"));
+    }
+    let text = blocking(&state.rt, move |rt| {
+        rt.require_any(&caller, &READERS, "exporting an audit bundle")?;
+        Ok(rt.export_bundle(selection, keys)?.to_jsonl())
+    })
+    .await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}

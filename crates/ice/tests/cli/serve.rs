@@ -27,12 +27,8 @@ fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, 
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-#[test]
-fn serve_answers_over_http_and_stops_cleanly_on_sigterm() {
-    let ice = Ice::init();
-    let run = ice.executing_run();
-    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.write", "--resource", "file:notes/"]);
-    let agent = ice.token("agent:a", "agent");
+/// Starts `ice serve` on a free loopback port; returns the child, its address and a thread collecting its logs.
+fn serve(ice: &Ice) -> (std::process::Child, String, std::thread::JoinHandle<Vec<String>>) {
     let mut child = Command::new(crate::bin())
         .args(["--dir", ice.path().to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--log-json"])
         .stderr(Stdio::piped())
@@ -50,6 +46,16 @@ fn serve_answers_over_http_and_stops_cleanly_on_sigterm() {
     };
     // Logs are JSON lines with --log-json; drain them so the child never blocks on a full pipe.
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    (child, addr, drain)
+}
+
+#[test]
+fn serve_answers_over_http_and_stops_cleanly_on_sigterm() {
+    let ice = Ice::init();
+    let run = ice.executing_run();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.write", "--resource", "file:notes/"]);
+    let agent = ice.token("agent:a", "agent");
+    let (mut child, addr, drain) = serve(&ice);
     let (s, me) = http(&addr, "GET", "/v1/whoami", &agent, "");
     assert_eq!((s, me["principal"].as_str()), (200, Some("agent:a")), "{me}");
     let body = serde_json::json!({"run": run, "action": "fs.write", "resource": "file:notes/s.txt",
@@ -109,4 +115,77 @@ fn openapi_document_and_bench_serve_run() {
     assert!(out.status.success(), "{text}{}", crate::stderr(&out));
     assert!(text.contains("RATIO http p50 / in-process p50"), "{text}");
     assert!(text.contains("offered   100/s"), "{text}");
+}
+
+/// `ice --server URL --token T` runs the everyday commands against the server, as the token's principal.
+#[test]
+fn the_cli_works_against_a_remote_server() {
+    let ice = Ice::init();
+    let (operator, agent) = (ice.token("human:ops", "operator"), ice.token("agent:a", "agent"));
+    let approver = ice.token("human:boss", "approver");
+    let (mut child, addr, _logs) = serve(&ice);
+    let url = format!("http://{addr}");
+    // Run from another directory: no home is needed.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let remote = |token: &str, args: &[&str]| {
+        Command::new(crate::bin())
+            .current_dir(elsewhere.path())
+            .env_remove("ICE_DIR")
+            .args(["--server", &url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |token: &str, args: &[&str]| {
+        let out = remote(token, args);
+        assert!(out.status.success(), "ice {args:?}: {}{}", crate::stdout(&out), crate::stderr(&out));
+        crate::stdout(&out)
+    };
+    let run: Value = serde_json::from_str(ok(&operator, &["run", "create", "--label", "remote"]).trim()).unwrap();
+    let run = run["run_id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        ok(&operator, &["run", "advance", &run]);
+    }
+    ok(&operator, &["grant", "issue", "--to", "agent:a", "--action", "fs.*", "--resource", "file:notes/"]);
+    let args = r#"{"path":"notes/r.txt","content":"remote"}"#;
+    let d = ok(
+        &agent,
+        &["propose", "--run", &run, "--action", "fs.write", "--resource", "file:notes/r.txt", "--args", args],
+    );
+    let d: Value = serde_json::from_str(d.trim()).unwrap();
+    assert_eq!(d["verdict"], "allow");
+    let out: Value = serde_json::from_str(ok(&agent, &["exec", d["permit_id"].as_str().unwrap()]).trim()).unwrap();
+    assert_eq!(out["status"], "completed");
+    // An irreversible delete waits for a human; the approver answers from the CLI.
+    let del = r#"{"path":"notes/r.txt"}"#;
+    let out = remote(
+        &agent,
+        &["propose", "--run", &run, "--action", "fs.delete", "--resource", "file:notes/r.txt", "--args", del],
+    );
+    assert_eq!(out.status.code(), Some(7), "approval required: {}", crate::stdout(&out));
+    let pending: Value = serde_json::from_str(ok(&approver, &["approvals", "list"]).trim()).unwrap();
+    let id = pending["approval_id"].as_str().unwrap();
+    let hash = pending["request"]["args_hash"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(ok(&approver, &["approve", id, "--args-hash", hash]).trim()).unwrap();
+    ok(&agent, &["exec", answer["permit_id"].as_str().unwrap()]);
+    assert!(!ice.path().join("sandbox/notes/r.txt").exists());
+    let log = ok(&operator, &["log", "--limit", "3"]);
+    assert_eq!(log.lines().count(), 3, "{log}");
+    let v: Value = serde_json::from_str(ok(&operator, &["verify"]).trim()).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    // Refusals keep their codes and exit codes; the principal is the token's, never --as.
+    let out = remote(&agent, &["run", "create"]);
+    assert_eq!(out.status.code(), Some(3), "{}", crate::stderr(&out));
+    assert!(crate::stderr(&out).contains("ICE-E0"), "{}", crate::stderr(&out));
+    let out = remote(&operator, &["run", "create", "--as", "agent:a"]);
+    assert!(crate::stderr(&out).contains("ICE-E0906"), "{}", crate::stderr(&out));
+    let out = remote("ice_bogus", &["run", "list"]);
+    assert!(crate::stderr(&out).contains("ICE-E0902"), "{}", crate::stderr(&out));
+    let out = remote(&operator, &["replay"]);
+    assert!(crate::stderr(&out).contains("not available with --server"), "{}", crate::stderr(&out));
+    let out =
+        Command::new(crate::bin()).args(["--server", &url, "run", "list"]).env_remove("ICE_TOKEN").output().unwrap();
+    assert!(crate::stderr(&out).contains("ICE-E0901"), "{}", crate::stderr(&out));
+    assert!(sigterm(child.id()));
+    assert!(child.wait().unwrap().success());
 }

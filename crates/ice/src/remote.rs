@@ -1,0 +1,353 @@
+//! `ice --server URL` (or `ICE_SERVER`): the same commands against a remote `ice serve`, authenticated by the token
+//! (`--token` / `ICE_TOKEN`), so operators, approvers and auditors need none of the ledger's files. Each command
+//! is one or a few `/v1` requests; the server's JSON is printed as it comes (one object per line), and its error
+//! codes map to the same exit codes as the local commands.
+//!
+//! The client is plain HTTP/1.1 over `std::net` (one connection per request): `http://` only — put a TLS proxy in
+//! front of the server and tunnel to it for anything beyond a trusted network.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ice_core::ErrorCode;
+use serde_json::{Value, json};
+
+use crate::authority_cmds::verdict_exit;
+use crate::cli::{
+    AgentCommand, ApprovalsCommand, BudgetCommand, Command, GrantCommand, PolicyCommand, RunCommand, TokenCommand,
+};
+use crate::commands::{parse_age_micros, read_payload};
+use crate::exit;
+use crate::render::CliError;
+
+/// How long one request may take (an `exec` runs the effect before answering).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A server and the token to present.
+pub struct Remote {
+    addr: String,
+    token: String,
+}
+
+fn bad(msg: impl Into<String>) -> CliError {
+    CliError::Coded(ErrorCode::BadArgument, msg.into())
+}
+
+impl Remote {
+    /// Parses `http://HOST:PORT[/]`.
+    pub fn new(url: &str, token: Option<&str>) -> Result<Self, CliError> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            bad(format!("--server `{url}`: only http://HOST:PORT is supported (terminate TLS in a proxy or a tunnel)"))
+        })?;
+        let addr = rest.trim_end_matches('/').to_owned();
+        if addr.is_empty() || addr.contains('/') {
+            return Err(bad(format!("--server `{url}`: expected http://HOST:PORT")));
+        }
+        let token = token.ok_or_else(|| {
+            CliError::Coded(ErrorCode::Unauthenticated, "--server needs a token: pass --token or set ICE_TOKEN".into())
+        })?;
+        Ok(Self { addr, token: token.to_owned() })
+    }
+
+    /// One request; a non-2xx answer becomes the error it carries (code, message).
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let unavailable = |e: std::io::Error| {
+            CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot reach the server at {}: {e}", self.addr))
+        };
+        let mut s = TcpStream::connect(&self.addr).map_err(unavailable)?;
+        s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(unavailable)?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).and_then(|()| s.write_all(body.as_bytes())).map_err(unavailable)?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).map_err(unavailable)?;
+        let text = String::from_utf8_lossy(&raw);
+        let garbled = || CliError::Coded(ErrorCode::StoreUnavailable, format!("{} answered garbage", self.addr));
+        let (head, payload) = text.split_once("\r\n\r\n").ok_or_else(garbled)?;
+        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(garbled)?;
+        let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            unchunk(payload)
+        } else {
+            payload.into()
+        };
+        let v: Value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+        if (200..300).contains(&status) {
+            return Ok(v);
+        }
+        let code = v["code"].as_str().and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c));
+        let message = v["message"].as_str().unwrap_or("the server refused the request").to_owned();
+        let recorded = v["recorded_seq"].as_u64().map(|s| format!(" (recorded at seq {s})")).unwrap_or_default();
+        Err(CliError::Coded(code.unwrap_or(ErrorCode::StoreUnavailable), format!("{message}{recorded}")))
+    }
+
+    fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Result<Value, CliError> {
+        self.call("POST", path, Some(&body))
+    }
+}
+
+fn unchunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Percent-encodes a query value.
+fn q(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.:~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// With `--server`, the principal is the token's: `--as` naming anyone is refused here, clearly.
+fn no_act_as(actor: Option<&String>) -> Result<(), CliError> {
+    match actor {
+        None => Ok(()),
+        Some(a) => Err(CliError::Coded(
+            ErrorCode::ActAsNotAllowed,
+            format!("--as {a}: with --server you act as the token's principal; use that principal's token"),
+        )),
+    }
+}
+
+fn print(v: &Value) {
+    println!("{v}");
+}
+
+fn print_items(v: &Value, key: &str) {
+    for item in v[key].as_array().into_iter().flatten() {
+        print(item);
+    }
+}
+
+fn secs(ttl: Option<&String>) -> Result<Option<u64>, CliError> {
+    ttl.map(|t| parse_age_micros(t).map(|m| (m / 1_000_000).max(1).unsigned_abs())).transpose()
+}
+
+/// Runs one command against the server.
+pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
+    match command {
+        Command::Run(cmd) => run_cmd(remote, cmd),
+        Command::Propose(a) => {
+            no_act_as(a.actor.as_ref())?;
+            let mut body = match &a.file {
+                Some(p) => {
+                    let text = read_payload(&format!("@{}", p.display()))?;
+                    ice_core::canonical::parse_untrusted(&text).map_err(CliError::from)?
+                }
+                None => json!({}),
+            };
+            let set = |body: &mut Value, k: &str, v: Value| body[k] = v;
+            if let Some(r) = &a.run {
+                set(&mut body, "run", json!(r));
+            }
+            if let Some(x) = &a.action {
+                set(&mut body, "action", json!(x));
+            }
+            if let Some(x) = &a.resource {
+                set(&mut body, "resource", json!(x));
+            }
+            if let Some(x) = &a.args {
+                let text = read_payload(x)?;
+                set(&mut body, "args", ice_core::canonical::parse_untrusted(&text).map_err(CliError::from)?);
+            }
+            if let Some(x) = &a.purpose {
+                set(&mut body, "purpose", json!(x));
+            }
+            if let Some(c) = &a.cost {
+                set(
+                    &mut body,
+                    "cost_estimate",
+                    serde_json::to_value(ice_core::Cost::parse_pairs(c)?).unwrap_or_default(),
+                );
+            }
+            if let Some(n) = &a.nondeterminism {
+                set(&mut body, "nondeterminism", json!(n));
+            }
+            let d = remote.post("/v1/proposals", body)?;
+            print(&d);
+            let verdict = serde_json::from_value(d["verdict"].clone())
+                .map_err(|_| bad("the server's decision has no verdict"))?;
+            Ok(verdict_exit(verdict))
+        }
+        Command::Exec(a) => {
+            no_act_as(a.actor.as_ref())?;
+            let args = a.args.as_deref().map(read_payload).transpose()?;
+            let args = args.map(|t| ice_core::canonical::parse_untrusted(&t)).transpose().map_err(CliError::from)?;
+            let out = remote.post(&format!("/v1/permits/{}/exec", q(&a.permit)), json!({ "args": args }))?;
+            print(&out);
+            Ok(if out["status"] == "completed" { exit::OK } else { exit::EFFECT_FAILED })
+        }
+        Command::Approvals(ApprovalsCommand::List { all, .. }) => {
+            print_items(&remote.get(&format!("/v1/approvals?all={all}"))?, "approvals");
+            Ok(exit::OK)
+        }
+        Command::Approve(a) => {
+            no_act_as(a.actor.as_ref())?;
+            let body = json!({"args_hash": a.args_hash, "comment": a.comment});
+            print(&remote.post(&format!("/v1/approvals/{}/approve", q(&a.approval)), body)?);
+            Ok(exit::OK)
+        }
+        Command::Deny(a) => {
+            no_act_as(a.actor.as_ref())?;
+            if a.args_hash.is_some() {
+                return Err(bad("--args-hash applies to `ice approve` only"));
+            }
+            print(&remote.post(&format!("/v1/approvals/{}/deny", q(&a.approval)), json!({"comment": a.comment}))?);
+            Ok(exit::OK)
+        }
+        Command::Log(a) => {
+            if a.follow {
+                return Err(bad("--follow is not available with --server; stream GET /v1/stream instead"));
+            }
+            let mut filter = String::new();
+            for (k, v) in [("run", &a.run), ("kind", &a.kind), ("since", &a.since)] {
+                if let Some(v) = v {
+                    filter.push_str(&format!("&{k}={}", q(v)));
+                }
+            }
+            // Pages forward from the start; with --limit only the last N are kept.
+            let mut after = 0u64;
+            let mut shown: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
+            loop {
+                let page = remote.get(&format!("/v1/events?after={after}&limit=1000{filter}"))?;
+                let events = page["events"].as_array().cloned().unwrap_or_default();
+                let next = page["next_after"].as_u64().unwrap_or(after);
+                for e in events {
+                    shown.push_back(e);
+                    if a.limit.is_some_and(|l| shown.len() > l) {
+                        shown.pop_front();
+                    }
+                }
+                if next == after {
+                    break;
+                }
+                after = next;
+            }
+            shown.iter().for_each(print);
+            Ok(exit::OK)
+        }
+        Command::Verify { from_checkpoint, bundle: None, witness: None, .. } => {
+            let v = remote.get(&format!("/v1/verify?from_checkpoint={from_checkpoint}"))?;
+            print(&v);
+            Ok(if v["ok"] == true { exit::OK } else { exit::CHECK_FAILED })
+        }
+        Command::Checkpoint => {
+            print(&remote.post("/v1/checkpoints", json!({}))?);
+            Ok(exit::OK)
+        }
+        Command::Grant(cmd) => grant_cmd(remote, cmd),
+        Command::Budget(BudgetCommand::Show { .. }) => {
+            print_items(&remote.get("/v1/budgets")?, "budgets");
+            Ok(exit::OK)
+        }
+        Command::Budget(BudgetCommand::Set { scope, dimension, limit, period, actor }) => {
+            no_act_as(actor.as_ref())?;
+            let body = json!({"scope": scope, "dimension": dimension, "limit": limit, "period": period});
+            print(&remote.call("PUT", "/v1/budgets", Some(&body))?);
+            Ok(exit::OK)
+        }
+        Command::Policy(PolicyCommand::Show { .. }) => {
+            print(&remote.get("/v1/policy")?);
+            Ok(exit::OK)
+        }
+        Command::Agent(cmd) => {
+            let (agent, action, reason, actor) = match cmd {
+                AgentCommand::Suspend { agent, reason, actor } => (agent, "suspend", reason, actor),
+                AgentCommand::Reconfigure { agent, change, actor } => (agent, "reconfigure", change, actor),
+                AgentCommand::Resume { agent, reason, actor } => (agent, "resume", reason, actor),
+                AgentCommand::List { .. } => return Err(unsupported("agent list")),
+            };
+            no_act_as(actor.as_ref())?;
+            print(&remote.post(&format!("/v1/agents/{}/{action}", q(&agent)), json!({ "reason": reason }))?);
+            Ok(exit::OK)
+        }
+        Command::Token(TokenCommand::Create { principal, roles, ttl, label, .. }) => {
+            let body = json!({"principal": principal, "roles": roles, "ttl_secs": secs(ttl.as_ref())?, "label": label});
+            print(&remote.post("/v1/tokens", body)?);
+            Ok(exit::OK)
+        }
+        Command::Token(TokenCommand::Revoke { id, reason }) => {
+            print(&remote.post(&format!("/v1/tokens/{}/revoke", q(&id)), json!({ "reason": reason }))?);
+            Ok(exit::OK)
+        }
+        other => Err(unsupported(&format!("{other:?}"))),
+    }
+}
+
+fn unsupported(what: &str) -> CliError {
+    let name = what.split([' ', '(', '{']).next().unwrap_or(what).to_lowercase();
+    bad(format!(
+        "`ice {name}` is not available with --server (local ledger files needed); remote commands: run, propose, \
+         exec, approvals list, approve, deny, log, verify, checkpoint, grant issue|revoke|list, budget show|set, \
+         policy show, agent suspend|reconfigure|resume, token create|revoke"
+    ))
+}
+
+fn run_cmd(remote: &Remote, cmd: RunCommand) -> Result<u8, CliError> {
+    let v = match cmd {
+        RunCommand::Create { label, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            remote.post("/v1/runs", json!({ "label": label }))?
+        }
+        RunCommand::Advance { run, to, reason, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            remote.post(&format!("/v1/runs/{}/advance", q(&run)), json!({"to": to, "reason": reason}))?
+        }
+        RunCommand::Finish { run, actor } => {
+            no_act_as(actor.as_ref())?;
+            remote.post(&format!("/v1/runs/{}/finish", q(&run)), json!({}))?
+        }
+        RunCommand::Terminate { run, reason, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            remote.post(&format!("/v1/runs/{}/terminate", q(&run)), json!({ "reason": reason }))?
+        }
+        RunCommand::List { .. } => {
+            let v = remote.get("/v1/runs")?;
+            print_items(&v, "runs");
+            return Ok(exit::OK);
+        }
+    };
+    print(&v);
+    Ok(exit::OK)
+}
+
+fn grant_cmd(remote: &Remote, cmd: GrantCommand) -> Result<u8, CliError> {
+    match cmd {
+        GrantCommand::Issue { to, actions, resource, run, ttl, max_uses, irrevocable, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            let body = json!({"principal": to, "actions": actions, "resource": resource, "run": run,
+                "ttl_secs": secs(ttl.as_ref())?, "max_uses": max_uses, "revocable": !irrevocable});
+            print(&remote.post("/v1/grants", body)?);
+        }
+        GrantCommand::Revoke { id, reason, actor } => {
+            no_act_as(actor.as_ref())?;
+            print(&remote.post(&format!("/v1/grants/{}/revoke", q(&id)), json!({ "reason": reason }))?);
+        }
+        GrantCommand::List { .. } => print_items(&remote.get("/v1/grants")?, "grants"),
+    }
+    Ok(exit::OK)
+}
