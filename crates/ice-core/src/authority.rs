@@ -146,6 +146,13 @@ impl AuthorityState {
         self.policy.as_ref()
     }
 
+    /// Digest work ahead of [`AuthorityState::root_parts`] (see [`crate::LedgerState::predigest`]).
+    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), Rejection> {
+        self.proposals.refresh(slice)?;
+        self.grants.refresh(slice)?;
+        self.budgets.predigest(slice)
+    }
+
     /// Feeds this state's part of the state root to `h`: the large maps by cached entry hashes, the rest (budgets,
     /// suspensions, containments, the active policy's hash and event) canonically.
     pub fn root_parts(&self, h: &mut blake3::Hasher) -> Result<(), Rejection> {

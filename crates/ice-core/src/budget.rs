@@ -230,6 +230,11 @@ impl Budgets {
         &self.lines
     }
 
+    /// Digest work ahead of [`Budgets::root_parts`].
+    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), crate::error::Rejection> {
+        self.open.refresh(slice)
+    }
+
     /// Feeds the budgets' part of the state root to `h`: the lines canonically, open reservations by cached entry
     /// hashes (they accumulate with every allowed proposal not yet settled).
     pub fn root_parts(&self, h: &mut blake3::Hasher) -> Result<(), crate::error::Rejection> {

@@ -179,6 +179,13 @@ impl EffectState {
         self.effects.as_map()
     }
 
+    /// Digest work ahead of [`EffectState::root_parts`] (see [`crate::LedgerState::predigest`]).
+    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), Rejection> {
+        self.permits.refresh(slice)?;
+        self.approvals.refresh(slice)?;
+        self.effects.refresh(slice)
+    }
+
     /// Feeds this state's part of the state root to `h` (the `*_of_proposal` indexes are derived from the maps and
     /// left out).
     pub fn root_parts(&self, h: &mut blake3::Hasher) -> Result<(), Rejection> {

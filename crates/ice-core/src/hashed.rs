@@ -129,22 +129,43 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
         Ok(self.map.remove(k))
     }
 
-    /// Feeds the map's digest to `h` (see the module docs), hashing only entries changed since the last time.
-    pub fn digest(&self, name: &str, h: &mut blake3::Hasher) -> Result<(), Rejection> {
+    /// Hashes changed entries (those since the last digest) while `slice` has budget, so a later
+    /// [`HashedMap::digest`] has less to do; adds what is left unhashed to `slice.remaining`.
+    pub fn refresh(&self, slice: &mut Slice) -> Result<(), Rejection> {
         let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Live { sum, hashes, dirty } = &mut *live;
-        for k in std::mem::take(dirty) {
-            if let Some(old) = hashes.remove(&k) {
+        while slice.budget > 0 {
+            let Some(k) = dirty.pop_first() else { break };
+            slice.budget -= 1;
+            let Some(v) = self.map.get(&k) else {
+                if let Some(old) = hashes.remove(&k) {
+                    sum.remove(&old);
+                }
+                continue;
+            };
+            // Hash first: a failure leaves the key dirty and the sum as it was.
+            let e = match entry_hash(&k, v) {
+                Ok(e) => e,
+                Err(r) => {
+                    dirty.insert(k);
+                    return Err(r);
+                }
+            };
+            if let Some(old) = hashes.insert(k, e) {
                 sum.remove(&old);
             }
-            if let Some(v) = self.map.get(&k) {
-                let e = entry_hash(&k, v)?;
-                sum.add(&e);
-                hashes.insert(k, e);
-            }
+            sum.add(&e);
         }
+        slice.remaining += dirty.len();
+        Ok(())
+    }
+
+    /// Feeds the map's digest to `h` (see the module docs), hashing only entries changed since the last time.
+    pub fn digest(&self, name: &str, h: &mut blake3::Hasher) -> Result<(), Rejection> {
+        self.refresh(&mut Slice { budget: usize::MAX, remaining: 0 })?;
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut total = self.retired.clone();
-        total.combine(sum);
+        total.combine(&live.sum);
         let mut d = blake3::Hasher::new();
         d.update(&(name.len() as u64).to_be_bytes());
         d.update(name.as_bytes());
@@ -152,6 +173,15 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
         h.update(d.finalize().as_bytes());
         Ok(())
     }
+}
+
+/// A bounded amount of digest work spread over several maps ([`HashedMap::refresh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// Entries that may still be hashed.
+    pub budget: usize,
+    /// Changed entries left unhashed in the maps refreshed so far.
+    pub remaining: usize,
 }
 
 fn entry_hash<K: Serialize, V: Serialize>(k: &K, v: &V) -> Result<[u8; 32], Rejection> {

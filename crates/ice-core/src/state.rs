@@ -410,6 +410,16 @@ impl LedgerState {
         Ok(h.finalize().to_hex().to_string())
     }
 
+    /// Hashes up to `max` of the map entries changed since the last [`LedgerState::state_root`], so that the next
+    /// root costs less (a long-lived runtime spreads that work over short slices); returns how many remain.
+    pub fn predigest(&self, max: usize) -> Result<usize, Rejection> {
+        let mut slice = crate::hashed::Slice { budget: max, remaining: 0 };
+        self.run_roots.refresh(&mut slice)?;
+        self.authority.predigest(&mut slice)?;
+        self.effects.predigest(&mut slice)?;
+        Ok(slice.remaining)
+    }
+
     /// Encodes the state for a snapshot (canonical JSON).
     pub fn to_snapshot(&self) -> Result<String, Rejection> {
         serde_json_canonicalizer::to_string(self)

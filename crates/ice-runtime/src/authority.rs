@@ -556,11 +556,24 @@ impl Runtime {
         self.activate_policy_by(None, dir)
     }
 
+    /// [`Runtime::activate_policy`] for a bundle given as text (the API's `POST /v1/policy/activate`).
+    pub fn activate_policy_bundle(&self, caller: &Caller, bundle: PolicyBundle) -> Result<Event, RuntimeError> {
+        self.activate_bundle_by(Some(caller), Ok(bundle), "request body")
+    }
+
     fn activate_policy_by(&self, caller: Option<&Caller>, dir: &Path) -> Result<Event, RuntimeError> {
+        self.activate_bundle_by(caller, PolicyBundle::load_dir(dir), &dir.display().to_string())
+    }
+
+    fn activate_bundle_by(
+        &self,
+        caller: Option<&Caller>,
+        bundle: Result<PolicyBundle, Rejection>,
+        from: &str,
+    ) -> Result<Event, RuntimeError> {
         let origin = caller.map_or_else(Principal::runtime, |c| c.principal().clone());
-        let attempt =
-            || json!({"kind": "PolicyActivated", "origin": origin.to_string(), "dir": dir.display().to_string()});
-        let compiled = PolicyBundle::load_dir(dir).and_then(|b| {
+        let attempt = || json!({"kind": "PolicyActivated", "origin": origin.to_string(), "dir": from});
+        let compiled = bundle.and_then(|b| {
             let c = b.compile()?;
             Ok((b, c))
         });

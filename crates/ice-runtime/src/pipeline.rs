@@ -63,6 +63,9 @@ pub struct Pipeline {
     at_checkpoint: Option<LedgerState>,
     /// Events folded into the committed state since `at_checkpoint` was last captured.
     since_capture: u64,
+    /// Whether to capture `at_checkpoint` at all (a runtime whose snapshots are folded apart, off the state lock,
+    /// does not: see `Runtime::set_inline_checkpoints`).
+    capture: bool,
 }
 
 /// A snapshot costs a copy of the live state; it is captured at a checkpoint once at least a tenth as many events
@@ -112,6 +115,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             at_checkpoint: None,
             since_capture: 0,
+            capture: true,
         }
     }
 
@@ -130,6 +134,14 @@ impl Pipeline {
         self.stats
     }
 
+    /// Whether to keep a copy of the committed state at checkpoints for snapshots (on by default).
+    pub fn set_capture(&mut self, on: bool) {
+        self.capture = on;
+        if !on {
+            self.at_checkpoint = None;
+        }
+    }
+
     /// The committed state as it was right after the latest checkpoint folded (once; `None` until another).
     pub fn take_checkpoint_state(&mut self) -> Option<LedgerState> {
         self.at_checkpoint.take()
@@ -140,7 +152,8 @@ impl Pipeline {
     fn fold_committed(&mut self, e: &Event) -> Result<(), Rejection> {
         self.committed.apply(e)?;
         self.since_capture += 1;
-        if e.kind == ice_core::EventKind::Checkpoint
+        if self.capture
+            && e.kind == ice_core::EventKind::Checkpoint
             && self.since_capture.saturating_mul(CAPTURE_RATIO) >= self.committed.live_records() as u64
         {
             self.at_checkpoint = Some(self.committed.clone());

@@ -232,6 +232,27 @@ impl PolicyBundle {
         Ok(Self { source, catalog })
     }
 
+    /// A bundle given as text (the API): Cedar files by name (`*.cedar`, plain names), the schema and the
+    /// `policy.toml` catalog. Files are ordered by name, as [`PolicyBundle::load_dir`] orders them, so the same
+    /// texts hash the same whichever way they arrive.
+    pub fn from_texts(policies: &BTreeMap<String, String>, schema: String, catalog: String) -> Result<Self, Rejection> {
+        if policies.is_empty() {
+            return Err(Rejection::new(ErrorCode::PolicyDir, "no *.cedar policy file given"));
+        }
+        let mut files = Vec::with_capacity(policies.len());
+        for (name, text) in policies {
+            let plain = !name.contains(['/', '\\']) && name != ".cedar" && name.ends_with(".cedar");
+            if !plain {
+                return Err(Rejection::new(
+                    ErrorCode::PolicyDir,
+                    format!("`{name}` is not a policy file name (NAME.cedar, no directory)"),
+                ));
+            }
+            files.push(ice_policy::PolicyFile { name: name.clone(), text: text.clone() });
+        }
+        Ok(Self { source: PolicySource { files, schema }, catalog })
+    }
+
     /// blake3 over the Cedar source hash and the catalog text.
     pub fn hash(&self) -> String {
         let mut h = blake3::Hasher::new();

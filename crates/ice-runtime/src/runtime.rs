@@ -83,6 +83,10 @@ pub struct Runtime {
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
+    /// Whether commits sign due checkpoints in the committing caller's thread.
+    inline_checkpoints: std::sync::atomic::AtomicBool,
+    /// With background checkpoints: the state folded apart from the pipeline, up to the latest snapshot written.
+    shadow: Mutex<Option<LedgerState>>,
     /// Seq of the snapshot the state was loaded from at open (0: folded from the start).
     started_from: Seq,
     /// Local OS users and what they are (`[[users]]`).
@@ -117,6 +121,8 @@ impl Runtime {
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
+            inline_checkpoints: std::sync::atomic::AtomicBool::new(true),
+            shadow: Mutex::new(None),
             started_from,
             local_users: Vec::new(),
             token_key: None,
@@ -178,6 +184,32 @@ impl Runtime {
         self.checkpoints.as_ref()
     }
 
+    /// Whether a commit that makes a checkpoint due signs it right away, in the committing caller's thread (the
+    /// default: right for a CLI process that exits after its command). A long-lived server turns this off and
+    /// calls [`Runtime::checkpoint_if_due`] from a housekeeping task, so that no request waits behind a checkpoint.
+    ///
+    /// Off, snapshots are folded apart too: rather than copying the live state under the lock at a checkpoint (a
+    /// pause that grows with the live state), the housekeeping thread keeps its own fold of the durable events and
+    /// writes that (see `checkpoints::write_snapshot`).
+    pub fn set_inline_checkpoints(&self, on: bool) {
+        self.inline_checkpoints.store(on, std::sync::atomic::Ordering::Release);
+        self.lock().set_capture(on);
+    }
+
+    /// The state folded apart from the pipeline for snapshots (see [`Runtime::set_inline_checkpoints`]).
+    pub(crate) fn shadow(&self) -> MutexGuard<'_, Option<LedgerState>> {
+        self.shadow.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Events after `seq` up to `until`, one batch.
+    pub(crate) fn read_range(&self, seq: Seq, until: Seq) -> Result<Vec<Event>, StoreError> {
+        self.store.read(&EventQuery { after: seq, until: Some(until), limit: CATCH_UP_BATCH, ..Default::default() })
+    }
+
+    pub(crate) fn inline_checkpoints(&self) -> bool {
+        self.inline_checkpoints.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Guards against a checkpoint triggering another from inside its own append.
     pub(crate) fn try_enter_checkpoint(&self) -> bool {
         !self.checkpointing.swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -213,7 +245,7 @@ impl Runtime {
         &*self.clock
     }
 
-    fn lock(&self) -> MutexGuard<'_, Pipeline> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Pipeline> {
         // A panic while holding the lock cannot leave a fold half-applied (apply is all-or-nothing and a bundle
         // that fails half-way rebuilds speculative state), so a poisoned lock is still consistent.
         self.pipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -3,6 +3,7 @@
 //! request passes (concurrency, timeout, metrics).
 
 mod admin;
+mod policy;
 pub(crate) mod proposals;
 pub(crate) mod reads;
 mod runs;
@@ -48,6 +49,9 @@ fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(admin::revoke_grant))
         .routes(routes!(admin::list_budgets, admin::set_budget))
         .routes(routes!(admin::show_policy))
+        .routes(routes!(policy::validate))
+        .routes(routes!(policy::what_if))
+        .routes(routes!(policy::activate))
         .routes(routes!(admin::agent_status))
         .routes(routes!(admin::issue_token))
         .routes(routes!(admin::revoke_token))

@@ -110,6 +110,9 @@ impl Server {
         let state = self.state.clone();
         let watcher = tokio::spawn(watch_head(state.clone()));
         let reconciler = tokio::spawn(reconcile_periodically(state.clone()));
+        // Checkpoints are signed here, off the request path: no request waits behind one.
+        state.rt.set_inline_checkpoints(false);
+        let checkpointer = tokio::spawn(checkpoint_when_due(state.clone()));
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let drain_state = state.clone();
         let graceful = async move {
@@ -122,6 +125,7 @@ impl Server {
         let served = axum::serve(listener, app).with_graceful_shutdown(graceful).await;
         watcher.abort();
         reconciler.abort();
+        checkpointer.abort();
         // Every acknowledged request committed before it was answered; what is left is ICE's own housekeeping.
         let rt = state.rt.clone();
         match tokio::task::spawn_blocking(move || rt.checkpoint()).await {
@@ -146,6 +150,23 @@ async fn watch_head(state: Shared) {
                 tracing::warn!(error = %e, "cannot read the ledger head; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Signs a checkpoint whenever one is due (by count or time), checking a few times a second.
+async fn checkpoint_when_due(state: Shared) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rt = state.rt.clone();
+        match tokio::task::spawn_blocking(move || rt.checkpoint_if_due()).await {
+            Ok(Ok(Some(c))) => {
+                tracing::debug!(seq = c.seq.0, "checkpoint signed");
+                state.saw(c.seq);
+            }
+            Ok(Ok(None) | Err(ice_runtime::RuntimeError::Rejected { .. })) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint not written"),
             Err(_) => return,
         }
     }

@@ -421,3 +421,58 @@ async fn the_openapi_document_matches_the_routes() {
     assert!(operations >= 28, "{operations} operations");
     assert_eq!(doc, serde_json::from_str::<Value>(&ice_server::openapi_json()).unwrap(), "served = generated");
 }
+
+/// The home's policy set as the API takes it, with `edit` applied to `default.cedar`.
+fn policy_body(f: &Fixture, edit: impl Fn(&str) -> String) -> Value {
+    let dir = f.dir.path().join(".ice/policies");
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+    let mut policies = serde_json::Map::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".cedar") {
+            let text = read(&name);
+            policies.insert(name.clone(), json!(if name == "default.cedar" { edit(&text) } else { text }));
+        }
+    }
+    json!({"policies": policies, "schema": read("schema.cedarschema"), "catalog": read("policy.toml")})
+}
+
+#[tokio::test]
+async fn policy_is_validated_evaluated_and_activated_over_the_api() {
+    let f = Fixture::new();
+    let app = f.server().router();
+    let (s, d) = call(&app, "POST", "/v1/proposals", Some(&f.tokens.agent), Some(&f.write_body("p.txt"))).await;
+    assert_eq!((s, d["verdict"].as_str()), (StatusCode::OK, Some("allow")), "{d}");
+    let same = policy_body(&f, str::to_owned).to_string();
+    let (s, v) = call(&app, "POST", "/v1/policy/validate", Some(&f.tokens.agent), Some(&same)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, active) = call(&app, "GET", "/v1/policy", Some(&f.tokens.agent), None).await;
+    assert_eq!(v["hash"], active["hash"], "the same texts hash as the active set");
+    let (s, v) = call(&app, "POST", "/v1/policy/what-if", Some(&f.tokens.auditor), Some(&same)).await;
+    assert_eq!((s, v["changes"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
+    // A candidate that forbids writes flips the recorded allow.
+    let strict = policy_body(&f, |t| {
+        format!("{t}\n@id(\"no-writes\")\nforbid (principal, action, resource) when {{ context.classification.access == \"write\" }};\n")
+    })
+    .to_string();
+    let (s, v) = call(&app, "POST", "/v1/policy/what-if", Some(&f.tokens.auditor), Some(&strict)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v["changes"].as_array().unwrap().is_empty(), "{v}");
+    let (s, v) = call(&app, "POST", "/v1/policy/what-if", Some(&f.tokens.agent), Some(&strict)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    // Broken candidates are refused with the policy codes.
+    let broken = policy_body(&f, |t| format!("{t}\npermit (principal, action"));
+    let (s, v) = call(&app, "POST", "/v1/policy/validate", Some(&f.tokens.agent), Some(&broken.to_string())).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "ICE-E0601"), "{v}");
+    let mut sneaky = policy_body(&f, str::to_owned);
+    sneaky["policies"]["../x.cedar"] = json!("permit (principal, action, resource);");
+    let (s, v) = call(&app, "POST", "/v1/policy/validate", Some(&f.tokens.agent), Some(&sneaky.to_string())).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "ICE-E0606"), "{v}");
+    // Only an operator activates; then writes are denied.
+    let (s, v) = call(&app, "POST", "/v1/policy/activate", Some(&f.tokens.approver), Some(&strict)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = call(&app, "POST", "/v1/policy/activate", Some(&f.tokens.operator), Some(&strict)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, d) = call(&app, "POST", "/v1/proposals", Some(&f.tokens.agent), Some(&f.write_body("q.txt"))).await;
+    assert_eq!(d["verdict"], "deny", "{d}");
+}

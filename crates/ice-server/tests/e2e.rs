@@ -213,6 +213,8 @@ async fn shutdown_under_load_loses_nothing_that_was_acknowledged() {
     assert!(acked.len() >= 32, "load reached the server: {} acknowledged", acked.len());
     // Restart: a new runtime over the same home finds every acknowledged proposal; verify and replay pass.
     let rt = f.home.open_runtime().unwrap();
+    let last = rt.with_state(|s| s.last_checkpoint().map(|m| m.seq.0)).unwrap();
+    assert_eq!(Some(rt.started_from().0), last, "restarted from the snapshot of the final checkpoint");
     for id in &acked {
         let e = rt.store().get(id.parse().unwrap()).unwrap();
         assert!(e.is_some_and(|e| e.kind == ice_core::EventKind::ProposalSubmitted), "acknowledged {id} is lost");

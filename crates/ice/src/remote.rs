@@ -274,6 +274,26 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
             print(&remote.get("/v1/policy")?);
             Ok(exit::OK)
         }
+        Command::Policy(PolicyCommand::Validate { policies: Some(dir) }) => {
+            print(&remote.post("/v1/policy/validate", policy_body(&dir)?)?);
+            Ok(exit::OK)
+        }
+        Command::Policy(PolicyCommand::Activate { policies: Some(dir), actor }) => {
+            no_act_as(actor.as_ref())?;
+            print(&remote.post("/v1/policy/activate", policy_body(&dir)?)?);
+            Ok(exit::OK)
+        }
+        Command::Policy(
+            PolicyCommand::Validate { policies: None } | PolicyCommand::Activate { policies: None, .. },
+        ) => Err(bad("with --server, name the local policy directory to send (there is no .ice/ here to default to)")),
+        Command::WhatIf { policies, since, run, .. } => {
+            let mut body = policy_body(&policies)?;
+            body["since"] = json!(since);
+            body["run"] = json!(run);
+            let report = remote.post("/v1/policy/what-if", body)?;
+            print(&report);
+            Ok(if report["changes"].as_array().is_none_or(Vec::is_empty) { exit::OK } else { exit::CHECK_FAILED })
+        }
         Command::Agent(cmd) => {
             let (agent, action, reason, actor) = match cmd {
                 AgentCommand::Suspend { agent, reason, actor } => (agent, "suspend", reason, actor),
@@ -298,12 +318,21 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
     }
 }
 
+/// A local policy directory as the API takes it: Cedar files by name, the schema, the catalog.
+fn policy_body(dir: &std::path::Path) -> Result<Value, CliError> {
+    let b = ice_runtime::policy::PolicyBundle::load_dir(dir)
+        .map_err(|r| CliError::Coded(r.code, format!("{}: {}", dir.display(), r.message)))?;
+    let files: serde_json::Map<String, Value> =
+        b.source.files.iter().map(|f| (f.name.clone(), json!(f.text))).collect();
+    Ok(json!({"policies": files, "schema": b.source.schema, "catalog": b.catalog}))
+}
+
 fn unsupported(what: &str) -> CliError {
     let name = what.split([' ', '(', '{']).next().unwrap_or(what).to_lowercase();
     bad(format!(
         "`ice {name}` is not available with --server (local ledger files needed); remote commands: run, propose, \
          exec, approvals list, approve, deny, log, verify, checkpoint, grant issue|revoke|list, budget show|set, \
-         policy show, agent suspend|reconfigure|resume, token create|revoke"
+         policy show|validate DIR|activate DIR, what-if, agent suspend|reconfigure|resume, token create|revoke"
     ))
 }
 

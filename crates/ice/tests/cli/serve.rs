@@ -173,6 +173,12 @@ fn the_cli_works_against_a_remote_server() {
     assert_eq!(log.lines().count(), 3, "{log}");
     let v: Value = serde_json::from_str(ok(&operator, &["verify"]).trim()).unwrap();
     assert_eq!(v["ok"], true, "{v}");
+    // Policy travels as text: the local directory is read and sent.
+    let policies = ice.path().join(".ice/policies");
+    let policies = policies.to_str().unwrap();
+    ok(&agent, &["policy", "validate", policies]);
+    let out = remote(&operator, &["what-if", "--policies", policies]);
+    assert_eq!(out.status.code(), Some(0), "the active set changes nothing: {}", crate::stderr(&out));
     // Refusals keep their codes and exit codes; the principal is the token's, never --as.
     let out = remote(&agent, &["run", "create"]);
     assert_eq!(out.status.code(), Some(3), "{}", crate::stderr(&out));
