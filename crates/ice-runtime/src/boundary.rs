@@ -42,6 +42,30 @@ pub struct ExecInput {
     pub args: Option<String>,
 }
 
+/// An effect whose `EffectStarted` is durable and whose effector has not run yet: [`Runtime::start_effect`] returns
+/// it and [`Runtime::finish_effect`] runs it and records the outcome. [`Runtime::execute`] is the two back to back;
+/// the server runs the second on its own thread when the caller asked for a handle instead of the outcome. Dropped
+/// unfinished (the process died), the effect is found by reconciliation and recorded `EffectUnknown`.
+#[derive(Debug)]
+pub struct StartedEffect {
+    effectors: Arc<Effectors>,
+    action: String,
+    resource: String,
+    args: Value,
+    canonical: CanonicalJson,
+    args_hash: String,
+    key: String,
+    plan: Plan,
+    started: Event,
+}
+
+impl StartedEffect {
+    /// The `EffectStarted` event (its id is the effect's id).
+    pub fn event(&self) -> &Event {
+        &self.started
+    }
+}
+
 /// A finished effect.
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
@@ -199,6 +223,13 @@ impl Runtime {
     /// It does not reconcile: nothing it decides depends on other effects' outcomes or on approvals, and it checks
     /// the permit's own expiry, so the hot path stays free of sweeps over history.
     pub fn execute(&self, caller: &Caller, input: &ExecInput) -> Result<ExecOutcome, RuntimeError> {
+        let started = self.start_effect(caller, input)?;
+        self.finish_effect(started)
+    }
+
+    /// The first half of [`Runtime::execute`]: every check, then `EffectStarted` made durable. Refusals are recorded
+    /// as `EffectRefused`; nothing has run when this returns.
+    pub fn start_effect(&self, caller: &Caller, input: &ExecInput) -> Result<StartedEffect, RuntimeError> {
         let permit_id: Option<EventId> = input.permit.parse().ok();
         let presented_hash = input.args.as_deref().map(|a| blake3::hash(a.as_bytes()).to_hex().to_string());
         let Some(permit_id) = permit_id else {
@@ -308,7 +339,38 @@ impl Runtime {
             return Err(RuntimeError::Corrupt { seq: 0, message: "the start bundle lacked EffectStarted".into() });
         };
         pause_if("after-effect-start");
-        self.apply_and_record(effector, &call, &plan, started_event, None)
+        Ok(StartedEffect {
+            action: permit.terms.action.clone(),
+            resource: permit.terms.resource.clone(),
+            effectors,
+            args,
+            canonical,
+            args_hash,
+            key,
+            plan,
+            started: started_event,
+        })
+    }
+
+    /// The second half of [`Runtime::execute`]: runs the effector of a started effect and records its outcome (an
+    /// effector failure is an `EffectFailed` outcome, returned as `Ok` with `status: Failed`).
+    pub fn finish_effect(&self, effect: StartedEffect) -> Result<ExecOutcome, RuntimeError> {
+        let StartedEffect { effectors, action, resource, args, canonical, args_hash, key, plan, started } = effect;
+        let Some(effector) = effectors.for_action(&action) else {
+            return Err(RuntimeError::Corrupt {
+                seq: started.seq.0,
+                message: format!("no effector serves `{action}`"),
+            });
+        };
+        let call = EffectCall {
+            action: &action,
+            resource: &resource,
+            args: &args,
+            canonical_args: canonical.as_str(),
+            args_hash: &args_hash,
+            idempotency_key: &key,
+        };
+        self.apply_and_record(effector, &call, &plan, started, None)
     }
 
     /// Whether a permit may still start its effect against current state, beyond its own status (which admission

@@ -20,7 +20,7 @@ mod snapshot;
 mod system;
 
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};
-pub use boundary::{ExecInput, ExecOutcome, TEST_PAUSE_ENV};
+pub use boundary::{ExecInput, ExecOutcome, StartedEffect, TEST_PAUSE_ENV};
 pub use caller::{Caller, LocalUser, Presented, process_uid};
 pub use export::ExportSelection;
 pub use home::{Config, HomeError, ICE_DIR, IceHome, STORE_ENV};

@@ -84,7 +84,17 @@ pub struct PipelineStats {
     pub conflicts: u64,
     /// Bundles handed back to be decided again.
     pub retried: u64,
+    /// Flights by how many bundles they carried: `batch_sizes[i]` counts flights of at most `BATCH_BOUNDS[i]`
+    /// bundles (cumulative, as a Prometheus histogram's buckets are); the last bucket is every flight.
+    pub batch_sizes: [u64; BATCH_BOUNDS.len() + 1],
+    /// Bundles decided and waiting for the next flight, at the time of reading.
+    pub queued: u64,
+    /// Bundles in the flight under way, at the time of reading.
+    pub flying: u64,
 }
+
+/// Upper bounds of the [`PipelineStats::batch_sizes`] buckets.
+pub const BATCH_BOUNDS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
 /// Seals `drafts` onto `state`'s head and folds them one by one, admitting each against the state the ones
 /// before it left: the whole bundle is checked, not only its first draft. On a refusal at index `i > 0` the
@@ -131,7 +141,7 @@ impl Pipeline {
 
     /// Counters since creation.
     pub fn stats(&self) -> PipelineStats {
-        self.stats
+        PipelineStats { queued: self.queued.len() as u64, flying: self.flying.len() as u64, ..self.stats }
     }
 
     /// Whether to keep a copy of the committed state at checkpoints for snapshots (on by default).
@@ -222,7 +232,13 @@ impl Pipeline {
         self.flying = std::mem::take(&mut self.queued);
         self.in_flight = true;
         self.stats.flights += 1;
-        self.stats.bundles += self.flying.len() as u64;
+        let size = self.flying.len() as u64;
+        self.stats.bundles += size;
+        for (bucket, bound) in self.stats.batch_sizes.iter_mut().zip(BATCH_BOUNDS.iter().chain([&u64::MAX])) {
+            if size <= *bound {
+                *bucket += 1;
+            }
+        }
         let drafts = self.flying.iter().flat_map(|b| b.drafts.iter().cloned()).collect();
         Some(AppendRequest::unchanged_since(drafts, self.committed.last_seq()))
     }

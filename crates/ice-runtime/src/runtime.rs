@@ -14,8 +14,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use ice_core::intake::{self, RawEvent};
 use ice_core::{
-    CanonicalJson, Clock, Draft, ErrorCode, Event, EventKind, IdSource, LedgerState, Principal, Rejection, RunId,
-    RunRecord, RunState, Seq, payloads,
+    CanonicalJson, Clock, Draft, ErrorCode, Event, EventId, EventKind, IdSource, LedgerState, Principal, Rejection,
+    RunId, RunRecord, RunState, Seq, payloads,
 };
 use ice_store::{EventQuery, Store, StoreError};
 
@@ -333,6 +333,35 @@ impl Runtime {
         }
         let events = self.read_all(&EventQuery { run: Some(id), ..EventQuery::default() })?;
         Ok(RunRecord::from_events(&events))
+    }
+
+    /// One effect's record (`id`: its `EffectStarted` event id): from derived state while its run is live, folded
+    /// from its run's events in the ledger once retired.
+    pub fn effect(&self, id: EventId) -> Result<Option<ice_core::effect::EffectRecord>, RuntimeError> {
+        if let Some(live) = self.with_state(|s| s.effects().effects().get(&id).cloned())? {
+            return Ok(Some(live));
+        }
+        let Some(started) = self.store().get(id)?.filter(|e| e.kind == EventKind::EffectStarted) else {
+            return Ok(None);
+        };
+        let events = match started.run_id {
+            Some(run) => self.read_all(&EventQuery { run: Some(run), ..EventQuery::default() })?,
+            // A run-less effect: its start and the outcome that names it.
+            None => {
+                let mut events = vec![started.clone()];
+                for kind in [EventKind::EffectCompleted, EventKind::EffectFailed, EventKind::EffectUnknown] {
+                    let q = EventQuery { kind: Some(kind), after: started.seq, ..EventQuery::default() };
+                    events.extend(self.read_all(&q)?.into_iter().filter(|e| e.causes.contains(&id)));
+                }
+                events.sort_by_key(|e| e.seq);
+                events
+            }
+        };
+        let mut state = ice_core::effect::EffectState::default();
+        for e in events.iter().filter(|e| ice_core::effect::EffectState::BOUNDARY_KINDS.contains(&e.kind)) {
+            state.apply(e).map_err(|r| RuntimeError::Corrupt { seq: e.seq.0, message: r.message })?;
+        }
+        Ok(state.effects().get(&id).cloned())
     }
 
     /// Every event matching `query` (its `after` onwards), read in batches of 10,000.

@@ -39,9 +39,27 @@ pub struct ServerConfig {
     /// Seconds between reconciliations of effects whose outcome is unknown (0: never; the CLI reconciles on use).
     #[serde(default = "default_reconcile_secs")]
     pub reconcile_every_secs: u64,
+    /// Effects running in the background at once (an `exec` that answers with a handle instead of waiting for the
+    /// outcome); more are refused 503 (`ICE-E0914`) before anything starts.
+    #[serde(default = "default_background_effects")]
+    pub max_background_effects: usize,
     /// Log format: `text` (default) or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// PEM file of the certificate chain to serve HTTPS with (relative paths: to the home's `.ice/`); with
+    /// `tls_key`. Absent: plain HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    /// OpenTelemetry: the OTLP/HTTP endpoint traces are exported to (e.g. `http://127.0.0.1:4318`; spans are
+    /// POSTed as OTLP JSON to `<endpoint>/v1/traces`). Absent: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of exported spans.
+    #[serde(default = "default_service_name")]
+    pub otlp_service_name: String,
 }
 
 impl Default for ServerConfig {
@@ -57,7 +75,12 @@ impl Default for ServerConfig {
             max_streams: default_streams(),
             stream_send_timeout_secs: default_stream_send_timeout(),
             reconcile_every_secs: default_reconcile_secs(),
+            max_background_effects: default_background_effects(),
             log_format: default_log_format(),
+            tls_cert: None,
+            tls_key: None,
+            otlp_endpoint: None,
+            otlp_service_name: default_service_name(),
         }
     }
 }
@@ -94,4 +117,10 @@ fn default_reconcile_secs() -> u64 {
 }
 fn default_log_format() -> String {
     "text".to_owned()
+}
+fn default_background_effects() -> usize {
+    64
+}
+fn default_service_name() -> String {
+    "ice".to_owned()
 }

@@ -20,6 +20,8 @@ use axum::routing::get;
 use ice_core::{ErrorCode, EventId, RunId};
 use ice_runtime::Runtime;
 use std::sync::atomic::Ordering;
+use tracing::Instrument;
+use tracing::field::Empty;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,6 +37,7 @@ fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(proposals::approve))
         .routes(routes!(proposals::deny))
         .routes(routes!(proposals::exec))
+        .routes(routes!(proposals::get_effect))
         .routes(routes!(runs::create_run, runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::advance_run))
@@ -102,8 +105,13 @@ async fn readyz(State(state): State<Shared>) -> Response {
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {
-    let in_flight = state.cfg.max_concurrent_requests.max(1) - state.requests.available_permits();
-    let text = state.metrics.render(&state.rt.pipeline_stats(), in_flight, *state.head.borrow());
+    let used = |limit: usize, sem: &tokio::sync::Semaphore| (limit.max(1) - sem.available_permits()) as u64;
+    let now = crate::metrics::Gauges {
+        in_flight: used(state.cfg.max_concurrent_requests, &state.requests),
+        effects_running: used(state.cfg.max_background_effects, &state.effects),
+        head: *state.head.borrow(),
+    };
+    let text = state.metrics.render(&state.rt.pipeline_stats(), &now);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -114,7 +122,32 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
-    let exempt = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    // The request's span: exported over OTLP when configured (see `otlp`), and the context of its log lines.
+    // Handlers record the ids they learn (`tag`).
+    let span = tracing::info_span!(target: "ice_server::http", "request",
+        otel.name = %format!("{method} {route}"), otel.kind = "server", otel.status_code = Empty,
+        http.request.method = %method, http.route = %route, http.response.status_code = Empty,
+        traceparent = %traceparent, ice.principal = Empty, ice.run_id = Empty, ice.proposal_id = Empty,
+        ice.effect_id = Empty);
+    let resp = guarded(&state, &route, req, next).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+    tracing::debug!(target: "ice_server::http", parent: &span, status, ms = started.elapsed().as_secs_f64() * 1e3, "answered");
+    state.metrics.request(&route, &method, status, started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Records an id on the current request's span (`ice.run_id`, `ice.proposal_id`, `ice.effect_id`, `ice.principal`).
+pub(crate) fn tag(field: &str, value: impl std::fmt::Display) {
+    tracing::Span::current().record(field, tracing::field::display(value));
+}
+
+async fn guarded(state: &Shared, route: &str, req: Request, next: Next) -> Response {
+    let exempt = matches!(route, "/healthz" | "/readyz" | "/metrics");
     let streaming = route == "/v1/stream";
     let permit = if exempt || streaming {
         None
@@ -149,7 +182,6 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
         }
     };
     drop(permit);
-    state.metrics.request(&route, &method, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
 
@@ -159,19 +191,32 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let rt = rt.clone();
-    tokio::task::spawn_blocking(move || f(&rt))
+    let span = tracing::info_span!(target: "ice_server::http", "runtime");
+    tokio::task::spawn_blocking(move || span.in_scope(|| f(&rt)))
         .await
         .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, format!("the request's task failed: {e}")))?
 }
 
 /// An event id from a path segment.
 pub(crate) fn event_id(text: &str, what: &str) -> Result<EventId, ApiError> {
-    text.trim()
+    let id = text
+        .trim()
         .parse()
-        .map_err(|_| ApiError::new(ErrorCode::BadArgument, format!("`{text}` is not {what} (an event id, a UUID)")))
+        .map_err(|_| ApiError::new(ErrorCode::BadArgument, format!("`{text}` is not {what} (an event id, a UUID)")))?;
+    match what {
+        "a proposal id" => tag("ice.proposal_id", id),
+        "an effect id" => tag("ice.effect_id", id),
+        _ => {}
+    }
+    Ok(id)
 }
 
 /// A run id from a path segment.
 pub(crate) fn run_id(text: &str) -> Result<RunId, ApiError> {
-    text.trim().parse().map_err(|_| ApiError::new(ErrorCode::BadArgument, format!("`{text}` is not a run id (a UUID)")))
+    let id = text
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::BadArgument, format!("`{text}` is not a run id (a UUID)")))?;
+    tag("ice.run_id", id);
+    Ok(id)
 }

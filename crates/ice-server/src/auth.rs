@@ -167,6 +167,7 @@ impl FromRequestParts<Shared> for Authed {
                 format!("token {key} is over its rate of {} requests/s", state.cfg.rate_per_token),
             ));
         }
+        crate::api::tag("ice.principal", caller.principal());
         Ok(Self(caller))
     }
 }

@@ -15,7 +15,10 @@ mod body;
 mod error;
 mod metrics;
 mod openapi;
+pub mod otlp;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ use tokio::sync::{Semaphore, watch};
 
 pub use error::ApiError;
 pub use openapi::openapi_json;
+#[cfg(feature = "tls")]
+pub use tls::Tls;
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -41,6 +46,8 @@ pub(crate) struct AppState {
     metrics: metrics::Metrics,
     streams: Arc<Semaphore>,
     requests: Arc<Semaphore>,
+    /// Slots of effects running on their own (an `exec` answered with a handle, or still running when answered).
+    effects: Arc<Semaphore>,
     draining: AtomicBool,
     /// Set when the server stops: streams close themselves.
     stopping: watch::Sender<bool>,
@@ -58,6 +65,9 @@ pub struct ProofSettings {
 
 type Shared = Arc<AppState>;
 
+/// Longest a shutdown waits for background effects to finish.
+const EFFECT_DRAIN: Duration = Duration::from_secs(300);
+
 impl AppState {
     /// Tells streams and waiters that the ledger reached `seq` (called after this server's own writes, and by the
     /// head watcher for everyone else's).
@@ -73,6 +83,8 @@ impl AppState {
 /// A configured server over one long-lived runtime.
 pub struct Server {
     state: Shared,
+    #[cfg(feature = "tls")]
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -81,6 +93,7 @@ impl Server {
         let head = rt.with_state_cached(|s| s.last_seq().0);
         let streams = Arc::new(Semaphore::new(cfg.max_streams));
         let requests = Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1)));
+        let effects = Arc::new(Semaphore::new(cfg.max_background_effects.max(1)));
         let state = Arc::new(AppState {
             limits: auth::Limits::new(&cfg),
             rt,
@@ -88,12 +101,25 @@ impl Server {
             metrics: metrics::Metrics::default(),
             streams,
             requests,
+            effects,
             draining: AtomicBool::new(false),
             stopping: watch::channel(false).0,
             proof,
             cfg,
         });
-        Self { state }
+        Self {
+            state,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Serves HTTPS with `tls` instead of plain HTTP.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The router (for in-process tests with `tower::ServiceExt::oneshot`, and for [`serve`]).
@@ -122,7 +148,30 @@ impl Server {
             // Streams end themselves when they see this.
             drain_state.stopping.send_replace(true);
         };
+        #[cfg(feature = "tls")]
+        let served = match &self.tls {
+            Some(tls) => {
+                use axum::serve::ListenerExt as _;
+                // `tap_io` only so that the connect info (the peer's address) is derived as for plain TCP.
+                let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+                axum::serve(listener, app).with_graceful_shutdown(graceful).await
+            }
+            None => axum::serve(listener, app).with_graceful_shutdown(graceful).await,
+        };
+        #[cfg(not(feature = "tls"))]
         let served = axum::serve(listener, app).with_graceful_shutdown(graceful).await;
+        // Effects still running record their outcome before the final checkpoint (each has its own time limit).
+        let slots = u32::try_from(state.cfg.max_background_effects.max(1)).unwrap_or(u32::MAX);
+        let running = slots as usize - state.effects.available_permits();
+        if running > 0 {
+            tracing::info!(running, "waiting for background effects to record their outcomes");
+            if tokio::time::timeout(EFFECT_DRAIN, state.effects.acquire_many(slots)).await.is_err() {
+                tracing::warn!(
+                    "effects still running after {} s; reconciliation will settle them",
+                    EFFECT_DRAIN.as_secs()
+                );
+            }
+        }
         watcher.abort();
         reconciler.abort();
         checkpointer.abort();

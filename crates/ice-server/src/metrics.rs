@@ -32,6 +32,16 @@ impl Histogram {
     }
 }
 
+/// What the server reads off itself at scrape time.
+pub struct Gauges {
+    /// Requests being handled.
+    pub in_flight: u64,
+    /// Effects running (waited for or in the background).
+    pub effects_running: u64,
+    /// The highest seq seen.
+    pub head: u64,
+}
+
 /// The server's metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -101,7 +111,7 @@ impl Metrics {
     }
 
     /// The exposition text; `pipeline` and `in_flight` are read from the runtime and the server at scrape time.
-    pub fn render(&self, pipeline: &ice_runtime::pipeline::PipelineStats, in_flight: usize, head: u64) -> String {
+    pub fn render(&self, pipeline: &ice_runtime::pipeline::PipelineStats, now: &Gauges) -> String {
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -174,7 +184,7 @@ impl Metrics {
             "Requests answered 503 at the concurrency limit.",
             load(&self.shed),
         );
-        scalar("ice_requests_in_flight", "gauge", "Requests being handled.", in_flight as u64);
+        scalar("ice_requests_in_flight", "gauge", "Requests being handled.", now.in_flight);
         scalar("ice_stream_clients", "gauge", "Open WebSocket streams.", load(&self.streams_open));
         scalar(
             "ice_stream_dropped_slow_total",
@@ -206,7 +216,22 @@ impl Metrics {
             "Bundles decided again after a conflict.",
             pipeline.retried,
         );
-        scalar("ice_ledger_head_seq", "gauge", "The highest seq this server has seen.", head);
+        scalar(
+            "ice_group_commit_queued_bundles",
+            "gauge",
+            "Bundles decided and waiting for the next group commit (queue depth).",
+            pipeline.queued,
+        );
+        scalar("ice_group_commit_flying_bundles", "gauge", "Bundles in the group commit under way.", pipeline.flying);
+        scalar("ice_effects_running", "gauge", "Effects running through this server.", now.effects_running);
+        scalar("ice_ledger_head_seq", "gauge", "The highest seq this server has seen.", now.head);
+        let name = "ice_group_commit_batch_size";
+        let _ = writeln!(text, "# HELP {name} Bundles per group-commit flight.\n# TYPE {name} histogram");
+        let bounds = ice_runtime::pipeline::BATCH_BOUNDS.iter().map(ToString::to_string).chain(["+Inf".to_owned()]);
+        for (bound, count) in bounds.zip(pipeline.batch_sizes) {
+            let _ = writeln!(text, "{name}_bucket{{le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(text, "{name}_sum {}\n{name}_count {}", pipeline.bundles, pipeline.flights);
         text
     }
 }

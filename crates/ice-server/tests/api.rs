@@ -476,3 +476,39 @@ async fn policy_is_validated_evaluated_and_activated_over_the_api() {
     let (_, d) = call(&app, "POST", "/v1/proposals", Some(&f.tokens.agent), Some(&f.write_body("q.txt"))).await;
     assert_eq!(d["verdict"], "deny", "{d}");
 }
+
+#[tokio::test]
+async fn metrics_count_decisions_effects_and_group_commit_batches() {
+    let f = Fixture::new();
+    let app = f.server().router();
+    for name in ["m1.txt", "m2.txt"] {
+        let (_, d) = call(&app, "POST", "/v1/proposals", Some(&f.tokens.agent), Some(&f.write_body(name))).await;
+        let permit = d["permit_id"].as_str().unwrap();
+        let (s, v) = call(&app, "POST", &format!("/v1/permits/{permit}/exec"), Some(&f.tokens.agent), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, m) = call(&app, "GET", "/metrics", None, None).await;
+    let text = m.as_str().unwrap();
+    let value = |series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+        line.unwrap_or_else(|| panic!("no {series} in\n{text}")).rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("ice_decisions_total{verdict=\"allow\"}"), 2.0);
+    assert_eq!(value("ice_effects_total{outcome=\"completed\"}"), 2.0);
+    assert_eq!(value("ice_effects_running"), 0.0);
+    assert_eq!(value("ice_group_commit_queued_bundles"), 0.0);
+    // Every flight is in the +Inf bucket; buckets are cumulative; the sum is the bundles carried.
+    let flights = value("ice_group_commit_batch_size_count");
+    assert!(flights >= 4.0, "two decisions and two effects at least: {flights}");
+    assert_eq!(value("ice_group_commit_batch_size_bucket{le=\"+Inf\"}"), flights);
+    assert!(
+        value("ice_group_commit_batch_size_bucket{le=\"1\"}") <= value("ice_group_commit_batch_size_bucket{le=\"2\"}")
+    );
+    assert_eq!(value("ice_group_commit_batch_size_sum"), value("ice_group_commit_bundles_total"));
+    assert!(value("ice_http_request_duration_seconds_count{route=\"/v1/proposals\"}") >= 2.0);
+    // The exposition is well formed: every sample line is `name[{labels}] number`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, v) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line}"));
+        assert!(v.parse::<f64>().is_ok(), "bad value in {line}");
+    }
+}

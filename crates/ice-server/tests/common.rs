@@ -54,8 +54,15 @@ impl Fixture {
 
     /// With `[server]` edited.
     pub fn with(edit: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::with_home(|toml| toml.to_owned(), edit)
+    }
+
+    /// With `.ice/config.toml` rewritten by `home` before the runtime opens, and `[server]` edited.
+    pub fn with_home(home: impl FnOnce(&str) -> String, edit: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         IceHome::init(dir.path(), None).unwrap();
+        let config = dir.path().join(".ice/config.toml");
+        std::fs::write(&config, home(&std::fs::read_to_string(&config).unwrap())).unwrap();
         let home = IceHome::discover(Some(dir.path()), dir.path()).unwrap();
         let rt = home.open_runtime().unwrap();
         let me = rt.authenticate(&Presented::Local { act_as: None }).unwrap();

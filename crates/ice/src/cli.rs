@@ -23,9 +23,15 @@ pub struct Cli {
     #[arg(long, global = true, env = "ICE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// Run the command against a remote `ice serve` (http://HOST:PORT) with --token, instead of a local home.
+    /// Run the command against a remote `ice serve` (http://HOST:PORT or https://HOST:PORT) with --token, instead
+    /// of a local home.
     #[arg(long, global = true, env = "ICE_SERVER", value_name = "URL")]
     pub server: Option<String>,
+
+    /// With an https:// --server: the PEM certificates to trust (the server's own, or its CA); default: the
+    /// system's bundle, /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long, global = true, env = "ICE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     /// The command.
     #[command(subcommand)]

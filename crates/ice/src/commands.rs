@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             | Command::Kinds
     );
     if let Some(url) = cli.server.as_deref().filter(|u| !u.trim().is_empty() && !local_only) {
-        let remote = crate::remote::Remote::new(url.trim(), cli.token.as_deref())?;
+        let remote = crate::remote::Remote::new(url.trim(), cli.token.as_deref(), cli.ca_cert.as_deref())?;
         return crate::remote::run(&remote, cli.command);
     }
     match cli.command {

@@ -3,8 +3,8 @@
 //! is one or a few `/v1` requests; the server's JSON is printed as it comes (one object per line), and its error
 //! codes map to the same exit codes as the local commands.
 //!
-//! The client is plain HTTP/1.1 over `std::net` (one connection per request): `http://` only — put a TLS proxy in
-//! front of the server and tunnel to it for anything beyond a trusted network.
+//! The client is HTTP/1.1 over `std::net` (one connection per request), plain or over rustls for `https://`
+//! (trusting `--ca-cert` / `ICE_CA_CERT`, or the system bundle).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,26 +28,120 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct Remote {
     addr: String,
     token: String,
+    /// Set for `https://`: the client configuration and the name the certificate must carry.
+    #[cfg(feature = "tls")]
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
 fn bad(msg: impl Into<String>) -> CliError {
     CliError::Coded(ErrorCode::BadArgument, msg.into())
 }
 
+/// Where trusted certificates are read from when `--ca-cert` is not given.
+#[cfg(feature = "tls")]
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client trusting the PEM certificates in `ca` (or the system bundle), for `host`.
+#[cfg(feature = "tls")]
+fn tls_client(
+    host: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>), CliError> {
+    use rustls::pki_types::pem::PemObject;
+    let path = ca.unwrap_or(std::path::Path::new(SYSTEM_CA_BUNDLE));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+        bad(format!("cannot read trusted certificates from {}: {e} (--ca-cert, ICE_CA_CERT)", path.display()))
+    })?;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(format!("{}: not PEM certificates: {e}", path.display())))?;
+        roots.add(cert).map_err(|e| bad(format!("{}: unusable certificate: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(format!("{} holds no certificate to trust (--ca-cert)", path.display())));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| bad(format!("`{host}` cannot name a TLS server: {e}")))?;
+    Ok((std::sync::Arc::new(config), name))
+}
+
+/// One connection: plain, or TLS over TCP.
+enum Conn {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.write_all(bytes),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+        }
+    }
+
+    /// Everything until the server closes; a TLS peer that closes without `close_notify` after answering is
+    /// taken as done (the answer is checked for completeness by its parser).
+    fn read_to_end(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.read_to_end(out).map(|_| ()),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => match s.read_to_end(out) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => Ok(()),
+                other => other.map(|_| ()),
+            },
+        }
+    }
+}
+
 impl Remote {
-    /// Parses `http://HOST:PORT[/]`.
-    pub fn new(url: &str, token: Option<&str>) -> Result<Self, CliError> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            bad(format!("--server `{url}`: only http://HOST:PORT is supported (terminate TLS in a proxy or a tunnel)"))
-        })?;
+    /// Parses `http://HOST:PORT[/]` or `https://HOST:PORT[/]`.
+    pub fn new(url: &str, token: Option<&str>, ca: Option<&std::path::Path>) -> Result<Self, CliError> {
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(bad(format!("--server `{url}`: expected http://HOST:PORT or https://HOST:PORT"))),
+        };
         let addr = rest.trim_end_matches('/').to_owned();
         if addr.is_empty() || addr.contains('/') {
-            return Err(bad(format!("--server `{url}`: expected http://HOST:PORT")));
+            return Err(bad(format!("--server `{url}`: expected http(s)://HOST:PORT")));
         }
         let token = token.ok_or_else(|| {
             CliError::Coded(ErrorCode::Unauthenticated, "--server needs a token: pass --token or set ICE_TOKEN".into())
         })?;
-        Ok(Self { addr, token: token.to_owned() })
+        let host =
+            addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        #[cfg(feature = "tls")]
+        let tls = if https { Some(tls_client(host, ca)?) } else { None };
+        #[cfg(not(feature = "tls"))]
+        if https {
+            let _ = (host, ca);
+            return Err(bad("this ice was built without the `tls` feature: https:// is not available"));
+        }
+        Ok(Self {
+            addr,
+            token: token.to_owned(),
+            #[cfg(feature = "tls")]
+            tls,
+        })
+    }
+
+    fn connect(&self) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(&self.addr)?;
+        s.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        #[cfg(feature = "tls")]
+        if let Some((config, name)) = &self.tls {
+            let conn = rustls::ClientConnection::new(config.clone(), name.clone()).map_err(std::io::Error::other)?;
+            return Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(conn, s))));
+        }
+        Ok(Conn::Plain(s))
     }
 
     /// One request; a non-2xx answer becomes the error it carries (code, message).
@@ -55,8 +149,7 @@ impl Remote {
         let unavailable = |e: std::io::Error| {
             CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot reach the server at {}: {e}", self.addr))
         };
-        let mut s = TcpStream::connect(&self.addr).map_err(unavailable)?;
-        s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(unavailable)?;
+        let mut s = self.connect().map_err(unavailable)?;
         let body = body.map(Value::to_string).unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
@@ -197,7 +290,13 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
             no_act_as(a.actor.as_ref())?;
             let args = a.args.as_deref().map(read_payload).transpose()?;
             let args = args.map(|t| ice_core::canonical::parse_untrusted(&t)).transpose().map_err(CliError::from)?;
-            let out = remote.post(&format!("/v1/permits/{}/exec", q(&a.permit)), json!({ "args": args }))?;
+            let mut out = remote.post(&format!("/v1/permits/{}/exec", q(&a.permit)), json!({ "args": args }))?;
+            // A long effect is answered with a handle (202): wait for its outcome like the local command does.
+            let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+            while out["status"] == "running" && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(250));
+                out = remote.get(&format!("/v1/effects/{}", q(out["effect_id"].as_str().unwrap_or_default())))?;
+            }
             print(&out);
             Ok(if out["status"] == "completed" { exit::OK } else { exit::EFFECT_FAILED })
         }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use ice_core::auth::Role;
 use ice_core::effect::ApprovalStatus;
 use ice_core::{ErrorCode, EventId, EventKind, Rejection};
@@ -12,7 +13,7 @@ use ice_runtime::{ExecInput, ProposalInput};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, event_id};
+use super::{blocking, event_id, tag};
 use crate::Shared;
 use crate::auth::Authed;
 use crate::body::{Query, RawJson, Strict};
@@ -100,6 +101,10 @@ pub async fn submit(
     let input = ProposalInput::from_json(&body)?;
     let who = caller.clone();
     let outcome = blocking(&state.rt, move |rt| Ok(rt.propose(&who, &input)?)).await?;
+    tag("ice.proposal_id", outcome.proposal.event_id);
+    if let Some(run) = outcome.proposal.run_id {
+        tag("ice.run_id", run);
+    }
     state.saw(outcome.decision_event.seq.max(outcome.events.last().map_or(outcome.decision_event.seq, |e| e.seq)));
     state.metrics.decision(outcome.decision.verdict.as_str());
     let mut v = outcome.to_json();
@@ -266,26 +271,107 @@ pub struct ExecBody {
     /// The args to execute with; absent: the proposal's own. Anything else than the permitted args is refused.
     #[schema(value_type = Object)]
     args: Option<Value>,
+    /// `false`: answer 202 with the effect's handle as soon as its start is durable, and run it in the background
+    /// (poll `GET /v1/effects/{id}` or watch the stream for the outcome). Default `true`: answer with the outcome —
+    /// or with the handle (202) if the effect outlasts the request timeout.
+    wait: Option<bool>,
 }
 
-/// Execute a permit (its holder only): the effect runs once and its outcome is recorded before the answer.
+/// The 202 answer: where the effect's outcome will be.
+fn handle(started: &ice_core::Event) -> Value {
+    let id = started.event_id.to_string();
+    json!({"status": "running", "effect_id": id, "started_seq": started.seq.0, "poll": format!("/v1/effects/{id}")})
+}
+
+/// Execute a permit (its holder only): every check and the effect's start are durable before the effector runs;
+/// the answer is the outcome, or a handle to poll when the caller does not wait or the effect runs long.
 #[utoipa::path(post, path = "/v1/permits/{id}/exec", tag = "permits", request_body = ExecBody,
     security(("bearer" = [])), params(("id" = String, Path, description = "Permit id")),
     responses((status = 200, description = "The outcome: completed or failed, with evidence", body = Object),
+        (status = 202, description = "Started; the outcome is recorded later (`poll` names where)", body = Object),
         (status = 403, description = "Not the permit's holder", body = ErrorBody),
         (status = 404, description = "No such permit", body = ErrorBody),
-        (status = 409, description = "Used, expired or revoked, or args differ", body = ErrorBody)))]
+        (status = 409, description = "Used, expired or revoked, or args differ", body = ErrorBody),
+        (status = 503, description = "Too many effects running in the background", body = ErrorBody)))]
 pub async fn exec(
     State(state): State<Shared>,
     Authed(caller): Authed,
     Path(id): Path<String>,
     Strict(body): Strict<ExecBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     // A malformed id is refused here, unrecorded, like any malformed request.
     event_id(&id, "a permit id")?;
+    // The effect's slot is taken before anything starts, so a refusal here leaves nothing half-done.
+    let slot = state.effects.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            format!("{} effects are running already", state.cfg.max_background_effects),
+        )
+    })?;
     let input = ExecInput { permit: id, args: body.args.map(|a| a.to_string()) };
-    let out = blocking(&state.rt, move |rt| Ok(rt.execute(&caller, &input)?)).await?;
-    state.saw(out.outcome.seq);
-    state.metrics.effect(&format!("{:?}", out.status).to_lowercase());
-    Ok(Json(out.to_json()))
+    let started = blocking(&state.rt, move |rt| Ok(rt.start_effect(&caller, &input)?)).await?;
+    let started_event = started.event().clone();
+    tag("ice.effect_id", started_event.event_id);
+    if let Some(run) = started_event.run_id {
+        tag("ice.run_id", run);
+    }
+    state.saw(started_event.seq);
+    let bg = state.clone();
+    // The effect runs to its outcome whatever happens to this request: a dropped connection must not lose it.
+    let finished = tokio::task::spawn_blocking(move || {
+        let out = bg.rt.finish_effect(started);
+        match &out {
+            Ok(o) => {
+                bg.saw(o.outcome.seq);
+                bg.metrics.effect(&format!("{:?}", o.status).to_lowercase());
+            }
+            Err(e) => tracing::warn!(error = %e, "an effect's outcome was not recorded; reconciliation will"),
+        }
+        drop(slot);
+        out
+    });
+    if body.wait == Some(false) {
+        return Ok((StatusCode::ACCEPTED, Json(handle(&started_event))));
+    }
+    // Answer before the request's own timeout would.
+    let patience = Duration::from_secs(state.cfg.request_timeout_secs.saturating_sub(1).max(1));
+    match tokio::time::timeout(patience, finished).await {
+        Ok(Ok(out)) => Ok((StatusCode::OK, Json(out?.to_json()))),
+        Ok(Err(e)) => Err(ApiError::new(ErrorCode::StoreUnavailable, format!("the effect's task failed: {e}"))),
+        Err(_) => Ok((StatusCode::ACCEPTED, Json(handle(&started_event)))),
+    }
+}
+
+/// Where an effect stands (its holder, approvers, operators, auditors): running, completed (with evidence), failed
+/// or unknown, with its outcome event.
+#[utoipa::path(get, path = "/v1/effects/{id}", tag = "permits", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Effect id (its `EffectStarted` event id)")),
+    responses((status = 200, description = "The effect", body = Object),
+        (status = 403, description = "Neither its holder nor a reader", body = ErrorBody),
+        (status = 404, description = "No such effect", body = ErrorBody)))]
+pub async fn get_effect(
+    State(state): State<Shared>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = event_id(&id, "an effect id")?;
+    blocking(&state.rt, move |rt| {
+        let record = rt.effect(id)?;
+        // The permit's holder is the proposal's author (the permit may have retired from memory; the proposal
+        // is in the ledger for good).
+        let proposal = match &record {
+            Some(r) => rt.store().get(r.started.proposal_id).map_err(ice_runtime::RuntimeError::from)?,
+            None => None,
+        };
+        if proposal.is_none_or(|p| p.origin != *caller.principal()) {
+            rt.require_any(&caller, &READERS, "reading another principal's effect")?;
+        }
+        let r = record.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no effect {id}")))?;
+        Ok(Json(json!({"effect_id": r.id.to_string(), "status": r.status, "run_id": r.run.map(|x| x.to_string()),
+            "permit_id": r.started.permit_id.to_string(), "proposal_id": r.started.proposal_id.to_string(),
+            "action": r.started.action, "resource": r.started.resource, "args_hash": r.started.args_hash,
+            "started_at": r.started_at.to_string(), "outcome_id": r.outcome.map(|o| o.to_string()),
+            "evidence": r.evidence, "compensated_by": r.compensated_by.map(|c| c.to_string())})))
+    })
+    .await
 }

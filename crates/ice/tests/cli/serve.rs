@@ -12,11 +12,16 @@ use crate::Ice;
 
 /// One request on its own connection: (status, body as JSON).
 fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    http_with(addr, method, path, token, body, "")
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+fn http_with(addr: &str, method: &str, path: &str, token: &str, body: &str, headers: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -39,7 +44,8 @@ fn serve(ice: &Ice) -> (std::process::Child, String, std::thread::JoinHandle<Vec
     let started = Instant::now();
     let addr = loop {
         let line = lines.next().expect("ice serve printed its address").unwrap();
-        if let Some(a) = line.strip_prefix("ice serve: listening on http://") {
+        let served = line.strip_prefix("ice serve: listening on http://");
+        if let Some(a) = served.or_else(|| line.strip_prefix("ice serve: listening on https://")) {
             break a.to_owned();
         }
         assert!(started.elapsed() < Duration::from_secs(30), "not ready in time");
@@ -194,4 +200,151 @@ fn the_cli_works_against_a_remote_server() {
     assert!(crate::stderr(&out).contains("ICE-E0901"), "{}", crate::stderr(&out));
     assert!(sigterm(child.id()));
     assert!(child.wait().unwrap().success());
+}
+
+/// What the collector received: (path, content type, body).
+type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+
+/// A stand-in OTLP/HTTP collector (no OpenTelemetry collector can be installed here): accepts POSTs, answers 200,
+/// keeps (path, content type, body).
+fn collector() -> (String, Posts) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let mut reader = BufReader::new(conn);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let (mut length, mut content_type) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "content-type" => content_type = value.trim().to_owned(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+            keep.lock().unwrap().push((path, content_type, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        }
+    });
+    (addr, got)
+}
+
+/// With `[server] otlp_endpoint`, each request is a server span in the caller's trace (W3C `traceparent`), with
+/// the principal, run and proposal ids as attributes and the runtime call as its child; the last spans are sent
+/// at shutdown.
+#[test]
+fn request_spans_are_exported_over_otlp_with_the_ids_as_attributes() {
+    let ice = Ice::init();
+    let (collector, got) = collector();
+    let config = ice.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let otlp = format!("otlp_endpoint = \"http://{collector}\"\notlp_service_name = \"ice-test\"");
+    assert!(text.contains("otlp_service_name = \"ice\""), "{text}");
+    std::fs::write(&config, text.replace("otlp_service_name = \"ice\"", &otlp)).unwrap();
+    let run = ice.executing_run();
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "fs.write", "--resource", "file:notes/"]);
+    let agent = ice.token("agent:a", "agent");
+    let (mut child, addr, _logs) = serve(&ice);
+    let body = serde_json::json!({"run": run, "action": "fs.write", "resource": "file:notes/t.txt",
+        "args": {"path": "notes/t.txt", "content": "traced"}})
+    .to_string();
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let tp = format!("traceparent: 00-{trace}-{parent}-01\r\n");
+    let (s, d) = http_with(&addr, "POST", "/v1/proposals", &agent, &body, &tp);
+    assert_eq!(s, 200, "{d}");
+    assert!(sigterm(child.id()));
+    assert!(child.wait().unwrap().success());
+    let got = got.lock().unwrap().clone();
+    assert!(!got.is_empty(), "nothing was exported");
+    let mut spans = Vec::new();
+    for (path, content_type, body) in &got {
+        assert_eq!((path.as_str(), content_type.as_str()), ("/v1/traces", "application/json"));
+        let resource = &body["resourceSpans"][0];
+        assert_eq!(resource["resource"]["attributes"][0]["value"]["stringValue"], "ice-test", "{body}");
+        spans.extend(resource["scopeSpans"][0]["spans"].as_array().unwrap().iter().cloned());
+    }
+    let attr = |span: &Value, key: &str| -> Value {
+        let found = span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == key);
+        found.map_or(Value::Null, |a| a["value"].clone())
+    };
+    let request = spans.iter().find(|s| s["name"] == "POST /v1/proposals").unwrap_or_else(|| panic!("{spans:?}"));
+    assert_eq!((request["traceId"].as_str(), request["parentSpanId"].as_str()), (Some(trace), Some(parent)));
+    assert_eq!(request["kind"], 2, "a server span");
+    assert_eq!(attr(request, "ice.proposal_id")["stringValue"], d["proposal_id"], "{request}");
+    assert_eq!(attr(request, "ice.run_id")["stringValue"], run.as_str(), "{request}");
+    assert_eq!(attr(request, "ice.principal")["stringValue"], "agent:a", "{request}");
+    assert_eq!(attr(request, "http.response.status_code")["intValue"], "200", "{request}");
+    let start: u128 = request["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    let end: u128 = request["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    assert!(end >= start && start > 0);
+    let runtime = spans
+        .iter()
+        .find(|s| s["name"] == "runtime" && s["parentSpanId"] == request["spanId"])
+        .unwrap_or_else(|| panic!("the runtime call is a child of the request: {spans:?}"));
+    assert_eq!(runtime["traceId"], trace);
+}
+
+/// With `[server] tls_cert` / `tls_key`, `ice serve` speaks HTTPS only, and `ice --server https://…` reaches it
+/// trusting the certificate given with `--ca-cert`; without it (the system bundle) the self-signed certificate
+/// is refused.
+#[test]
+fn serve_speaks_https_with_a_configured_certificate() {
+    let ice = Ice::init();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(ice.path().join(".ice/cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(ice.path().join(".ice/key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let config = ice.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tls = "otlp_service_name = \"ice\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"";
+    std::fs::write(&config, text.replace("otlp_service_name = \"ice\"", tls)).unwrap();
+    let operator = ice.token("human:ops", "operator");
+    let (mut child, addr, _logs) = serve(&ice);
+    let ca = ice.path().join(".ice/cert.pem");
+    let remote = |url: &str, extra: &[&str]| {
+        Command::new(crate::bin())
+            .env_remove("ICE_DIR")
+            .args(["--server", url, "--token", &operator])
+            .args(extra)
+            .args(["run", "create", "--label", "over tls"])
+            .output()
+            .unwrap()
+    };
+    let out = remote(&format!("https://{addr}"), &["--ca-cert", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", crate::stdout(&out), crate::stderr(&out));
+    assert!(crate::stdout(&out).contains("run_id"), "{}", crate::stdout(&out));
+    // The name in the URL must be one the certificate carries.
+    let port = addr.rsplit_once(':').unwrap().1;
+    let out = remote(&format!("https://localhost:{port}"), &["--ca-cert", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    // Not trusted by the system bundle; and plain HTTP gets no answer from a TLS port.
+    let out = remote(&format!("https://{addr}"), &[]);
+    assert!(!out.status.success());
+    assert!(crate::stderr(&out).to_lowercase().contains("certificate"), "{}", crate::stderr(&out));
+    let out = remote(&format!("http://{addr}"), &[]);
+    assert!(!out.status.success(), "{}", crate::stdout(&out));
+    // Still serving after the failed handshakes.
+    let out = remote(&format!("https://{addr}"), &["--ca-cert", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(sigterm(child.id()));
+    assert!(child.wait().unwrap().success());
+    // A key without its certificate is a configuration error with a code, before anything listens.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("tls_cert = \"cert.pem\"\n", "")).unwrap();
+    let out = ice.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(crate::stderr(&out).contains("tls_cert and tls_key go together"), "{}", crate::stderr(&out));
 }
