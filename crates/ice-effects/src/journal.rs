@@ -21,13 +21,13 @@ const MAX_KEY_LEN: usize = 64;
 
 /// The journal directory.
 #[derive(Debug, Clone)]
-pub(crate) struct Journal {
+pub struct Journal {
     dir: PathBuf,
 }
 
 /// Whether an effect should run.
 #[derive(Debug)]
-pub(crate) enum Begin {
+pub enum Begin {
     /// Nothing recorded: `.started` is now written; run the effect and record its end.
     Fresh,
     /// Already completed: the recorded evidence, marked `already_applied`.
@@ -62,7 +62,7 @@ const RECORDABLE: [ErrorCode; 4] =
 
 impl Journal {
     /// Opens (creating when missing) the journal in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Self, EffectError> {
+    pub fn open(dir: &Path) -> Result<Self, EffectError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             EffectError::new(ErrorCode::EffectFailed, format!("cannot create effect journal {}: {e}", dir.display()))
         })?;
@@ -86,7 +86,7 @@ impl Journal {
     }
 
     /// Looks the call up and, when nothing is recorded, durably records its start.
-    pub(crate) fn begin(&self, call: &EffectCall<'_>) -> Result<Begin, EffectError> {
+    pub fn begin(&self, call: &EffectCall<'_>) -> Result<Begin, EffectError> {
         let key = call.idempotency_key;
         Self::check_key(key)?;
         if let Some(done) = self.read::<Done>(key, "done")? {
@@ -119,14 +119,14 @@ impl Journal {
     }
 
     /// Records the evidence of a completed effect.
-    pub(crate) fn complete(&self, call: &EffectCall<'_>, evidence: &Evidence) -> Result<(), EffectError> {
+    pub fn complete(&self, call: &EffectCall<'_>, evidence: &Evidence) -> Result<(), EffectError> {
         let done =
             Done { action: call.action.to_owned(), args_hash: call.args_hash.to_owned(), evidence: evidence.clone() };
         self.write(call.idempotency_key, "done", &to_json(&done)?)
     }
 
     /// Records the error of an effect that ran (or may have) and failed, so a retry reports the same failure.
-    pub(crate) fn fail(&self, call: &EffectCall<'_>, error: &EffectError) -> Result<(), EffectError> {
+    pub fn fail(&self, call: &EffectCall<'_>, error: &EffectError) -> Result<(), EffectError> {
         let failed = Failed {
             action: call.action.to_owned(),
             args_hash: call.args_hash.to_owned(),
@@ -138,7 +138,7 @@ impl Journal {
 
     /// Forgets the start of an effect that certainly did not happen (it failed before reaching the world), so a
     /// retry may run it.
-    pub(crate) fn abandon(&self, call: &EffectCall<'_>) -> Result<(), EffectError> {
+    pub fn abandon(&self, call: &EffectCall<'_>) -> Result<(), EffectError> {
         let path = self.path(call.idempotency_key, "started");
         std::fs::remove_file(&path).map_err(|e| journal_failed(call.idempotency_key, &e))?;
         crate::durable::sync_dir(&self.dir).map_err(|e| journal_failed(call.idempotency_key, &e))

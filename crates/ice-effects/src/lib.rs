@@ -98,6 +98,7 @@ pub use call::{OwnedCall, check_args_hash, content_hash};
 pub use config::{EffectsConfig, HttpConfig, ProcessConfig, SecretSource};
 pub use fs::{FsEffector, MAX_FILE_BYTES};
 pub use http::HttpEffector;
+pub use journal::{Begin, Journal};
 pub use process::ProcessEffector;
 pub use registry::Effectors;
 
@@ -202,8 +203,13 @@ pub struct Evidence {
 pub trait Effector: Send + Sync {
     /// Short name (`fs`, `process`, `http`).
     fn name(&self) -> &'static str;
-    /// The actions it serves.
+    /// The actions it serves (listed in `ice effects actions`); an effector whose actions are configured rather
+    /// than fixed (MCP tools) lists none here and answers [`Effector::serves`].
     fn actions(&self) -> &'static [&'static str];
+    /// Whether it serves `action` (default: `action` is one of [`Effector::actions`]).
+    fn serves(&self, action: &str) -> bool {
+        self.actions().contains(&action)
+    }
     /// The classification it declares for one of its actions.
     fn classification(&self, action: &str) -> Option<Classification>;
     /// Validates the call and captures what rollback needs; changes nothing in the world.

@@ -77,7 +77,7 @@ impl Effectors {
 
     /// The effector serving `action`, if any (the runtime refuses the rest with `NoEffector`).
     pub fn for_action(&self, action: &str) -> Option<&dyn Effector> {
-        self.effectors.iter().rev().find(|e| e.actions().contains(&action)).map(|e| e.as_ref())
+        self.effectors.iter().rev().find(|e| e.serves(action)).map(|e| e.as_ref())
     }
 
     /// Screens a proposal's args when it is submitted, before anything is recorded or decided: the ledger keeps

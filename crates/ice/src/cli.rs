@@ -225,6 +225,13 @@ pub enum Command {
         #[arg(long)]
         openapi: bool,
     },
+    /// Serve the tools of the MCP servers in `.ice/mcp.toml` to an MCP client on stdin/stdout, every call a
+    /// governed proposal made as the principal of --token / ICE_TOKEN.
+    Mcp {
+        /// The run every call is proposed in (an operator creates it: `ice run create`, advanced to EXECUTING).
+        #[arg(long, env = "ICE_RUN")]
+        run: String,
+    },
     /// Run a scripted end-to-end scenario on a temporary ledger and print its audit trail.
     Demo {
         /// Keep the demo ledger in this directory instead of a temporary one.

@@ -15,6 +15,7 @@ mod cli;
 mod commands;
 mod demo;
 mod effect_cmds;
+mod mcp;
 mod migrate;
 mod proof_cmds;
 mod remote;

@@ -7,6 +7,7 @@ mod cli {
     mod crash;
     mod effects;
     mod flow;
+    mod mcp;
     mod postgres;
     mod proof;
     mod roles;

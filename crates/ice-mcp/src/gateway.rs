@@ -1,0 +1,271 @@
+//! The gateway as an MCP server: the upstream tools, renamed `<server>__<tool>` and filtered to those the caller
+//! holds a live grant for; every `tools/call` a proposal on the full arguments, decided by the runtime (grants,
+//! Cedar, budgets, approvals), executed through a single-use permit by the MCP effector, and answered with the
+//! upstream's result — or with a tool error naming the code and the reason. Nothing here decides: the gateway
+//! is an entry point like the CLI and `ice serve`, acting as the principal its token names.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ice_core::effect::ApprovalStatus;
+use ice_core::grant::GrantStatus;
+use ice_core::{ErrorCode, EventId, EventKind, Rejection};
+use ice_runtime::{Caller, ExecInput, ProposalInput, Runtime, RuntimeError};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+
+use crate::config::{GatewaySettings, resource_of, served_name};
+use crate::effector::{Results, first_text};
+use crate::upstream::Upstreams;
+
+/// How often a waiting call looks for the approver's answer (and tells the client it is still waiting).
+const APPROVAL_POLL: Duration = Duration::from_millis(250);
+
+/// The gateway: cheap to clone (one per MCP session).
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+struct Inner {
+    rt: Arc<Runtime>,
+    caller: Caller,
+    upstreams: Arc<Upstreams>,
+    results: Results,
+    run: String,
+    settings: GatewaySettings,
+}
+
+impl Gateway {
+    /// A gateway acting as `caller` (authenticated from its token by the runtime), proposing in `run`.
+    pub fn new(rt: Arc<Runtime>, caller: Caller, upstreams: Arc<Upstreams>, results: Results, run: String) -> Self {
+        let settings = upstreams.config().gateway.clone();
+        Self(Arc::new(Inner { rt, caller, upstreams, results, run, settings }))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime, &Caller) -> Result<T, RuntimeError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&inner.rt, &inner.caller)).await.unwrap_or_else(|e| {
+            Err(RuntimeError::Rejected {
+                rejection: Rejection::new(ErrorCode::StoreUnavailable, format!("the gateway's task failed: {e}")),
+                record: None,
+            })
+        })
+    }
+
+    /// Refuses a malformed call: recorded (`TransitionRejected`), answered as a tool error.
+    async fn refuse(&self, code: ErrorCode, message: String, tool: &str) -> CallToolResult {
+        let attempt = json!({"kind": "ProposalSubmitted", "via": "mcp", "tool": tool});
+        let err = self.blocking(move |rt, _| Ok(rt.refuse_request(Rejection::new(code, message), attempt, true))).await;
+        tool_error(&err.unwrap_or_else(|e| e))
+    }
+
+    /// Whether the caller holds a live grant that could cover calls of this action.
+    fn may_call(&self, action: &str, resource: &str) -> bool {
+        let me = self.0.caller.principal().clone();
+        let now = self.0.rt.now();
+        self.0.rt.with_state_cached(|s| {
+            s.authority().grants().values().any(|g| {
+                g.status(now) == GrantStatus::Live
+                    && (g.terms.principal == me)
+                    && g.terms
+                        .actions
+                        .iter()
+                        .any(|a| a.strip_suffix('*').map_or(a == action, |p| action.starts_with(p)))
+                    && ice_core::grant::resource_matches(&g.terms.resource, resource)
+            })
+        })
+    }
+
+    async fn call(&self, req: CallToolRequestParams, cx: RequestContext<RoleServer>) -> CallToolResult {
+        let name = req.name.to_string();
+        let Some((server, tool)) = self.0.upstreams.resolve(&name) else {
+            return self.refuse(ErrorCode::UnknownAction, format!("no tool `{name}` is served here"), &name).await;
+        };
+        let (server, tool_name) = (server.to_owned(), tool.name.to_string());
+        let args = req.arguments.unwrap_or_default();
+        let size = Value::Object(args.clone()).to_string().len();
+        if size > self.0.settings.max_args_bytes {
+            let msg = format!("arguments of {size} bytes are over the limit of {}", self.0.settings.max_args_bytes);
+            return self.refuse(ErrorCode::RequestTooLarge, msg, &name).await;
+        }
+        if let Err(why) = crate::args::check(&tool.input_schema, &args) {
+            return self.refuse(ErrorCode::BadArgument, format!("{name}: {why}"), &name).await;
+        }
+        let action = self.0.upstreams.config().action_of(&server, &tool_name);
+        let resource = resource_of(&server, &tool_name);
+        let proposal = json!({"run": self.0.run, "action": action, "resource": resource,
+            "args": Value::Object(args), "purpose": format!("MCP tools/call {name}")});
+        let outcome = match ProposalInput::from_json(&proposal) {
+            Ok(input) => self.blocking(move |rt, me| rt.propose(me, &input)).await,
+            Err(r) => Err(RuntimeError::Rejected { rejection: r, record: None }),
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => return tool_error(&e),
+        };
+        let find = |kind: EventKind| outcome.events.iter().find(|e| e.kind == kind).map(|e| e.event_id);
+        let permit = match (find(EventKind::PermitIssued), find(EventKind::ApprovalRequested)) {
+            (Some(permit), _) => permit,
+            (None, Some(approval)) => match self.await_approval(outcome.proposal.event_id, approval, &cx).await {
+                Ok(permit) => permit,
+                Err(result) => return result,
+            },
+            (None, None) => {
+                let d = &outcome.decision;
+                let why = json!({"verdict": d.verdict.as_str(), "violation": d.violation, "reasons": d.reasons});
+                return error_text(format!(
+                    "ICE denied {name} (proposal {}, decision at seq {}): {why}",
+                    outcome.proposal.event_id, outcome.decision_event.seq.0
+                ));
+            }
+        };
+        self.execute(permit, &name).await
+    }
+
+    /// Waits for an approver's answer, telling the client it is waiting; fails closed on timeout and on
+    /// cancellation.
+    async fn await_approval(
+        &self,
+        proposal: EventId,
+        approval: EventId,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<EventId, CallToolResult> {
+        let limit = Duration::from_secs(self.0.settings.approval_timeout_secs);
+        let started = Instant::now();
+        let token = cx.meta.get_progress_token();
+        let mut step = 0u32;
+        loop {
+            let seen = self
+                .blocking(move |rt, _| {
+                    rt.with_state(|s| {
+                        let fx = s.effects();
+                        (fx.approval_for(proposal).map(|a| a.status), fx.permit_for(proposal).map(|p| p.id))
+                    })
+                })
+                .await
+                .map_err(|e| tool_error(&e))?;
+            match seen {
+                (Some(ApprovalStatus::Granted), Some(permit)) => return Ok(permit),
+                (Some(ApprovalStatus::Denied), _) => {
+                    return Err(error_text(format!("ICE: approval {approval} was denied")));
+                }
+                (Some(ApprovalStatus::Expired), _) => {
+                    return Err(error_text(format!("ICE: approval {approval} expired unanswered")));
+                }
+                _ => {}
+            }
+            if started.elapsed() >= limit {
+                let msg = format!(
+                    "no approver answered approval {approval} within {} s; the call is not made",
+                    limit.as_secs()
+                );
+                let attempt = json!({"kind": "EffectStarted", "via": "mcp", "approval_id": approval.to_string()});
+                let err = self
+                    .blocking(move |rt, _| {
+                        Ok(rt.refuse_request(Rejection::new(ErrorCode::RequestTimeout, msg), attempt, true))
+                    })
+                    .await;
+                return Err(tool_error(&err.unwrap_or_else(|e| e)));
+            }
+            if let Some(token) = token.clone() {
+                step += 1;
+                let note = ProgressNotificationParam::new(token, f64::from(step))
+                    .with_message(format!("waiting for a human to answer approval {approval}"));
+                // A client that stopped listening for progress is not a reason to stop waiting.
+                let _ = cx.peer.notify_progress(note).await;
+            }
+            tokio::select! {
+                () = cx.ct.cancelled() => return Err(error_text("ICE: the call was cancelled while waiting for approval".into())),
+                () = tokio::time::sleep(APPROVAL_POLL) => {}
+            }
+        }
+    }
+
+    /// Executes the permit (the proposal's own arguments) and answers with the upstream's result.
+    async fn execute(&self, permit: EventId, name: &str) -> CallToolResult {
+        let input = ExecInput { permit: permit.to_string(), args: None };
+        let out = self.blocking(move |rt, me| rt.execute(me, &input)).await;
+        let kept = self.0.results.take(&permit.to_string());
+        match (out, kept) {
+            (Ok(o), Some(result)) if o.status == ice_core::effect::EffectStatus::Completed => result,
+            (Ok(o), kept) => {
+                let (code, message) = o.failure.unwrap_or((ErrorCode::EffectFailed, "the call failed".into()));
+                let mut r = kept.unwrap_or_else(|| CallToolResult::error(vec![]));
+                r.is_error = Some(true);
+                r.content.push(ContentBlock::text(format!(
+                    "ICE: {name} failed ({}: {message}); effect {}",
+                    code.as_str(),
+                    o.started.event_id
+                )));
+                if let Some(text) = first_text(&r) {
+                    tracing::debug!(target: "ice_mcp", tool = name, "{text}");
+                }
+                r
+            }
+            (Err(e), _) => tool_error(&e),
+        }
+    }
+}
+
+/// A tool error whose text is `message`.
+fn error_text(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+/// A runtime refusal as a tool error: `ICE-Exxxx: message (recorded at seq N)`.
+fn tool_error(e: &RuntimeError) -> CallToolResult {
+    let recorded = match e {
+        RuntimeError::Rejected { record: Some(r), .. } => format!(" (recorded at seq {})", r.seq.0),
+        _ => String::new(),
+    };
+    error_text(format!("{e}{recorded}; hint: {}", e.code().hint()))
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("ice-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "ICE governs every tool call: each call is proposed with its full arguments and decided by grants, \
+                 policy and budgets; some wait for a human's approval. A refused call returns a tool error with \
+                 the ICE code and reason.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let config = self.0.upstreams.config();
+        let tools = self
+            .0
+            .upstreams
+            .tools()
+            .filter(|(server, tool)| {
+                self.may_call(&config.action_of(server, &tool.name), &resource_of(server, &tool.name))
+            })
+            .map(|(server, tool)| {
+                let mut t = tool.clone();
+                t.name = served_name(server, &tool.name).into();
+                t
+            })
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        Ok(self.call(request, cx).await.into())
+    }
+}

@@ -1,0 +1,105 @@
+//! The upstream MCP servers: child processes speaking MCP on stdio, each with an rmcp client, their tool lists
+//! read once at start.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+
+use crate::config::{McpConfig, NAME_SEPARATOR};
+
+/// One connected upstream.
+struct Upstream {
+    client: RunningService<RoleClient, ()>,
+    tools: Vec<Tool>,
+}
+
+/// Every configured upstream, connected.
+pub struct Upstreams {
+    config: McpConfig,
+    servers: BTreeMap<String, Upstream>,
+}
+
+impl Upstreams {
+    /// Starts every configured server and reads its tools. A server that cannot start or list its tools is an
+    /// error naming it: the gateway does not serve a partial, silently smaller tool set.
+    pub async fn connect(config: McpConfig) -> Result<Self, String> {
+        let mut servers = BTreeMap::new();
+        for (name, spec) in &config.servers {
+            let mut cmd = tokio::process::Command::new(&spec.command);
+            cmd.args(&spec.args).env_clear().kill_on_drop(true);
+            for keep in ["PATH", "HOME"] {
+                if let Some(v) = std::env::var_os(keep) {
+                    cmd.env(keep, v);
+                }
+            }
+            cmd.envs(&spec.env);
+            let (transport, stderr) = TokioChildProcess::builder(cmd)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("upstream `{name}`: cannot start `{}`: {e}", spec.command))?;
+            if let Some(stderr) = stderr {
+                // The upstream's own log lines, as ours (debug): never mixed into the protocol stream.
+                let server = name.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(target: "ice_mcp::upstream", server = %server, "{line}");
+                    }
+                });
+            }
+            let client =
+                ().serve(transport).await.map_err(|e| format!("upstream `{name}`: MCP initialisation failed: {e}"))?;
+            let tools =
+                client.list_all_tools().await.map_err(|e| format!("upstream `{name}`: tools/list failed: {e}"))?;
+            tracing::info!(target: "ice_mcp", server = %name, tools = tools.len(), "upstream connected");
+            servers.insert(name.clone(), Upstream { client, tools });
+        }
+        Ok(Self { config, servers })
+    }
+
+    /// The configuration the upstreams were started from.
+    pub fn config(&self) -> &McpConfig {
+        &self.config
+    }
+
+    /// Every upstream tool with its server's name.
+    pub fn tools(&self) -> impl Iterator<Item = (&str, &Tool)> {
+        self.servers.iter().flat_map(|(name, u)| u.tools.iter().map(move |t| (name.as_str(), t)))
+    }
+
+    /// The server and tool behind a served name (`<server>__<tool>`).
+    pub fn resolve(&self, served: &str) -> Option<(&str, &Tool)> {
+        let (server, tool) = served.split_once(NAME_SEPARATOR)?;
+        let (name, up) = self.servers.get_key_value(server)?;
+        Some((name.as_str(), up.tools.iter().find(|t| t.name == tool)?))
+    }
+
+    /// The server and tool whose calls are proposed as `action`.
+    pub fn tool_of_action(&self, action: &str) -> Option<(&str, &Tool)> {
+        self.tools().find(|(server, tool)| self.config.action_of(server, &tool.name) == action)
+    }
+
+    /// One `tools/call`, bounded in time. `Err` when the call failed as a protocol matter (or timed out); a tool
+    /// that ran and reported an error is `Ok` with `is_error`.
+    pub async fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        args: JsonObject,
+        limit: Duration,
+    ) -> Result<CallToolResult, String> {
+        let up = self.servers.get(server).ok_or_else(|| format!("no upstream `{server}`"))?;
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args);
+        match tokio::time::timeout(limit, up.client.call_tool(params)).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(format!("upstream `{server}` refused tools/call {tool}: {e}")),
+            Err(_) => Err(format!("upstream `{server}` did not answer tools/call {tool} within {} s", limit.as_secs())),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `ice mcp` with a real upstream MCP server (`@modelcontextprotocol/server-filesystem` from npm, installed by
+//! `scripts/test` into `tests-support/mcp`) and a real MCP client (rmcp) spawning the gateway: tools are listed
+//! by grant, calls are proposals on the full arguments (Cedar sees them), a call needing approval waits for a
+//! human over the CLI or fails closed on timeout, malformed calls are refused with codes and recorded, and the
+//! ledger holds proposal → decision → permit → effect → outcome for each call made.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use crate::Ice;
+
+/// The server-filesystem entry point from `tests-support/mcp`.
+fn filesystem_server() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests-support/mcp/node_modules");
+    let entry = root.join("@modelcontextprotocol/server-filesystem/dist/index.js");
+    assert!(
+        entry.exists(),
+        "{} is missing: run `npm ci --prefix tests-support/mcp` (scripts/test does)",
+        entry.display()
+    );
+    entry
+}
+
+/// A home whose agent may read and write through the filesystem server: writes are irreversible (approval),
+/// writes to paths naming a secret are forbidden by Cedar on the arguments, listing is not granted.
+fn gateway_home(approval_timeout_secs: u64) -> (Ice, PathBuf) {
+    let ice = Ice::init();
+    let data = ice.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("hello.txt"), "hello from upstream\n").unwrap();
+    let mcp = format!(
+        "[gateway]\napproval_timeout_secs = {approval_timeout_secs}\n\n[servers.fs]\ncommand = \"node\"\nargs = [{:?}, {:?}]\n",
+        filesystem_server().to_str().unwrap(),
+        data.to_str().unwrap()
+    );
+    std::fs::write(ice.path().join(".ice/mcp.toml"), mcp).unwrap();
+    let policies = ice.path().join(".ice/policies");
+    let catalog = policies.join("policy.toml");
+    let mut text = std::fs::read_to_string(&catalog).unwrap();
+    let (head, rest) = text.split_once("[consequences]").unwrap();
+    text = format!(
+        "{head}[actions.\"mcp.fs.read_text_file\"]\nscope = \"external\"\naccess = \"read\"\nrisk = \"low\"\n\n\
+         [actions.\"mcp.fs.write_file\"]\nscope = \"external\"\naccess = \"irreversible\"\nrisk = \"high\"\n\n\
+         [actions.\"mcp.fs.list_directory\"]\nscope = \"external\"\naccess = \"read\"\nrisk = \"low\"\n\n\
+         [consequences]{rest}"
+    );
+    std::fs::write(&catalog, text).unwrap();
+    let schema = policies.join("schema.cedarschema");
+    let text = std::fs::read_to_string(&schema).unwrap();
+    let cut = text.rfind('}').unwrap();
+    let decl = |name: &str, args: &str| {
+        format!(
+            "  action \"{name}\" appliesTo {{\n    principal: [Agent, Human, Runtime, Policy, Effector],\n    \
+             resource: [Resource],\n    context: {{\n      run_id: String, run_state: String, classification: \
+             Classification, cost: Cost, time_us: Long,\n      args: {{ {args} }},\n    }},\n  }};\n"
+        )
+    };
+    let extra = decl("mcp.fs.read_text_file", "path: String, head?: Long, tail?: Long")
+        + &decl("mcp.fs.write_file", "path: String, content: String")
+        + &decl("mcp.fs.list_directory", "path: String");
+    std::fs::write(&schema, format!("{}{extra}{}", &text[..cut], &text[cut..])).unwrap();
+    std::fs::write(
+        policies.join("mcp.cedar"),
+        "@id(\"no-secret-writes\")\nforbid (principal, action == Ice::Action::\"mcp.fs.write_file\", resource)\n\
+         when { context.args.path like \"*secret*\" };\n",
+    )
+    .unwrap();
+    ice.ok(&["policy", "activate"]);
+    for action in ["mcp.fs.read_text_file", "mcp.fs.write_file"] {
+        ice.ok(&["grant", "issue", "--to", "agent:a", "--action", action, "--resource", "mcp:fs/"]);
+    }
+    (ice, data)
+}
+
+/// An MCP client connected to `ice mcp` as the token's principal.
+async fn connect(ice: &Ice, token: &str, run: &str) -> RunningService<RoleClient, ()> {
+    let mut cmd = tokio::process::Command::new(crate::bin());
+    cmd.args(["--dir", ice.path().to_str().unwrap(), "mcp", "--run", run])
+        .env("ICE_TOKEN", token)
+        .env_remove("ICE_DIR");
+    let transport = TokioChildProcess::new(cmd).unwrap();
+    ().serve(transport).await.unwrap()
+}
+
+async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
+    let args: JsonObject = args.as_object().cloned().unwrap();
+    client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args)).await.unwrap()
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// The kinds of the events caused, directly or not, by the proposal `proposal_id`'s chain, in ledger order.
+fn kinds_after(ice: &Ice, action: &str) -> Vec<String> {
+    let events = ice.events();
+    let start = events.iter().rposition(|e| e["kind"] == "ProposalSubmitted" && e["payload"]["action"] == action);
+    events[start.unwrap_or_else(|| panic!("no proposal of {action}"))..]
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_gateway_governs_every_call_of_a_real_upstream() {
+    let (ice, data) = gateway_home(3);
+    let agent = ice.token("agent:a", "agent");
+    let approver = ice.token("human:boss", "approver");
+    let run = ice.executing_run();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = connect(&ice, &agent, &run).await;
+        // Listed: what the agent holds a grant for, under the gateway's names.
+        let tools = client.list_all_tools().await.unwrap();
+        let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+        assert!(names.contains(&"fs__read_text_file".to_owned()) && names.contains(&"fs__write_file".to_owned()));
+        assert!(!names.contains(&"fs__list_directory".to_owned()), "not granted, not listed: {names:?}");
+
+        // A permitted read: allowed, executed once through a permit, the upstream's result returned.
+        let r = call(&client, "fs__read_text_file", json!({"path": "hello.txt"})).await;
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+        assert!(text(&r).contains("hello from upstream"), "{}", text(&r));
+        let kinds = kinds_after(&ice, "mcp.fs.read_text_file");
+        for k in ["ProposalSubmitted", "DecisionMade", "PermitIssued", "EffectStarted", "EffectCompleted"] {
+            assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+        }
+
+        // Cedar sees the arguments: a write naming a secret is denied, never reaches the upstream.
+        let r = call(&client, "fs__write_file", json!({"path": "secret.txt", "content": "x"})).await;
+        assert_eq!(r.is_error, Some(true));
+        assert!(text(&r).contains("ICE denied"), "{}", text(&r));
+        assert!(!data.join("secret.txt").exists());
+
+        // A write needing approval waits for a human; approved over the CLI, it runs with exactly those args.
+        let pending = {
+            let client = &client;
+            async move { call(client, "fs__write_file", json!({"path": "out.txt", "content": "approved"})).await }
+        };
+        let approve = async {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let out = ice.run_token(&approver, &["approvals", "list", "--json"]);
+                let line = crate::stdout(&out);
+                if let Some(first) = line.lines().next() {
+                    let a: Value = serde_json::from_str(first).unwrap();
+                    let id = a["approval_id"].as_str().unwrap().to_owned();
+                    ice.ok_token(&approver, &["approve", &id]);
+                    return;
+                }
+            }
+            panic!("no approval appeared");
+        };
+        let (r, ()) = tokio::join!(pending, approve);
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+        assert_eq!(std::fs::read_to_string(data.join("out.txt")).unwrap(), "approved");
+
+        // Nobody answers: it fails closed after the configured 3 s, recorded, nothing written.
+        let r = call(&client, "fs__write_file", json!({"path": "late.txt", "content": "never"})).await;
+        assert_eq!(r.is_error, Some(true));
+        assert!(text(&r).contains("ICE-E0912") && text(&r).contains("recorded at seq"), "{}", text(&r));
+        assert!(!data.join("late.txt").exists());
+
+        // Malformed calls: refused with codes, recorded; the gateway keeps serving.
+        let r = call(&client, "fs__no_such_tool", json!({})).await;
+        assert!(text(&r).contains("ICE-E0701") && text(&r).contains("recorded at seq"), "{}", text(&r));
+        let r = call(&client, "fs__read_text_file", json!({"path": 5})).await;
+        assert!(text(&r).contains("ICE-E0405") && text(&r).contains("`path`"), "{}", text(&r));
+        let r = call(&client, "fs__read_text_file", json!({})).await;
+        assert!(text(&r).contains("is required"), "{}", text(&r));
+        let big = "x".repeat(300 * 1024);
+        let r = call(&client, "fs__write_file", json!({"path": "big.txt", "content": big})).await;
+        assert!(text(&r).contains("ICE-E0911"), "{}", text(&r));
+        let r = call(&client, "fs__read_text_file", json!({"path": "out.txt"})).await;
+        assert!(text(&r).contains("approved"), "still serving: {}", text(&r));
+        client.cancel().await.unwrap();
+    });
+    let rejected = ice.events().iter().filter(|e| e["kind"] == "TransitionRejected").count();
+    assert!(rejected >= 5, "each refusal recorded: {rejected}");
+    ice.ok(&["verify"]);
+}
+
+#[test]
+fn the_gateway_needs_a_token_and_a_valid_config() {
+    let (ice, _) = gateway_home(1);
+    let out = Command::new(crate::bin())
+        .args(["--dir", ice.path().to_str().unwrap(), "mcp", "--run", "r"])
+        .env_remove("ICE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(crate::stderr(&out).contains("ICE-E0901"), "{}", crate::stderr(&out));
+    std::fs::write(ice.path().join(".ice/mcp.toml"), "[servers.fs]\ncommand = \"node\"\nbogus = 1\n").unwrap();
+    let agent = ice.token("agent:a", "agent");
+    let out = ice.run_token(&agent, &["mcp", "--run", "r"]);
+    assert!(
+        crate::stderr(&out).contains("ICE-E0403") && crate::stderr(&out).contains("mcp.toml"),
+        "{}",
+        crate::stderr(&out)
+    );
+}
+
+use std::process::Command;

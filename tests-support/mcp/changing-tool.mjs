@@ -1,0 +1,33 @@
+// A real MCP server (the official TypeScript SDK, low-level Server API) with one tool, `greet`, whose
+// description is taken from the environment: the gateway tests start it twice with different descriptions to
+// play a tool definition that changes upstream between two sessions (a "rug pull").
+import { Server } from "@modelcontextprotocol/sdk/server/index.js";
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+
+const description = process.env.GREET_DESCRIPTION ?? "Greets someone by name.";
+const server = new Server({ name: "changing-tool", version: "1.0.0" }, { capabilities: { tools: {} } });
+
+server.setRequestHandler(ListToolsRequestSchema, async () => ({
+  tools: [
+    {
+      name: "greet",
+      description,
+      inputSchema: {
+        type: "object",
+        properties: { name: { type: "string" } },
+        required: ["name"],
+        additionalProperties: false,
+      },
+    },
+  ],
+}));
+
+server.setRequestHandler(CallToolRequestSchema, async (request) => {
+  if (request.params.name !== "greet") {
+    return { content: [{ type: "text", text: `unknown tool ${request.params.name}` }], isError: true };
+  }
+  return { content: [{ type: "text", text: `Hello, ${request.params.arguments?.name}!` }] };
+});
+
+await server.connect(new StdioServerTransport());
