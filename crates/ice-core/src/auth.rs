@@ -246,6 +246,7 @@ pub fn roles_for(kind: EventKind) -> Roles {
         | K::GrantRevoked
         | K::TokenIssued
         | K::TokenRevoked
+        | K::ToolPinned
         | K::MemoryPromoted
         | K::MemoryExpired
         | K::MemoryDeprecated
@@ -274,7 +275,8 @@ pub fn roles_for(kind: EventKind) -> Roles {
 }
 
 /// Caller acts the runtime also records on its own: a run moving to EXECUTING when an effect starts, a violation's
-/// consequence (suspension, containment), the default policy at initialisation, an effect outcome's settlement.
+/// consequence (suspension, containment), the default policy at initialisation, an effect outcome's settlement, an
+/// MCP tool pinned on first sight.
 /// Every other kind a role may cause (grants, budgets, tokens, resumptions, runs created, approvals) exists only
 /// on a caller's behalf, so one without an attribution — even under the runtime's name — does not fold.
 pub fn runtime_also_records(kind: EventKind) -> bool {
@@ -285,6 +287,7 @@ pub fn runtime_also_records(kind: EventKind) -> bool {
             | EventKind::AgentSuspended
             | EventKind::PolicyActivated
             | EventKind::BudgetSettled
+            | EventKind::ToolPinned
     )
 }
 

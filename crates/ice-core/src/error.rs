@@ -181,11 +181,13 @@ pub enum ErrorCode {
     NoRoute,
     /// The server is at its concurrency limit and shed the request.
     Overloaded,
+    /// An MCP tool's definition (name, description, input schema) differs from the one pinned in the ledger.
+    ToolChanged,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 84] = [
+    pub const ALL: [ErrorCode; 85] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -270,6 +272,7 @@ impl ErrorCode {
         ErrorCode::RequestTimeout,
         ErrorCode::NoRoute,
         ErrorCode::Overloaded,
+        ErrorCode::ToolChanged,
     ];
 }
 
@@ -354,6 +357,7 @@ impl ErrorCode {
             Self::RequestTimeout => "ICE-E0912",
             Self::NoRoute => "ICE-E0913",
             Self::Overloaded => "ICE-E0914",
+            Self::ToolChanged => "ICE-E0708",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -528,6 +532,10 @@ impl ErrorCode {
             Self::Overloaded => {
                 "the server is at [server] max_concurrent_requests; retry after a short pause with backoff"
             }
+            Self::ToolChanged => {
+                "the upstream changed this tool since it was pinned; an operator reviews it with `ice mcp tools` \
+                 and accepts it with `ice mcp accept SERVER TOOL HASH`"
+            }
             Self::NoCheckpoint => {
                 "nothing in this ledger is signed, so nothing proves it was not rewritten: if it is yours and intact \
                  (verify the chain against a copy you trust), sign one with `ice checkpoint`; otherwise restore it \
@@ -677,6 +685,7 @@ mod code_table {
             ErrorCode::RequestTimeout => 81,
             ErrorCode::NoRoute => 82,
             ErrorCode::Overloaded => 83,
+            ErrorCode::ToolChanged => 84,
         }
     }
 

@@ -162,6 +162,7 @@ fn check_typed_payload(kind: EventKind, payload: &CanonicalJson) -> Result<(), R
         K::GrantUsed | K::GrantExpired | K::GrantRevoked => parse::<grant::GrantRef>(kind, payload),
         K::TokenIssued => parse::<auth::TokenIssued>(kind, payload),
         K::TokenRevoked => parse::<auth::TokenRevoked>(kind, payload),
+        K::ToolPinned => parse::<payloads::ToolPinned>(kind, payload),
         K::PermitIssued => parse::<effect::PermitIssued>(kind, payload),
         K::PermitRevoked => parse::<effect::PermitRevoked>(kind, payload),
         K::EffectRefused => parse::<effect::EffectRefused>(kind, payload),

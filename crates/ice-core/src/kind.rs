@@ -151,6 +151,8 @@ kinds! {
     TokenIssued => Capability, Forbidden;
     /// An API token was revoked.
     TokenRevoked => Capability, Forbidden;
+    /// An MCP tool's definition was pinned: on first sight by the runtime, after a change by an operator.
+    ToolPinned => Capability, Forbidden;
 
     /// An execution permit was issued for an allowed proposal.
     PermitIssued => Effect, Required;

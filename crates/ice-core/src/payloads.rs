@@ -44,3 +44,21 @@ pub struct TransitionRejected {
     /// Summary of the attempt (kind, origin, run, payload hash and excerpt) as submitted.
     pub attempt: Value,
 }
+
+/// `ToolPinned`: an MCP tool's definition as the gateway serves it, by hash. The latest pin of a (server, tool)
+/// is the definition served; a different one is withheld until an operator pins it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPinned {
+    /// The upstream server's name in `mcp.toml`.
+    pub server: String,
+    /// The tool's name upstream.
+    pub tool: String,
+    /// Hex blake3 of the canonical JSON of `definition`.
+    pub definition_hash: String,
+    /// `{name, description, input_schema}` as the upstream listed it.
+    pub definition: serde_json::Value,
+    /// The hash this pin replaces (absent on first sight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}

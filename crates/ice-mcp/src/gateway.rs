@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::config::{GatewaySettings, resource_of, served_name};
 use crate::effector::{Results, first_text};
+use crate::pins::{Pins, Standing};
 use crate::upstream::Upstreams;
 
 /// How often a waiting call looks for the approver's answer (and tells the client it is still waiting).
@@ -37,13 +38,27 @@ struct Inner {
     results: Results,
     run: String,
     settings: GatewaySettings,
+    pins: Pins,
 }
 
 impl Gateway {
-    /// A gateway acting as `caller` (authenticated from its token by the runtime), proposing in `run`.
-    pub fn new(rt: Arc<Runtime>, caller: Caller, upstreams: Arc<Upstreams>, results: Results, run: String) -> Self {
+    /// A gateway acting as `caller` (authenticated from its token by the runtime), proposing in `run`, serving
+    /// the tools `pins` says are pinned at their current definition.
+    pub fn new(
+        rt: Arc<Runtime>,
+        caller: Caller,
+        upstreams: Arc<Upstreams>,
+        results: Results,
+        run: String,
+        pins: Pins,
+    ) -> Self {
         let settings = upstreams.config().gateway.clone();
-        Self(Arc::new(Inner { rt, caller, upstreams, results, run, settings }))
+        Self(Arc::new(Inner { rt, caller, upstreams, results, run, settings, pins }))
+    }
+
+    /// Whether the tool is served at its current definition.
+    fn pinned(&self, server: &str, tool: &str) -> bool {
+        matches!(self.0.pins.standing(server, tool), Some(Standing::Pinned { .. }))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -89,6 +104,13 @@ impl Gateway {
             return self.refuse(ErrorCode::UnknownAction, format!("no tool `{name}` is served here"), &name).await;
         };
         let (server, tool_name) = (server.to_owned(), tool.name.to_string());
+        if let Some(Standing::Changed { pinned, current }) = self.0.pins.standing(&server, &tool_name) {
+            let msg = format!(
+                "{name}: the upstream changed this tool's definition (pinned {pinned}, now {current}); it is not \
+                 served until an operator accepts it"
+            );
+            return self.refuse(ErrorCode::ToolChanged, msg, &name).await;
+        }
         let args = req.arguments.unwrap_or_default();
         let size = Value::Object(args.clone()).to_string().len();
         if size > self.0.settings.max_args_bytes {
@@ -250,7 +272,8 @@ impl ServerHandler for Gateway {
             .upstreams
             .tools()
             .filter(|(server, tool)| {
-                self.may_call(&config.action_of(server, &tool.name), &resource_of(server, &tool.name))
+                self.pinned(server, &tool.name)
+                    && self.may_call(&config.action_of(server, &tool.name), &resource_of(server, &tool.name))
             })
             .map(|(server, tool)| {
                 let mut t = tool.clone();

@@ -11,9 +11,11 @@ pub mod args;
 pub mod config;
 pub mod effector;
 pub mod gateway;
+pub mod pins;
 pub mod upstream;
 
 pub use config::McpConfig;
 pub use effector::{McpEffector, Results};
 pub use gateway::Gateway;
+pub use pins::{Pins, Standing};
 pub use upstream::Upstreams;

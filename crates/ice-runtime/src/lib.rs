@@ -18,6 +18,7 @@ pub mod server_config;
 pub mod signer;
 mod snapshot;
 mod system;
+pub mod tools;
 
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};
 pub use boundary::{ExecInput, ExecOutcome, StartedEffect, TEST_PAUSE_ENV};

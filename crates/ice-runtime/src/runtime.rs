@@ -365,7 +365,7 @@ impl Runtime {
     }
 
     /// Every event matching `query` (its `after` onwards), read in batches of 10,000.
-    fn read_all(&self, query: &EventQuery) -> Result<Vec<Event>, RuntimeError> {
+    pub(crate) fn read_all(&self, query: &EventQuery) -> Result<Vec<Event>, RuntimeError> {
         let mut events = Vec::new();
         let mut query = EventQuery { limit: 10_000, ..query.clone() };
         loop {
@@ -517,7 +517,7 @@ impl Runtime {
         intake::internal_draft(kind, origin, run, Vec::new(), payload, &*self.clock, &*self.ids)
     }
 
-    fn commit(&self, draft: Draft) -> Result<Event, RuntimeError> {
+    pub(crate) fn commit(&self, draft: Draft) -> Result<Event, RuntimeError> {
         let summary = intake::draft_summary(&draft);
         let mut events = self.commit_with(&|_: &LedgerState| Ok(vec![draft.clone()]), &|| summary.clone())?;
         events.pop().ok_or_else(|| RuntimeError::Store(StoreError::Unavailable("the append returned no event".into())))

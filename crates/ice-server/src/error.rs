@@ -93,7 +93,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::OutcomeUnknown
         | C::ArgsMismatch
         | C::AlreadyInitialized
-        | C::NoActivePolicy => StatusCode::CONFLICT,
+        | C::NoActivePolicy
+        | C::ToolChanged => StatusCode::CONFLICT,
         C::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         C::RateLimited => StatusCode::TOO_MANY_REQUESTS,

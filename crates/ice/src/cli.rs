@@ -225,13 +225,9 @@ pub enum Command {
         #[arg(long)]
         openapi: bool,
     },
-    /// Serve the tools of the MCP servers in `.ice/mcp.toml` to an MCP client on stdin/stdout, every call a
-    /// governed proposal made as the principal of --token / ICE_TOKEN.
-    Mcp {
-        /// The run every call is proposed in (an operator creates it: `ice run create`, advanced to EXECUTING).
-        #[arg(long, env = "ICE_RUN")]
-        run: String,
-    },
+    /// The MCP gateway: serve the tools of the MCP servers in `.ice/mcp.toml`, every call governed.
+    #[command(subcommand)]
+    Mcp(McpCommand),
     /// Run a scripted end-to-end scenario on a temporary ledger and print its audit trail.
     Demo {
         /// Keep the demo ledger in this directory instead of a temporary one.
@@ -610,5 +606,34 @@ pub enum AgentCommand {
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `ice mcp ...`.
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Serve the upstream tools to one MCP client on stdin/stdout, every call a governed proposal made as the
+    /// principal of --token / ICE_TOKEN.
+    Serve {
+        /// The run every call is proposed in (an operator creates it: `ice run create`, advanced to EXECUTING).
+        #[arg(long, env = "ICE_RUN")]
+        run: String,
+    },
+    /// List the upstream tools with their pins: pinned (served), new (pinned when first served) or changed
+    /// (withheld until accepted), with the hashes to review.
+    Tools {
+        /// Print JSON lines with the full definitions.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin a tool's current definition (operator): the hash is the one `ice mcp tools` showed, so a definition
+    /// that changed again since is refused.
+    Accept {
+        /// The server's name in mcp.toml.
+        server: String,
+        /// The tool's upstream name.
+        tool: String,
+        /// The definition hash reviewed.
+        hash: String,
     },
 }

@@ -23,7 +23,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         cli.command,
         Command::Init { .. }
             | Command::Serve { .. }
-            | Command::Mcp { .. }
+            | Command::Mcp(_)
             | Command::Signer { .. }
             | Command::Demo { .. }
             | Command::Bench(_)
@@ -89,7 +89,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             }
             crate::serve::run(&home()?, listen.as_deref(), log_json)
         }
-        Command::Mcp { run } => crate::mcp::run(&home()?, cli.token.as_deref(), &run),
+        Command::Mcp(cmd) => crate::mcp::run(&home()?, cli.token.as_deref(), cmd),
         Command::Demo { keep } => demo::run(keep.as_deref()),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Migrate { from, to } => crate::migrate::run(&home()?, from.as_deref(), &to),

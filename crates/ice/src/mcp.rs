@@ -1,14 +1,20 @@
-//! `ice mcp`: the MCP gateway on stdin/stdout (see `ice_mcp`). Opens this home's runtime with the MCP effector
-//! added, starts the upstream servers of `.ice/mcp.toml`, authenticates the token once, and serves one MCP
-//! client until it closes stdin. Stdout carries the protocol only: logs go to stderr (`ICE_LOG`, default warn).
+//! `ice mcp`: the MCP gateway (see `ice_mcp`).
+//!
+//! `serve` opens this home's runtime with the MCP effector added, starts the upstream servers of `.ice/mcp.toml`,
+//! pins the tools it sees for the first time, authenticates the token once, and serves one MCP client until it
+//! closes stdin. Stdout carries the protocol only: logs go to stderr (`ICE_LOG`, default warn). `tools` and
+//! `accept` review and pin changed tool definitions.
 
 use std::sync::Arc;
 
 use ice_core::ErrorCode;
-use ice_mcp::{Gateway, McpConfig, McpEffector, Results, Upstreams};
+use ice_core::auth::Role;
+use ice_mcp::{Gateway, McpConfig, McpEffector, Pins, Results, Standing, Upstreams};
 use ice_runtime::{IceHome, Presented};
 use rmcp::ServiceExt;
+use serde_json::json;
 
+use crate::cli::McpCommand;
 use crate::exit;
 use crate::render::CliError;
 
@@ -16,46 +22,106 @@ fn coded(code: ErrorCode) -> impl Fn(String) -> CliError {
     move |m| CliError::Coded(code, m)
 }
 
-/// Serves until the client disconnects.
-pub fn run(home: &IceHome, token: Option<&str>, run: &str) -> Result<u8, CliError> {
+/// Runs one `ice mcp` command.
+pub fn run(home: &IceHome, token: Option<&str>, cmd: McpCommand) -> Result<u8, CliError> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
-    let token = token.ok_or_else(|| {
-        CliError::Coded(
-            ErrorCode::Unauthenticated,
-            "ice mcp acts as the principal of a token: pass --token or set ICE_TOKEN (ice token create)".into(),
-        )
-    })?;
     let config = McpConfig::load(&home.dir().join("mcp.toml")).map_err(coded(ErrorCode::BadConfig))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ice-mcp").build().map_err(|e| {
             CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot start the async runtime: {e}"))
         })?;
     runtime.block_on(async {
-        let upstreams = Arc::new(Upstreams::connect(config).await.map_err(coded(ErrorCode::NoEffector))?);
-        let mut effectors = home.open_effectors()?;
-        let results = Results::default();
-        let journal = effectors.journal_dir().join("mcp");
-        let mcp = McpEffector::new(
-            upstreams.clone(),
-            tokio::runtime::Handle::current(),
-            &journal,
-            effectors.blobs().clone(),
-            results.clone(),
+        match cmd {
+            McpCommand::Serve { run } => serve(home, token, config, &run).await,
+            McpCommand::Tools { json } => tools(home, config, json).await,
+            McpCommand::Accept { server, tool, hash } => accept(home, config, &server, &tool, &hash).await,
+        }
+    })
+}
+
+async fn connect(config: McpConfig) -> Result<Arc<Upstreams>, CliError> {
+    Ok(Arc::new(Upstreams::connect(config).await.map_err(coded(ErrorCode::NoEffector))?))
+}
+
+async fn serve(home: &IceHome, token: Option<&str>, config: McpConfig, run: &str) -> Result<u8, CliError> {
+    let token = token.ok_or_else(|| {
+        CliError::Coded(
+            ErrorCode::Unauthenticated,
+            "ice mcp serve acts as the principal of a token: pass --token or set ICE_TOKEN (ice token create)".into(),
         )
-        .map_err(|e| CliError::Coded(e.code, e.message))?;
-        effectors.insert(Box::new(mcp));
-        let mut rt = home.open_runtime()?;
-        rt.set_effectors(Arc::new(effectors));
-        let caller = rt.authenticate(&Presented::Token { secret: token, act_as: None })?;
-        let gateway = Gateway::new(Arc::new(rt), caller, upstreams, results, run.to_owned());
-        let service = gateway
-            .serve(rmcp::transport::stdio())
-            .await
-            .map_err(|e| CliError::Coded(ErrorCode::BadArgument, format!("MCP initialisation failed: {e}")))?;
-        let _ = service.waiting().await;
-        Ok::<_, CliError>(())
     })?;
+    let upstreams = connect(config).await?;
+    let mut effectors = home.open_effectors()?;
+    let results = Results::default();
+    let journal = effectors.journal_dir().join("mcp");
+    let mcp = McpEffector::new(
+        upstreams.clone(),
+        tokio::runtime::Handle::current(),
+        &journal,
+        effectors.blobs().clone(),
+        results.clone(),
+    )
+    .map_err(|e| CliError::Coded(e.code, e.message))?;
+    effectors.insert(Box::new(mcp));
+    let mut rt = home.open_runtime()?;
+    rt.set_effectors(Arc::new(effectors));
+    let caller = rt.authenticate(&Presented::Token { secret: token, act_as: None })?;
+    let pins = Pins::check(&rt, &upstreams, true)?;
+    let gateway = Gateway::new(Arc::new(rt), caller, upstreams, results, run.to_owned(), pins);
+    let service = gateway
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| CliError::Coded(ErrorCode::BadArgument, format!("MCP initialisation failed: {e}")))?;
+    let _ = service.waiting().await;
+    Ok(exit::OK)
+}
+
+async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let me = crate::commands::caller(&rt, None)?;
+    rt.require_any(&me, &[Role::Operator, Role::Auditor, Role::Approver], "reviewing MCP tool pins")?;
+    let upstreams = connect(config).await?;
+    let pins = Pins::check(&rt, &upstreams, false)?;
+    let mut changed = false;
+    for (server, tool) in upstreams.tools() {
+        let standing = pins.standing(server, &tool.name).cloned();
+        let (status, pinned, current) = match standing {
+            Some(Standing::Pinned { hash }) => ("pinned", Some(hash.clone()), hash),
+            Some(Standing::New { hash }) => ("new", None, hash),
+            Some(Standing::Changed { pinned, current }) => {
+                changed = true;
+                ("changed", Some(pinned), current)
+            }
+            None => continue,
+        };
+        if json {
+            let line = json!({"server": server, "tool": tool.name, "status": status, "pinned_hash": pinned,
+                "current_hash": current, "definition": ice_mcp::pins::definition(tool)});
+            println!("{line}");
+        } else {
+            println!("{:<40} {:<8} {}", format!("{server}/{}", tool.name), status, current);
+            if status == "changed" {
+                println!("    pinned {}", pinned.unwrap_or_default());
+                println!("    description now: {}", tool.description.as_deref().unwrap_or(""));
+                println!("    accept: ice mcp accept {server} {} {current}", tool.name);
+            }
+        }
+    }
+    // Exit 1 when something is withheld, so a check in a script notices.
+    Ok(if changed { exit::CHECK_FAILED } else { exit::OK })
+}
+
+async fn accept(home: &IceHome, config: McpConfig, server: &str, tool: &str, hash: &str) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let me = crate::commands::caller(&rt, None)?;
+    let upstreams = connect(config).await?;
+    let found = upstreams.tools().find(|(s, t)| *s == server && t.name == tool).map(|(_, t)| t.clone());
+    let Some(current) = found else {
+        return Err(CliError::Coded(ErrorCode::NotFound, format!("no upstream tool {server}/{tool}")));
+    };
+    let pin = rt.accept_tool(&me, server, tool, &ice_mcp::pins::definition(&current), hash)?;
+    println!("pinned {server}/{tool} at {} (replaces {})", pin.definition_hash, pin.replaces.unwrap_or_default());
     Ok(exit::OK)
 }
