@@ -1,6 +1,7 @@
 // A real MCP server (the official TypeScript SDK, low-level Server API) with one tool, `greet`, whose
 // description is taken from the environment: the gateway tests start it twice with different descriptions to
-// play a tool definition that changes upstream between two sessions (a "rug pull").
+// play a tool definition that changes upstream between two sessions (a "rug pull"). GREET_WORD (default
+// "Hello") is the greeting word, given through a secret reference in the tests.
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js";
@@ -27,7 +28,8 @@ server.setRequestHandler(CallToolRequestSchema, async (request) => {
   if (request.params.name !== "greet") {
     return { content: [{ type: "text", text: `unknown tool ${request.params.name}` }], isError: true };
   }
-  return { content: [{ type: "text", text: `Hello, ${request.params.arguments?.name}!` }] };
+  const word = process.env.GREET_WORD ?? "Hello";
+  return { content: [{ type: "text", text: `${word}, ${request.params.arguments?.name}!` }] };
 });
 
 await server.connect(new StdioServerTransport());

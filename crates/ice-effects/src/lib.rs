@@ -101,6 +101,7 @@ pub use http::HttpEffector;
 pub use journal::{Begin, Journal};
 pub use process::ProcessEffector;
 pub use registry::Effectors;
+pub use secrets::resolve_references;
 
 use ice_core::Classification;
 use serde::{Deserialize, Serialize};

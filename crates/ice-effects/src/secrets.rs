@@ -195,6 +195,18 @@ impl Secrets {
     }
 }
 
+/// `value` with its `${secret:NAME}` references replaced by the secrets declared in `sources`, read now: for
+/// configuration handed to a process ICE starts (an MCP upstream server's environment), never for anything
+/// recorded. `what` names the value in errors (never the secret).
+pub fn resolve_references(
+    sources: &BTreeMap<String, SecretSource>,
+    what: &str,
+    value: &str,
+) -> Result<String, EffectError> {
+    let mut read = Vec::new();
+    Secrets::new(sources).resolve("configuration", what, value, &mut read).map(|r| r.expose().to_owned())
+}
+
 /// A secret's source as named in messages: never its value.
 pub(crate) fn describe(source: &SecretSource) -> String {
     match (&source.env, &source.file) {
@@ -245,6 +257,22 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn configuration_values_resolve_declared_references_only() {
+        let var = "ICE_TEST_RESOLVE_REFERENCES";
+        // Never set here: the resolving path is covered end to end (an MCP upstream's environment).
+        let sources = BTreeMap::from([("TOKEN".to_owned(), SecretSource { env: Some(var.into()), file: None })]);
+        assert_eq!(resolve_references(&sources, "env X", "plain").unwrap(), "plain");
+        let err = resolve_references(&sources, "env X", "Bearer ${secret:TOKEN}").unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownSecret, "not set yet: {err}");
+        assert!(!err.message.contains("Bearer"));
+        assert_eq!(
+            resolve_references(&sources, "env X", "${secret:OTHER}").unwrap_err().code,
+            ErrorCode::UnknownSecret
+        );
+        assert_eq!(resolve_references(&sources, "env X", "${secret:bad").unwrap_err().code, ErrorCode::BadArgument);
+    }
 
     #[test]
     fn secret_names() {

@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod config;
+pub mod declare;
 pub mod effector;
 pub mod gateway;
 pub mod pins;

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use ice_core::ErrorCode;
+use ice_effects::EffectError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -28,7 +30,14 @@ pub struct Upstreams {
 impl Upstreams {
     /// Starts every configured server and reads its tools. A server that cannot start or list its tools is an
     /// error naming it: the gateway does not serve a partial, silently smaller tool set.
-    pub async fn connect(config: McpConfig) -> Result<Self, String> {
+    ///
+    /// `env` values may name secrets declared under `[effects.secrets]` (`${secret:NAME}`): resolved from
+    /// `secrets` when the server starts, so credentials need not be written into `mcp.toml`.
+    pub async fn connect(
+        config: McpConfig,
+        secrets: &BTreeMap<String, ice_effects::SecretSource>,
+    ) -> Result<Self, EffectError> {
+        let failed = |m: String| EffectError::new(ErrorCode::EffectFailed, m);
         let mut servers = BTreeMap::new();
         for (name, spec) in &config.servers {
             let mut cmd = tokio::process::Command::new(&spec.command);
@@ -38,11 +47,15 @@ impl Upstreams {
                     cmd.env(keep, v);
                 }
             }
-            cmd.envs(&spec.env);
+            for (key, value) in &spec.env {
+                let value = ice_effects::resolve_references(secrets, &format!("servers.{name}.env.{key}"), value)
+                    .map_err(|e| EffectError::new(e.code, format!("upstream `{name}`: {}", e.message)))?;
+                cmd.env(key, value);
+            }
             let (transport, stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("upstream `{name}`: cannot start `{}`: {e}", spec.command))?;
+                .map_err(|e| failed(format!("upstream `{name}`: cannot start `{}`: {e}", spec.command)))?;
             if let Some(stderr) = stderr {
                 // The upstream's own log lines, as ours (debug): never mixed into the protocol stream.
                 let server = name.clone();
@@ -54,9 +67,13 @@ impl Upstreams {
                 });
             }
             let client =
-                ().serve(transport).await.map_err(|e| format!("upstream `{name}`: MCP initialisation failed: {e}"))?;
-            let tools =
-                client.list_all_tools().await.map_err(|e| format!("upstream `{name}`: tools/list failed: {e}"))?;
+                ().serve(transport)
+                    .await
+                    .map_err(|e| failed(format!("upstream `{name}`: MCP initialisation failed: {e}")))?;
+            let tools = client
+                .list_all_tools()
+                .await
+                .map_err(|e| failed(format!("upstream `{name}`: tools/list failed: {e}")))?;
             tracing::info!(target: "ice_mcp", server = %name, tools = tools.len(), "upstream connected");
             servers.insert(name.clone(), Upstream { client, tools });
         }

@@ -53,6 +53,7 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
             crate::bench_instances::worker(&dir, &run, first, agents, seconds)
         }
         BenchCommand::Serve { rates, seconds, clients } => crate::bench_serve::run(&rates, seconds, clients),
+        BenchCommand::Mcp { calls, server_everything } => crate::bench_mcp::run(calls, server_everything.as_deref()),
         BenchCommand::Verify { events } => crate::bench_proof::verify(events),
         BenchCommand::Replay { events, proposals } => crate::bench_proof::replay(events, proposals),
         #[cfg(feature = "postgres")]

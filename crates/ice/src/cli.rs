@@ -626,6 +626,17 @@ pub enum McpCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Declare the upstream tools not yet declared: catalog entries (classified as given; default the cautious
+    /// `irreversible` / `high`, which the default policy sends to a human) and Cedar schema actions typed from the
+    /// tools' input schemas. Review `.ice/policies`, then `ice policy activate`.
+    Declare {
+        /// Classification access of the declared actions: read, write or irreversible.
+        #[arg(long, default_value = "irreversible")]
+        access: String,
+        /// Classification risk: low, medium, high or critical.
+        #[arg(long, default_value = "high")]
+        risk: String,
+    },
     /// Pin a tool's current definition (operator): the hash is the one `ice mcp tools` showed, so a definition
     /// that changed again since is refused.
     Accept {

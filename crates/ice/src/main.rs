@@ -5,6 +5,7 @@ mod authority_cmds;
 mod bench;
 mod bench_history;
 mod bench_instances;
+mod bench_mcp;
 #[cfg(feature = "postgres")]
 mod bench_pg;
 mod bench_proof;

@@ -37,12 +37,15 @@ pub fn run(home: &IceHome, token: Option<&str>, cmd: McpCommand) -> Result<u8, C
             McpCommand::Serve { run } => serve(home, token, config, &run).await,
             McpCommand::Tools { json } => tools(home, config, json).await,
             McpCommand::Accept { server, tool, hash } => accept(home, config, &server, &tool, &hash).await,
+            McpCommand::Declare { access, risk } => declare(home, config, &access, &risk).await,
         }
     })
 }
 
-async fn connect(config: McpConfig) -> Result<Arc<Upstreams>, CliError> {
-    Ok(Arc::new(Upstreams::connect(config).await.map_err(coded(ErrorCode::NoEffector))?))
+async fn connect(home: &IceHome, config: McpConfig) -> Result<Arc<Upstreams>, CliError> {
+    let secrets = &home.config().effects.secrets;
+    let upstreams = Upstreams::connect(config, secrets).await.map_err(|e| CliError::Coded(e.code, e.message))?;
+    Ok(Arc::new(upstreams))
 }
 
 async fn serve(home: &IceHome, token: Option<&str>, config: McpConfig, run: &str) -> Result<u8, CliError> {
@@ -52,7 +55,7 @@ async fn serve(home: &IceHome, token: Option<&str>, config: McpConfig, run: &str
             "ice mcp serve acts as the principal of a token: pass --token or set ICE_TOKEN (ice token create)".into(),
         )
     })?;
-    let upstreams = connect(config).await?;
+    let upstreams = connect(home, config).await?;
     let mut effectors = home.open_effectors()?;
     let results = Results::default();
     let journal = effectors.journal_dir().join("mcp");
@@ -82,7 +85,7 @@ async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliE
     let rt = home.open_runtime()?;
     let me = crate::commands::caller(&rt, None)?;
     rt.require_any(&me, &[Role::Operator, Role::Auditor, Role::Approver], "reviewing MCP tool pins")?;
-    let upstreams = connect(config).await?;
+    let upstreams = connect(home, config).await?;
     let pins = Pins::check(&rt, &upstreams, false)?;
     let mut changed = false;
     for (server, tool) in upstreams.tools() {
@@ -116,12 +119,42 @@ async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliE
 async fn accept(home: &IceHome, config: McpConfig, server: &str, tool: &str, hash: &str) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     let me = crate::commands::caller(&rt, None)?;
-    let upstreams = connect(config).await?;
+    let upstreams = connect(home, config).await?;
     let found = upstreams.tools().find(|(s, t)| *s == server && t.name == tool).map(|(_, t)| t.clone());
     let Some(current) = found else {
         return Err(CliError::Coded(ErrorCode::NotFound, format!("no upstream tool {server}/{tool}")));
     };
     let pin = rt.accept_tool(&me, server, tool, &ice_mcp::pins::definition(&current), hash)?;
     println!("pinned {server}/{tool} at {} (replaces {})", pin.definition_hash, pin.replaces.unwrap_or_default());
+    Ok(exit::OK)
+}
+
+async fn declare(home: &IceHome, config: McpConfig, access: &str, risk: &str) -> Result<u8, CliError> {
+    if !["read", "write", "irreversible"].contains(&access) || !["low", "medium", "high", "critical"].contains(&risk) {
+        return Err(CliError::Coded(
+            ErrorCode::BadArgument,
+            "--access is read, write or irreversible; --risk low, medium, high or critical".into(),
+        ));
+    }
+    let upstreams = connect(home, config).await?;
+    let mut decls = Vec::new();
+    for (server, tool) in upstreams.tools() {
+        let action = upstreams.config().action_of(server, &tool.name);
+        match ice_mcp::declare::cedar_args(&tool.input_schema) {
+            Ok(cedar_args) => decls.push(ice_mcp::declare::Declaration {
+                action,
+                access: access.to_owned(),
+                risk: risk.to_owned(),
+                cedar_args,
+            }),
+            Err(why) => eprintln!("skipped {action}: its arguments have no Cedar type ({why})"),
+        }
+    }
+    let dir = home.dir().join("policies");
+    let added = ice_mcp::declare::declare(&dir, &decls).map_err(coded(ErrorCode::PolicyDir))?;
+    for a in &added {
+        println!("declared {a} ({access}, {risk})");
+    }
+    println!("{} declared; review {} and run `ice policy activate`", added.len(), dir.display());
     Ok(exit::OK)
 }

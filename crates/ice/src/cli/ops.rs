@@ -52,6 +52,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         clients: usize,
     },
+    /// What the MCP gateway adds to one tools/call: the `echo` tool of @modelcontextprotocol/server-everything
+    /// called directly and through `ice mcp serve`, p50/p99 (needs node and the npm package).
+    Mcp {
+        /// Sequential calls measured on each path.
+        #[arg(long, default_value_t = 500)]
+        calls: usize,
+        /// The server's dist/index.js (default: tests-support/mcp, where scripts/test installs it).
+        #[arg(long, value_name = "PATH")]
+        server_everything: Option<std::path::PathBuf>,
+    },
     /// (internal) One instance of `ice bench propose --instances`.
     #[command(hide = true)]
     ProposeWorker {
