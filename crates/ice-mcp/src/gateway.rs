@@ -81,20 +81,16 @@ impl Gateway {
         tool_error(&err.unwrap_or_else(|e| e))
     }
 
-    /// Whether the caller holds a live grant that could cover calls of this action.
+    /// Whether the caller holds a live grant covering calls of this action in the gateway's run.
     fn may_call(&self, action: &str, resource: &str) -> bool {
         let me = self.0.caller.principal().clone();
+        let run = self.0.run.parse().ok();
         let now = self.0.rt.now();
         self.0.rt.with_state_cached(|s| {
-            s.authority().grants().values().any(|g| {
-                g.status(now) == GrantStatus::Live
-                    && (g.terms.principal == me)
-                    && g.terms
-                        .actions
-                        .iter()
-                        .any(|a| a.strip_suffix('*').map_or(a == action, |p| action.starts_with(p)))
-                    && ice_core::grant::resource_matches(&g.terms.resource, resource)
-            })
+            s.authority()
+                .grants()
+                .values()
+                .any(|g| g.status(now) == GrantStatus::Live && g.covers(&me, run, action, resource))
         })
     }
 
