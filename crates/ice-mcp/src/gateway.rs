@@ -27,16 +27,26 @@ use crate::upstream::Upstreams;
 /// How often a waiting call looks for the approver's answer (and tells the client it is still waiting).
 const APPROVAL_POLL: Duration = Duration::from_millis(250);
 
+/// The header naming the run an HTTP client's calls are proposed in.
+pub const RUN_HEADER: &str = "ice-run";
+
 /// The gateway: cheap to clone (one per MCP session).
 #[derive(Clone)]
 pub struct Gateway(Arc<Inner>);
 
+/// Who calls, and in which run.
+#[derive(Clone)]
+struct Session {
+    caller: Caller,
+    run: String,
+}
+
 struct Inner {
     rt: Arc<Runtime>,
-    caller: Caller,
+    /// Fixed for a stdio gateway; per request (from the HTTP request) when `None`.
+    session: Option<Session>,
     upstreams: Arc<Upstreams>,
     results: Results,
-    run: String,
     settings: GatewaySettings,
     pins: Pins,
 }
@@ -53,7 +63,32 @@ impl Gateway {
         pins: Pins,
     ) -> Self {
         let settings = upstreams.config().gateway.clone();
-        Self(Arc::new(Inner { rt, caller, upstreams, results, run, settings, pins }))
+        let session = Some(Session { caller, run });
+        Self(Arc::new(Inner { rt, session, upstreams, results, settings, pins }))
+    }
+
+    /// A gateway behind HTTP: each request's caller is the `ice_runtime::Caller` the server's authentication put
+    /// in the request's extensions (from its bearer token), and its run is named by the `Ice-Run` header.
+    pub fn over_http(rt: Arc<Runtime>, upstreams: Arc<Upstreams>, results: Results, pins: Pins) -> Self {
+        let settings = upstreams.config().gateway.clone();
+        Self(Arc::new(Inner { rt, session: None, upstreams, results, settings, pins }))
+    }
+
+    /// The caller and run of this request.
+    fn session(&self, cx: &RequestContext<RoleServer>) -> Result<Session, String> {
+        if let Some(s) = &self.0.session {
+            return Ok(s.clone());
+        }
+        let parts = cx.extensions.get::<http::request::Parts>().ok_or("this request carries no HTTP context")?;
+        let caller = parts.extensions.get::<Caller>().ok_or("this request was not authenticated (bearer token)")?;
+        let run = parts
+            .headers
+            .get(RUN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .ok_or("name the run the calls are proposed in with the `Ice-Run` header")?;
+        Ok(Session { caller: caller.clone(), run: run.to_owned() })
     }
 
     /// Whether the tool is served at its current definition.
@@ -63,10 +98,10 @@ impl Gateway {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Runtime, &Caller) -> Result<T, RuntimeError> + Send + 'static,
+        f: impl FnOnce(&Runtime) -> Result<T, RuntimeError> + Send + 'static,
     ) -> Result<T, RuntimeError> {
         let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&inner.rt, &inner.caller)).await.unwrap_or_else(|e| {
+        tokio::task::spawn_blocking(move || f(&inner.rt)).await.unwrap_or_else(|e| {
             Err(RuntimeError::Rejected {
                 rejection: Rejection::new(ErrorCode::StoreUnavailable, format!("the gateway's task failed: {e}")),
                 record: None,
@@ -77,14 +112,14 @@ impl Gateway {
     /// Refuses a malformed call: recorded (`TransitionRejected`), answered as a tool error.
     async fn refuse(&self, code: ErrorCode, message: String, tool: &str) -> CallToolResult {
         let attempt = json!({"kind": "ProposalSubmitted", "via": "mcp", "tool": tool});
-        let err = self.blocking(move |rt, _| Ok(rt.refuse_request(Rejection::new(code, message), attempt, true))).await;
+        let err = self.blocking(move |rt| Ok(rt.refuse_request(Rejection::new(code, message), attempt, true))).await;
         tool_error(&err.unwrap_or_else(|e| e))
     }
 
     /// Whether the caller holds a live grant covering calls of this action in the gateway's run.
-    fn may_call(&self, action: &str, resource: &str) -> bool {
-        let me = self.0.caller.principal().clone();
-        let run = self.0.run.parse().ok();
+    fn may_call(&self, who: &Session, action: &str, resource: &str) -> bool {
+        let me = who.caller.principal().clone();
+        let run = who.run.parse().ok();
         let now = self.0.rt.now();
         self.0.rt.with_state_cached(|s| {
             s.authority()
@@ -96,6 +131,10 @@ impl Gateway {
 
     async fn call(&self, req: CallToolRequestParams, cx: RequestContext<RoleServer>) -> CallToolResult {
         let name = req.name.to_string();
+        let who = match self.session(&cx) {
+            Ok(w) => w,
+            Err(why) => return error_text(format!("{}: {why}", ErrorCode::BadArgument.as_str())),
+        };
         let Some((server, tool)) = self.0.upstreams.resolve(&name) else {
             return self.refuse(ErrorCode::UnknownAction, format!("no tool `{name}` is served here"), &name).await;
         };
@@ -118,10 +157,13 @@ impl Gateway {
         }
         let action = self.0.upstreams.config().action_of(&server, &tool_name);
         let resource = resource_of(&server, &tool_name);
-        let proposal = json!({"run": self.0.run, "action": action, "resource": resource,
+        let proposal = json!({"run": who.run, "action": action, "resource": resource,
             "args": Value::Object(args), "purpose": format!("MCP tools/call {name}")});
         let outcome = match ProposalInput::from_json(&proposal) {
-            Ok(input) => self.blocking(move |rt, me| rt.propose(me, &input)).await,
+            Ok(input) => {
+                let me = who.caller.clone();
+                self.blocking(move |rt| rt.propose(&me, &input)).await
+            }
             Err(r) => Err(RuntimeError::Rejected { rejection: r, record: None }),
         };
         let outcome = match outcome {
@@ -144,7 +186,7 @@ impl Gateway {
                 ));
             }
         };
-        self.execute(permit, &name).await
+        self.execute(&who.caller, permit, &name).await
     }
 
     /// Waits for an approver's answer, telling the client it is waiting; fails closed on timeout and on
@@ -161,7 +203,7 @@ impl Gateway {
         let mut step = 0u32;
         loop {
             let seen = self
-                .blocking(move |rt, _| {
+                .blocking(move |rt| {
                     rt.with_state(|s| {
                         let fx = s.effects();
                         (fx.approval_for(proposal).map(|a| a.status), fx.permit_for(proposal).map(|p| p.id))
@@ -186,7 +228,7 @@ impl Gateway {
                 );
                 let attempt = json!({"kind": "EffectStarted", "via": "mcp", "approval_id": approval.to_string()});
                 let err = self
-                    .blocking(move |rt, _| {
+                    .blocking(move |rt| {
                         Ok(rt.refuse_request(Rejection::new(ErrorCode::RequestTimeout, msg), attempt, true))
                     })
                     .await;
@@ -207,9 +249,10 @@ impl Gateway {
     }
 
     /// Executes the permit (the proposal's own arguments) and answers with the upstream's result.
-    async fn execute(&self, permit: EventId, name: &str) -> CallToolResult {
+    async fn execute(&self, caller: &Caller, permit: EventId, name: &str) -> CallToolResult {
         let input = ExecInput { permit: permit.to_string(), args: None };
-        let out = self.blocking(move |rt, me| rt.execute(me, &input)).await;
+        let me = caller.clone();
+        let out = self.blocking(move |rt| rt.execute(&me, &input)).await;
         let kept = self.0.results.take(&permit.to_string());
         match (out, kept) {
             (Ok(o), Some(result)) if o.status == ice_core::effect::EffectStatus::Completed => result,
@@ -260,8 +303,9 @@ impl ServerHandler for Gateway {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let who = self.session(&cx).map_err(|why| ErrorData::invalid_request(why, None))?;
         let config = self.0.upstreams.config();
         let tools = self
             .0
@@ -269,7 +313,7 @@ impl ServerHandler for Gateway {
             .tools()
             .filter(|(server, tool)| {
                 self.pinned(server, &tool.name)
-                    && self.may_call(&config.action_of(server, &tool.name), &resource_of(server, &tool.name))
+                    && self.may_call(&who, &config.action_of(server, &tool.name), &resource_of(server, &tool.name))
             })
             .map(|(server, tool)| {
                 let mut t = tool.clone();

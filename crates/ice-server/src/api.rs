@@ -25,6 +25,7 @@ use tracing::field::Empty;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::{Shared, openapi, stream};
 
@@ -67,24 +68,41 @@ pub fn document() -> utoipa::openapi::OpenApi {
     routes().split_for_parts().1
 }
 
+/// Where an MCP service given to [`crate::Server::with_mcp`] is mounted.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Authenticates a request to the MCP service like any `/v1` request (bearer token, rate limit, recorded
+/// refusals) and hands the `Caller` to the service in the request's extensions.
+async fn mcp_auth(Authed(caller): Authed, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
 /// The whole API.
-pub fn router(state: Shared) -> Router {
+pub fn router(state: Shared, mcp: Option<Router>) -> Router {
     let (api, doc) = routes().split_for_parts();
     let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
-    api.route(
-        "/v1/openapi.json",
-        get(move || {
-            let doc = doc_json.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
-        }),
-    )
-    .route("/healthz", get(|| async { "ok\n" }))
-    .route("/readyz", get(readyz))
-    .route("/metrics", get(metrics))
-    .fallback(no_route)
-    .method_not_allowed_fallback(no_method)
-    .layer(middleware::from_fn_with_state(state.clone(), guard))
-    .with_state(state)
+    let api = api
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    let api = match mcp {
+        Some(service) => {
+            api.nest_service(MCP_PATH, service.layer(middleware::from_fn_with_state(state.clone(), mcp_auth)))
+        }
+        None => api,
+    };
+    api.fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
 }
 
 async fn no_route(req: Request) -> ApiError {
@@ -149,6 +167,9 @@ pub(crate) fn tag(field: &str, value: impl std::fmt::Display) {
 async fn guarded(state: &Shared, route: &str, req: Request, next: Next) -> Response {
     let exempt = matches!(route, "/healthz" | "/readyz" | "/metrics");
     let streaming = route == "/v1/stream";
+    // The MCP gateway answers with an event stream that lives as long as its call (which may wait for a human):
+    // counted against the concurrency limit, bounded by its own approval timeout rather than the request one.
+    let mcp = route.starts_with(MCP_PATH);
     let permit = if exempt || streaming {
         None
     } else {
@@ -164,7 +185,7 @@ async fn guarded(state: &Shared, route: &str, req: Request, next: Next) -> Respo
             }
         }
     };
-    let resp = if streaming {
+    let resp = if streaming || mcp {
         // A stream's upgrade answers at once; the connection then lives under the stream's own limits.
         next.run(req).await
     } else {

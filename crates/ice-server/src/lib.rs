@@ -83,6 +83,8 @@ impl AppState {
 /// A configured server over one long-lived runtime.
 pub struct Server {
     state: Shared,
+    /// A service mounted at `/mcp` behind the API's authentication (the MCP gateway).
+    mcp: Option<Router>,
     #[cfg(feature = "tls")]
     tls: Option<Tls>,
 }
@@ -109,6 +111,7 @@ impl Server {
         });
         Self {
             state,
+            mcp: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -122,9 +125,23 @@ impl Server {
         self
     }
 
+    /// Mounts `service` at `/mcp`: each request is authenticated like an API request (bearer token, per-token
+    /// rate, recorded refusals) and reaches the service with its `ice_runtime::Caller` in the request's
+    /// extensions. The service decides nothing itself: it calls the runtime as that caller.
+    #[must_use]
+    pub fn with_mcp<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<axum::extract::Request, Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.mcp = Some(Router::new().fallback_service(service));
+        self
+    }
+
     /// The router (for in-process tests with `tower::ServiceExt::oneshot`, and for [`serve`]).
     pub fn router(&self) -> Router {
-        api::router(self.state.clone())
+        api::router(self.state.clone(), self.mcp.clone())
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains and takes a final checkpoint.
@@ -174,7 +191,10 @@ impl Server {
         }
         watcher.abort();
         reconciler.abort();
-        checkpointer.abort();
+        // (Set again in case serving ended on an error rather than the shutdown signal.) The housekeeping task ends
+        // after the checkpoint it may be signing.
+        state.stopping.send_replace(true);
+        let _ = checkpointer.await;
         // Every acknowledged request committed before it was answered; what is left is ICE's own housekeeping.
         let rt = state.rt.clone();
         match tokio::task::spawn_blocking(move || rt.checkpoint()).await {
@@ -208,6 +228,11 @@ async fn watch_head(state: Shared) {
 async fn checkpoint_when_due(state: Shared) {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // Stops between checkpoints, never in one: the final checkpoint must not race a signing still under way
+        // (it would lose, and the snapshot of the winner could be written after the process reported it stopped).
+        if *state.stopping.borrow() {
+            return;
+        }
         let rt = state.rt.clone();
         match tokio::task::spawn_blocking(move || rt.checkpoint_if_due()).await {
             Ok(Ok(Some(c))) => {

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use ice_core::ErrorCode;
 use ice_core::auth::Role;
 use ice_mcp::{Gateway, McpConfig, McpEffector, Pins, Results, Standing, Upstreams};
-use ice_runtime::{IceHome, Presented};
+use ice_runtime::{IceHome, Presented, Runtime};
 use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
 use crate::cli::McpCommand;
@@ -34,7 +36,7 @@ pub fn run(home: &IceHome, token: Option<&str>, cmd: McpCommand) -> Result<u8, C
         })?;
     runtime.block_on(async {
         match cmd {
-            McpCommand::Serve { run } => serve(home, token, config, &run).await,
+            McpCommand::Serve { run } => serve(home, token, &run).await,
             McpCommand::Tools { json } => tools(home, config, json).await,
             McpCommand::Accept { server, tool, hash } => accept(home, config, &server, &tool, &hash).await,
             McpCommand::Declare { access, risk } => declare(home, config, &access, &risk).await,
@@ -48,13 +50,14 @@ async fn connect(home: &IceHome, config: McpConfig) -> Result<Arc<Upstreams>, Cl
     Ok(Arc::new(upstreams))
 }
 
-async fn serve(home: &IceHome, token: Option<&str>, config: McpConfig, run: &str) -> Result<u8, CliError> {
-    let token = token.ok_or_else(|| {
-        CliError::Coded(
-            ErrorCode::Unauthenticated,
-            "ice mcp serve acts as the principal of a token: pass --token or set ICE_TOKEN (ice token create)".into(),
-        )
-    })?;
+/// With `.ice/mcp.toml`: starts its upstream servers and adds the MCP effector to `rt`'s effectors (so this
+/// process can execute permits of MCP actions). `None` when the home has no `mcp.toml`.
+pub async fn prepare(home: &IceHome, rt: &mut Runtime) -> Result<Option<(Arc<Upstreams>, Results)>, CliError> {
+    let path = home.dir().join("mcp.toml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let config = McpConfig::load(&path).map_err(coded(ErrorCode::BadConfig))?;
     let upstreams = connect(home, config).await?;
     let mut effectors = home.open_effectors()?;
     let results = Results::default();
@@ -68,8 +71,43 @@ async fn serve(home: &IceHome, token: Option<&str>, config: McpConfig, run: &str
     )
     .map_err(|e| CliError::Coded(e.code, e.message))?;
     effectors.insert(Box::new(mcp));
-    let mut rt = home.open_runtime()?;
     rt.set_effectors(Arc::new(effectors));
+    Ok(Some((upstreams, results)))
+}
+
+/// The gateway as a streamable-HTTP MCP service for `ice serve` (mounted at `/mcp` behind the API's bearer
+/// authentication; each request names its run in the `Ice-Run` header). Pins first-seen tools.
+/// Cancelling `stop` ends every MCP session and its event streams (at shutdown, so open streams cannot hold the
+/// server's graceful drain).
+pub fn http_service(
+    rt: Arc<Runtime>,
+    upstreams: Arc<Upstreams>,
+    results: Results,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<StreamableHttpService<Gateway, LocalSessionManager>, CliError> {
+    let pins = Pins::check(&rt, &upstreams, true)?;
+    let gateway = Gateway::over_http(rt, upstreams, results, pins);
+    // Requests are authenticated by bearer token before they reach the service, which is what the Host check
+    // (DNS-rebinding protection for unauthenticated local servers) stands in for; `[server] listen` decides
+    // where it is reachable.
+    let config = StreamableHttpServerConfig::default().disable_allowed_hosts().with_cancellation_token(stop);
+    Ok(StreamableHttpService::new(move || Ok(gateway.clone()), Arc::new(LocalSessionManager::default()), config))
+}
+
+async fn serve(home: &IceHome, token: Option<&str>, run: &str) -> Result<u8, CliError> {
+    let token = token.ok_or_else(|| {
+        CliError::Coded(
+            ErrorCode::Unauthenticated,
+            "ice mcp serve acts as the principal of a token: pass --token or set ICE_TOKEN (ice token create)".into(),
+        )
+    })?;
+    let mut rt = home.open_runtime()?;
+    let Some((upstreams, results)) = prepare(home, &mut rt).await? else {
+        return Err(CliError::Coded(
+            ErrorCode::BadConfig,
+            format!("{} is missing", home.dir().join("mcp.toml").display()),
+        ));
+    };
     let caller = rt.authenticate(&Presented::Token { secret: token, act_as: None })?;
     let pins = Pins::check(&rt, &upstreams, true)?;
     let gateway = Gateway::new(Arc::new(rt), caller, upstreams, results, run.to_owned(), pins);

@@ -20,15 +20,25 @@ pub fn run(home: &IceHome, listen: Option<&str>, log_json: bool) -> Result<u8, C
     // Held to the end: dropping it sends the last spans.
     let _traces = init_logs(log_json || cfg.log_format == "json", &cfg)?;
     let started = std::time::Instant::now();
-    let rt = Arc::new(home.open_runtime()?);
-    let proof =
-        ProofSettings { trusted_keys: home.pinned_keys()?, tail_bound: home.config().runtime.unsigned_tail_bound() };
-    let server = Server::new(rt.clone(), cfg.clone(), proof);
-    let (server, scheme) = with_tls(server, home, &cfg)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ice-serve").build().map_err(|e| {
             CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot start the async runtime: {e}"))
         })?;
+    let mut rt = home.open_runtime()?;
+    // With .ice/mcp.toml, the MCP gateway is served at /mcp too (its upstreams started here).
+    let mcp = runtime.block_on(crate::mcp::prepare(home, &mut rt))?;
+    let rt = Arc::new(rt);
+    let proof =
+        ProofSettings { trusted_keys: home.pinned_keys()?, tail_bound: home.config().runtime.unsigned_tail_bound() };
+    let server = Server::new(rt.clone(), cfg.clone(), proof);
+    let mcp_stop = tokio_util::sync::CancellationToken::new();
+    let server = match mcp {
+        Some((upstreams, results)) => {
+            server.with_mcp(crate::mcp::http_service(rt.clone(), upstreams, results, mcp_stop.clone())?)
+        }
+        None => server,
+    };
+    let (server, scheme) = with_tls(server, home, &cfg)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| {
             CliError::Coded(
@@ -42,7 +52,10 @@ pub fn run(home: &IceHome, listen: Option<&str>, log_json: bool) -> Result<u8, C
         // One line on stderr that scripts (and the tests) wait for, whatever the log format.
         eprintln!("ice serve: listening on {scheme}://{addr}");
         server
-            .serve(listener, shutdown_signal())
+            .serve(listener, async move {
+                shutdown_signal().await;
+                mcp_stop.cancel();
+            })
             .await
             .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("server failed: {e}")))
     })?;

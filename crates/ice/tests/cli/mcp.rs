@@ -4,6 +4,7 @@
 //! human over the CLI or fails closed on timeout, malformed calls are refused with codes and recorded, and the
 //! ledger holds proposal → decision → permit → effect → outcome for each call made.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -333,4 +334,140 @@ fn declare_types_actions_from_schemas_and_bench_mcp_runs() {
         .unwrap();
     assert!(out.status.success(), "{}{}", crate::stdout(&out), crate::stderr(&out));
     assert!(crate::stdout(&out).contains("RATIO gateway p50 / direct p50"), "{}", crate::stdout(&out));
+}
+
+/// HTTP/1.1 chunked transfer coding, undone.
+fn unchunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One MCP message POSTed to `ice serve`'s `/mcp`: (status, session id, the JSON-RPC answer if any — the last
+/// `data:` event carrying a result or an error; progress notifications before it are skipped).
+fn mcp_post(addr: &str, token: &str, run: &str, session: Option<&str>, msg: &Value) -> (u16, Option<String>, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = msg.to_string();
+    let sid = session.map(|s| format!("Mcp-Session-Id: {s}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nIce-Run: {run}\r\n{sid}\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned())
+        })
+    };
+    let text = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        unchunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    let answer = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|v| v.get("result").is_some() || v.get("error").is_some())
+        .or_else(|| serde_json::from_str(text.trim()).ok())
+        .unwrap_or(Value::Null);
+    (status, header("mcp-session-id"), answer)
+}
+
+/// The same gateway as the stdio one, served by `ice serve` at `/mcp` over streamable HTTP: authenticated by the
+/// bearer token like the API, the run named by the `Ice-Run` header; a call needing approval waits while an
+/// approver answers over the API.
+#[test]
+fn ice_serve_serves_the_gateway_over_streamable_http() {
+    let (ice, data) = gateway_home(30);
+    let agent = ice.token("agent:a", "agent");
+    let approver = ice.token("human:boss", "approver");
+    let run = ice.executing_run();
+    let (mut child, addr, _logs) = super::serve::serve(&ice);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+        "capabilities": {}, "clientInfo": {"name": "ice-test", "version": "1"}}});
+    // No token: refused before the MCP service, with the API's code.
+    let (s, _, v) = mcp_post(&addr, "", &run, None, &init);
+    assert_eq!(s, 401, "{v}");
+    let (s, session, v) = mcp_post(&addr, &agent, &run, None, &init);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["serverInfo"]["name"], "ice-mcp", "{v}");
+    let session = session.expect("a session id");
+    let (s, _, _) = mcp_post(
+        &addr,
+        &agent,
+        &run,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    assert_eq!(s, 202);
+    let (_, _, v) =
+        mcp_post(&addr, &agent, &run, Some(&session), &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let names: Vec<&str> =
+        v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"fs__read_text_file") && !names.contains(&"fs__list_directory"), "{names:?}");
+    let read = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "fs__read_text_file", "arguments": {"path": "hello.txt"}}});
+    let (_, _, v) = mcp_post(&addr, &agent, &run, Some(&session), &read);
+    assert!(v["result"]["content"][0]["text"].as_str().unwrap_or("").contains("hello from upstream"), "{v}");
+
+    // A write that needs approval: the call waits; the approver answers over the API.
+    let write = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "fs__write_file", "arguments": {"path": "http.txt", "content": "over http"}}});
+    let waiting = {
+        let (addr, agent, run, session) = (addr.clone(), agent.clone(), run.clone(), session.clone());
+        std::thread::spawn(move || mcp_post(&addr, &agent, &run, Some(&session), &write))
+    };
+    let mut approved = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let (_, list) = super::serve::http(&addr, "GET", "/v1/approvals", &approver, "");
+        if let Some(a) = list["approvals"].as_array().and_then(|a| a.first()) {
+            let path = format!("/v1/approvals/{}/approve", a["approval_id"].as_str().unwrap());
+            let (s, v) = super::serve::http(&addr, "POST", &path, &approver, "{}");
+            assert_eq!(s, 200, "{v}");
+            approved = true;
+            break;
+        }
+    }
+    assert!(approved, "the approval appeared on the API");
+    let (_, _, v) = waiting.join().unwrap();
+    assert_ne!(v["result"]["isError"], true, "{v}");
+    assert_eq!(std::fs::read_to_string(data.join("http.txt")).unwrap(), "over http");
+    // A client holding the session's event stream open does not hold up shutdown.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {agent}\r\nMcp-Session-Id: {session}\r\n\
+         Accept: text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(super::serve::sigterm(child.id()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "ice serve did not stop with an MCP stream open");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(stream);
+    ice.ok(&["verify"]);
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::Ice;
 
 /// One request on its own connection: (status, body as JSON).
-fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
     http_with(addr, method, path, token, body, "")
 }
 
@@ -33,7 +33,7 @@ fn http_with(addr: &str, method: &str, path: &str, token: &str, body: &str, head
 }
 
 /// Starts `ice serve` on a free loopback port; returns the child, its address and a thread collecting its logs.
-fn serve(ice: &Ice) -> (std::process::Child, String, std::thread::JoinHandle<Vec<String>>) {
+pub(crate) fn serve(ice: &Ice) -> (std::process::Child, String, std::thread::JoinHandle<Vec<String>>) {
     let mut child = Command::new(crate::bin())
         .args(["--dir", ice.path().to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--log-json"])
         .stderr(Stdio::piped())
@@ -93,7 +93,7 @@ fn serve_answers_over_http_and_stops_cleanly_on_sigterm() {
 }
 
 /// Sends SIGTERM with the `kill` command (as an operator or a service manager would).
-fn sigterm(pid: u32) -> bool {
+pub(crate) fn sigterm(pid: u32) -> bool {
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().is_ok_and(|s| s.success())
 }
 
