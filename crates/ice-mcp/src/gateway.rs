@@ -27,6 +27,10 @@ use crate::upstream::Upstreams;
 /// How often a waiting call looks for the approver's answer (and tells the client it is still waiting).
 const APPROVAL_POLL: Duration = Duration::from_millis(250);
 
+/// Refusals of malformed calls recorded per minute by one gateway; past that they are answered (with their code)
+/// but not written, so a client looping on a bad call cannot fill the ledger.
+pub const REFUSAL_RECORDS_PER_MINUTE: u32 = 60;
+
 /// The header naming the run an HTTP client's calls are proposed in.
 pub const RUN_HEADER: &str = "ice-run";
 
@@ -43,6 +47,8 @@ struct Session {
 
 struct Inner {
     rt: Arc<Runtime>,
+    /// Refusals of malformed calls recorded in the current minute (see [`REFUSAL_RECORDS_PER_MINUTE`]).
+    recorded: std::sync::Mutex<(Instant, u32)>,
     /// Fixed for a stdio gateway; per request (from the HTTP request) when `None`.
     session: Option<Session>,
     upstreams: Arc<Upstreams>,
@@ -64,14 +70,16 @@ impl Gateway {
     ) -> Self {
         let settings = upstreams.config().gateway.clone();
         let session = Some(Session { caller, run });
-        Self(Arc::new(Inner { rt, session, upstreams, results, settings, pins }))
+        let recorded = std::sync::Mutex::new((Instant::now(), 0));
+        Self(Arc::new(Inner { rt, recorded, session, upstreams, results, settings, pins }))
     }
 
     /// A gateway behind HTTP: each request's caller is the `ice_runtime::Caller` the server's authentication put
     /// in the request's extensions (from its bearer token), and its run is named by the `Ice-Run` header.
     pub fn over_http(rt: Arc<Runtime>, upstreams: Arc<Upstreams>, results: Results, pins: Pins) -> Self {
         let settings = upstreams.config().gateway.clone();
-        Self(Arc::new(Inner { rt, session: None, upstreams, results, settings, pins }))
+        let recorded = std::sync::Mutex::new((Instant::now(), 0));
+        Self(Arc::new(Inner { rt, recorded, session: None, upstreams, results, settings, pins }))
     }
 
     /// The caller and run of this request.
@@ -109,10 +117,23 @@ impl Gateway {
         })
     }
 
-    /// Refuses a malformed call: recorded (`TransitionRejected`), answered as a tool error.
-    async fn refuse(&self, code: ErrorCode, message: String, tool: &str) -> CallToolResult {
-        let attempt = json!({"kind": "ProposalSubmitted", "via": "mcp", "tool": tool});
-        let err = self.blocking(move |rt| Ok(rt.refuse_request(Rejection::new(code, message), attempt, true))).await;
+    /// Whether one more refusal may be recorded this minute.
+    fn may_record(&self) -> bool {
+        let mut window = self.0.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0.elapsed() >= Duration::from_secs(60) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        window.1 <= REFUSAL_RECORDS_PER_MINUTE
+    }
+
+    /// Refuses a malformed call: recorded (`TransitionRejected`, naming who tried; at a bounded rate), answered as
+    /// a tool error.
+    async fn refuse(&self, who: &Session, code: ErrorCode, message: String, tool: &str) -> CallToolResult {
+        let attempt = json!({"kind": "ProposalSubmitted", "via": "mcp", "tool": tool, "run_id": who.run,
+            "origin": who.caller.principal().to_string(), "acted_by": who.caller.attribution().to_string()});
+        let record = self.may_record();
+        let err = self.blocking(move |rt| Ok(rt.refuse_request(Rejection::new(code, message), attempt, record))).await;
         tool_error(&err.unwrap_or_else(|e| e))
     }
 
@@ -136,7 +157,9 @@ impl Gateway {
             Err(why) => return error_text(format!("{}: {why}", ErrorCode::BadArgument.as_str())),
         };
         let Some((server, tool)) = self.0.upstreams.resolve(&name) else {
-            return self.refuse(ErrorCode::UnknownAction, format!("no tool `{name}` is served here"), &name).await;
+            return self
+                .refuse(&who, ErrorCode::UnknownAction, format!("no tool `{name}` is served here"), &name)
+                .await;
         };
         let (server, tool_name) = (server.to_owned(), tool.name.to_string());
         if let Some(Standing::Changed { pinned, current }) = self.0.pins.standing(&server, &tool_name) {
@@ -144,16 +167,16 @@ impl Gateway {
                 "{name}: the upstream changed this tool's definition (pinned {pinned}, now {current}); it is not \
                  served until an operator accepts it"
             );
-            return self.refuse(ErrorCode::ToolChanged, msg, &name).await;
+            return self.refuse(&who, ErrorCode::ToolChanged, msg, &name).await;
         }
         let args = req.arguments.unwrap_or_default();
         let size = Value::Object(args.clone()).to_string().len();
         if size > self.0.settings.max_args_bytes {
             let msg = format!("arguments of {size} bytes are over the limit of {}", self.0.settings.max_args_bytes);
-            return self.refuse(ErrorCode::RequestTooLarge, msg, &name).await;
+            return self.refuse(&who, ErrorCode::RequestTooLarge, msg, &name).await;
         }
         if let Err(why) = crate::args::check(&tool.input_schema, &args) {
-            return self.refuse(ErrorCode::BadArgument, format!("{name}: {why}"), &name).await;
+            return self.refuse(&who, ErrorCode::BadArgument, format!("{name}: {why}"), &name).await;
         }
         let action = self.0.upstreams.config().action_of(&server, &tool_name);
         let resource = resource_of(&server, &tool_name);
@@ -173,7 +196,7 @@ impl Gateway {
         let find = |kind: EventKind| outcome.events.iter().find(|e| e.kind == kind).map(|e| e.event_id);
         let permit = match (find(EventKind::PermitIssued), find(EventKind::ApprovalRequested)) {
             (Some(permit), _) => permit,
-            (None, Some(approval)) => match self.await_approval(outcome.proposal.event_id, approval, &cx).await {
+            (None, Some(approval)) => match self.await_approval(&who, outcome.proposal.event_id, approval, &cx).await {
                 Ok(permit) => permit,
                 Err(result) => return result,
             },
@@ -193,6 +216,7 @@ impl Gateway {
     /// cancellation.
     async fn await_approval(
         &self,
+        who: &Session,
         proposal: EventId,
         approval: EventId,
         cx: &RequestContext<RoleServer>,
@@ -226,7 +250,8 @@ impl Gateway {
                     "no approver answered approval {approval} within {} s; the call is not made",
                     limit.as_secs()
                 );
-                let attempt = json!({"kind": "EffectStarted", "via": "mcp", "approval_id": approval.to_string()});
+                let attempt = json!({"kind": "EffectStarted", "via": "mcp", "approval_id": approval.to_string(),
+                    "run_id": who.run, "origin": who.caller.principal().to_string()});
                 let err = self
                     .blocking(move |rt| {
                         Ok(rt.refuse_request(Rejection::new(ErrorCode::RequestTimeout, msg), attempt, true))

@@ -178,10 +178,23 @@ fn the_gateway_governs_every_call_of_a_real_upstream() {
         assert!(text(&r).contains("ICE-E0911"), "{}", text(&r));
         let r = call(&client, "fs__read_text_file", json!({"path": "out.txt"})).await;
         assert!(text(&r).contains("approved"), "still serving: {}", text(&r));
+        // A client looping on a bad call is answered every time but recorded at a bounded rate (60 a minute,
+        // four of them used above).
+        let mut unrecorded = 0;
+        for _ in 0..70 {
+            let r = call(&client, "fs__nope", json!({})).await;
+            assert!(text(&r).contains("ICE-E0701"), "{}", text(&r));
+            unrecorded += usize::from(!text(&r).contains("recorded at seq"));
+        }
+        assert_eq!(unrecorded, 14);
         client.cancel().await.unwrap();
     });
-    let rejected = ice.events().iter().filter(|e| e["kind"] == "TransitionRejected").count();
-    assert!(rejected >= 5, "each refusal recorded: {rejected}");
+    let events = ice.events();
+    let refusals: Vec<&Value> = events.iter().filter(|e| e["kind"] == "TransitionRejected").collect();
+    assert!(refusals.len() >= 60, "refusals recorded: {}", refusals.len());
+    // Each names who tried.
+    let nope = refusals.iter().find(|e| e.to_string().contains("fs__nope")).unwrap();
+    assert!(nope.to_string().contains("agent:a"), "{nope}");
     ice.ok(&["verify"]);
 }
 
