@@ -60,14 +60,14 @@ impl McpEffector {
             .upstreams
             .tool_of_action(call.action)
             .ok_or_else(|| EffectError::new(ErrorCode::NoEffector, format!("no MCP tool serves `{}`", call.action)))?;
-        let expected = resource_of(server, &tool.name);
+        let expected = resource_of(&server, &tool.name);
         if call.resource != expected {
             return Err(EffectError::new(
                 ErrorCode::BadArgument,
                 format!("a call of {server}/{} is about resource `{expected}`, not `{}`", tool.name, call.resource),
             ));
         }
-        Ok((server.to_owned(), tool.name.to_string()))
+        Ok((server, tool.name.to_string()))
     }
 }
 

@@ -54,7 +54,8 @@ struct Inner {
     upstreams: Arc<Upstreams>,
     results: Results,
     settings: GatewaySettings,
-    pins: Pins,
+    /// Where each tool stands against its pin, as of the last `tools/list` (see [`Gateway::refresh`]).
+    pins: std::sync::RwLock<Pins>,
 }
 
 impl Gateway {
@@ -71,6 +72,7 @@ impl Gateway {
         let settings = upstreams.config().gateway.clone();
         let session = Some(Session { caller, run });
         let recorded = std::sync::Mutex::new((Instant::now(), 0));
+        let pins = std::sync::RwLock::new(pins);
         Self(Arc::new(Inner { rt, recorded, session, upstreams, results, settings, pins }))
     }
 
@@ -79,6 +81,7 @@ impl Gateway {
     pub fn over_http(rt: Arc<Runtime>, upstreams: Arc<Upstreams>, results: Results, pins: Pins) -> Self {
         let settings = upstreams.config().gateway.clone();
         let recorded = std::sync::Mutex::new((Instant::now(), 0));
+        let pins = std::sync::RwLock::new(pins);
         Self(Arc::new(Inner { rt, recorded, session: None, upstreams, results, settings, pins }))
     }
 
@@ -99,9 +102,23 @@ impl Gateway {
         Ok(Session { caller: caller.clone(), run: run.to_owned() })
     }
 
-    /// Whether the tool is served at its current definition.
-    fn pinned(&self, server: &str, tool: &str) -> bool {
-        matches!(self.0.pins.standing(server, tool), Some(Standing::Pinned { .. }))
+    /// Where a tool stands against its pin.
+    fn standing(&self, server: &str, tool: &str) -> Option<Standing> {
+        self.0.pins.read().unwrap_or_else(std::sync::PoisonError::into_inner).standing(server, tool).cloned()
+    }
+
+    /// Lists the upstream tools again and compares them with the ledger's pins (pinning first-seen ones): a
+    /// definition changed upstream, or one an operator accepted, takes effect here without a restart. A failure
+    /// keeps the last standing (logged).
+    async fn refresh(&self) {
+        if let Err(e) = self.0.upstreams.refresh().await {
+            tracing::warn!(target: "ice_mcp", error = %e, "keeping the last tool list");
+        }
+        let upstreams = self.0.upstreams.clone();
+        match self.blocking(move |rt| Pins::check(rt, &upstreams, true)).await {
+            Ok(pins) => *self.0.pins.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pins,
+            Err(e) => tracing::warn!(target: "ice_mcp", error = %e, "keeping the last pin check"),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -161,8 +178,8 @@ impl Gateway {
                 .refuse(&who, ErrorCode::UnknownAction, format!("no tool `{name}` is served here"), &name)
                 .await;
         };
-        let (server, tool_name) = (server.to_owned(), tool.name.to_string());
-        if let Some(Standing::Changed { pinned, current }) = self.0.pins.standing(&server, &tool_name) {
+        let tool_name = tool.name.to_string();
+        if let Some(Standing::Changed { pinned, current }) = self.standing(&server, &tool_name) {
             let msg = format!(
                 "{name}: the upstream changed this tool's definition (pinned {pinned}, now {current}); it is not \
                  served until an operator accepts it"
@@ -331,19 +348,20 @@ impl ServerHandler for Gateway {
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let who = self.session(&cx).map_err(|why| ErrorData::invalid_request(why, None))?;
+        self.refresh().await;
         let config = self.0.upstreams.config();
         let tools = self
             .0
             .upstreams
             .tools()
+            .into_iter()
             .filter(|(server, tool)| {
-                self.pinned(server, &tool.name)
+                matches!(self.standing(server, &tool.name), Some(Standing::Pinned { .. }))
                     && self.may_call(&who, &config.action_of(server, &tool.name), &resource_of(server, &tool.name))
             })
-            .map(|(server, tool)| {
-                let mut t = tool.clone();
-                t.name = served_name(server, &tool.name).into();
-                t
+            .map(|(server, mut tool)| {
+                tool.name = served_name(&server, &tool.name).into();
+                tool
             })
             .collect();
         Ok(ListToolsResult::with_all_items(tools))

@@ -50,20 +50,20 @@ impl Pins {
         let pins = rt.tool_pins()?;
         let mut out = BTreeMap::new();
         for (server, tool) in upstreams.tools() {
-            let def = definition(tool);
+            let def = definition(&tool);
             let current = definition_hash(&def).map_err(|r| RuntimeError::Rejected { rejection: r, record: None })?;
-            let key = (server.to_owned(), tool.name.to_string());
+            let key = (server.clone(), tool.name.to_string());
             let standing = match pins.get(&key) {
                 Some(p) if p.definition_hash == current => Standing::Pinned { hash: current },
                 Some(p) => Standing::Changed { pinned: p.definition_hash.clone(), current },
                 None if pin_new => {
-                    rt.pin_new_tool(server, &tool.name, &def)?;
+                    rt.pin_new_tool(&server, &tool.name, &def)?;
                     Standing::Pinned { hash: current }
                 }
                 None => Standing::New { hash: current },
             };
             if let Standing::Changed { pinned, current } = &standing {
-                tracing::warn!(target: "ice_mcp", server, tool = %tool.name, pinned, current,
+                tracing::warn!(target: "ice_mcp", server = %server, tool = %tool.name, pinned, current,
                     "tool definition changed since it was pinned: withheld until an operator accepts it");
             }
             out.insert(key, standing);

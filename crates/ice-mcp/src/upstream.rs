@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use ice_core::ErrorCode;
@@ -18,7 +19,8 @@ use crate::config::{McpConfig, NAME_SEPARATOR};
 /// One connected upstream.
 struct Upstream {
     client: RunningService<RoleClient, ()>,
-    tools: Vec<Tool>,
+    /// As last listed (see [`Upstreams::refresh`]).
+    tools: RwLock<Vec<Tool>>,
 }
 
 /// Every configured upstream, connected.
@@ -75,7 +77,7 @@ impl Upstreams {
                 .await
                 .map_err(|e| failed(format!("upstream `{name}`: tools/list failed: {e}")))?;
             tracing::info!(target: "ice_mcp", server = %name, tools = tools.len(), "upstream connected");
-            servers.insert(name.clone(), Upstream { client, tools });
+            servers.insert(name.clone(), Upstream { client, tools: RwLock::new(tools) });
         }
         Ok(Self { config, servers })
     }
@@ -85,21 +87,45 @@ impl Upstreams {
         &self.config
     }
 
-    /// Every upstream tool with its server's name.
-    pub fn tools(&self) -> impl Iterator<Item = (&str, &Tool)> {
-        self.servers.iter().flat_map(|(name, u)| u.tools.iter().map(move |t| (name.as_str(), t)))
+    /// Lists every upstream's tools again (a definition may have changed since: see `pins`). An upstream that
+    /// does not answer keeps its last list, and the error is returned after the others are refreshed.
+    pub async fn refresh(&self) -> Result<(), EffectError> {
+        let mut failure = None;
+        for (name, up) in &self.servers {
+            match up.client.list_all_tools().await {
+                Ok(tools) => *up.tools.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tools,
+                Err(e) => {
+                    failure = Some(EffectError::new(
+                        ErrorCode::EffectFailed,
+                        format!("upstream `{name}`: tools/list failed: {e}"),
+                    ));
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Every upstream tool (as last listed) with its server's name.
+    pub fn tools(&self) -> Vec<(String, Tool)> {
+        let mut out = Vec::new();
+        for (name, up) in &self.servers {
+            let tools = up.tools.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(tools.iter().map(|t| (name.clone(), t.clone())));
+        }
+        out
     }
 
     /// The server and tool behind a served name (`<server>__<tool>`).
-    pub fn resolve(&self, served: &str) -> Option<(&str, &Tool)> {
+    pub fn resolve(&self, served: &str) -> Option<(String, Tool)> {
         let (server, tool) = served.split_once(NAME_SEPARATOR)?;
-        let (name, up) = self.servers.get_key_value(server)?;
-        Some((name.as_str(), up.tools.iter().find(|t| t.name == tool)?))
+        let up = self.servers.get(server)?;
+        let tools = up.tools.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some((server.to_owned(), tools.iter().find(|t| t.name == tool)?.clone()))
     }
 
     /// The server and tool whose calls are proposed as `action`.
-    pub fn tool_of_action(&self, action: &str) -> Option<(&str, &Tool)> {
-        self.tools().find(|(server, tool)| self.config.action_of(server, &tool.name) == action)
+    pub fn tool_of_action(&self, action: &str) -> Option<(String, Tool)> {
+        self.tools().into_iter().find(|(server, tool)| self.config.action_of(server, &tool.name) == action)
     }
 
     /// One `tools/call`, bounded in time. `Err` when the call failed as a protocol matter (or timed out); a tool

@@ -127,7 +127,7 @@ async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliE
     let pins = Pins::check(&rt, &upstreams, false)?;
     let mut changed = false;
     for (server, tool) in upstreams.tools() {
-        let standing = pins.standing(server, &tool.name).cloned();
+        let standing = pins.standing(&server, &tool.name).cloned();
         let (status, pinned, current) = match standing {
             Some(Standing::Pinned { hash }) => ("pinned", Some(hash.clone()), hash),
             Some(Standing::New { hash }) => ("new", None, hash),
@@ -139,7 +139,7 @@ async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliE
         };
         if json {
             let line = json!({"server": server, "tool": tool.name, "status": status, "pinned_hash": pinned,
-                "current_hash": current, "definition": ice_mcp::pins::definition(tool)});
+                "current_hash": current, "definition": ice_mcp::pins::definition(&tool)});
             println!("{line}");
         } else {
             println!("{:<40} {:<8} {}", format!("{server}/{}", tool.name), status, current);
@@ -158,7 +158,7 @@ async fn accept(home: &IceHome, config: McpConfig, server: &str, tool: &str, has
     let rt = home.open_runtime()?;
     let me = crate::commands::caller(&rt, None)?;
     let upstreams = connect(home, config).await?;
-    let found = upstreams.tools().find(|(s, t)| *s == server && t.name == tool).map(|(_, t)| t.clone());
+    let found = upstreams.tools().into_iter().find(|(s, t)| s == server && t.name == tool).map(|(_, t)| t);
     let Some(current) = found else {
         return Err(CliError::Coded(ErrorCode::NotFound, format!("no upstream tool {server}/{tool}")));
     };
@@ -177,7 +177,7 @@ async fn declare(home: &IceHome, config: McpConfig, access: &str, risk: &str) ->
     let upstreams = connect(home, config).await?;
     let mut decls = Vec::new();
     for (server, tool) in upstreams.tools() {
-        let action = upstreams.config().action_of(server, &tool.name);
+        let action = upstreams.config().action_of(&server, &tool.name);
         match ice_mcp::declare::cedar_args(&tool.input_schema) {
             Ok(cedar_args) => decls.push(ice_mcp::declare::Declaration {
                 action,
