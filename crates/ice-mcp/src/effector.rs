@@ -2,7 +2,7 @@
 //! process and HTTP effects: a tool's side effects cannot be observed from here), with the result kept as
 //! evidence (hash, size, blob) and handed to the gateway that asked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,18 +16,41 @@ use serde_json::json;
 use crate::config::resource_of;
 use crate::upstream::Upstreams;
 
+/// Results kept for the gateway at most: a permit executed over the HTTP API (`POST /v1/permits/{id}/exec`) has
+/// no gateway call waiting for its result, so the oldest are dropped (their evidence stays in the ledger and the
+/// blob store).
+const KEPT_RESULTS: usize = 4096;
+
 /// Results of calls this process made, by permit id, until the gateway takes them.
 #[derive(Default, Clone)]
-pub struct Results(Arc<Mutex<HashMap<String, CallToolResult>>>);
+pub struct Results(Arc<Mutex<Kept>>);
+
+/// The kept results and the order they came in.
+type Kept = (HashMap<String, CallToolResult>, VecDeque<String>);
 
 impl Results {
     fn put(&self, key: &str, result: CallToolResult) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_owned(), result);
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (map, order) = &mut *kept;
+        if map.insert(key.to_owned(), result).is_none() {
+            order.push_back(key.to_owned());
+        }
+        while order.len() > KEPT_RESULTS {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
     }
 
     /// The result of the call made with permit `key`, once.
     pub fn take(&self, key: &str) -> Option<CallToolResult> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key)
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (map, order) = &mut *kept;
+        let found = map.remove(key);
+        if found.is_some() {
+            order.retain(|k| k != key);
+        }
+        found
     }
 }
 
@@ -149,4 +172,21 @@ impl Effector for McpEffector {
 /// The first text block of a result, shortened for a message.
 pub(crate) fn first_text(result: &CallToolResult) -> Option<String> {
     result.content.iter().find_map(|c| c.as_text().map(|t| t.text.chars().take(500).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_taken_once_and_bounded() {
+        let results = Results::default();
+        for i in 0..KEPT_RESULTS + 10 {
+            results.put(&i.to_string(), CallToolResult::success(vec![]));
+        }
+        assert!(results.take("0").is_none(), "the oldest were dropped");
+        assert!(results.take(&(KEPT_RESULTS + 9).to_string()).is_some());
+        assert!(results.take(&(KEPT_RESULTS + 9).to_string()).is_none(), "taken once");
+        assert_eq!(results.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.len(), KEPT_RESULTS - 1);
+    }
 }

@@ -298,6 +298,14 @@ impl Gateway {
         let kept = self.0.results.take(&permit.to_string());
         match (out, kept) {
             (Ok(o), Some(result)) if o.status == ice_core::effect::EffectStatus::Completed => result,
+            // Completed, but its result was not kept (see `Results`): say where its evidence is.
+            (Ok(o), None) if o.status == ice_core::effect::EffectStatus::Completed => {
+                let blob = o.evidence.as_ref().and_then(|e| e.output_blob.clone()).unwrap_or_default();
+                CallToolResult::success(vec![ContentBlock::text(format!(
+                    "ICE: {name} completed (effect {}); its result is kept as blob {blob}",
+                    o.started.event_id
+                ))])
+            }
             (Ok(o), kept) => {
                 let (code, message) = o.failure.unwrap_or((ErrorCode::EffectFailed, "the call failed".into()));
                 let mut r = kept.unwrap_or_else(|| CallToolResult::error(vec![]));
