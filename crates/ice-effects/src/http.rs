@@ -30,6 +30,43 @@ use crate::{BlobStore, Compensation, EffectCall, EffectError, Effector, Evidence
 use crate::{check_args_hash, content_hash};
 
 use self::client::{Request, Response, SendError};
+
+/// An answer to [`post`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Header fields, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked coding undone).
+    pub body: Vec<u8>,
+}
+
+/// POSTs `body` to an `http://` URL with this effector's client — one connection, one deadline for the whole
+/// exchange, bounded status line and headers, `Content-Length` / chunked / until-close framing — for ICE's own
+/// outbound calls (model providers, trace export), never for an agent's effect, which goes through the governed
+/// `http.request`. A body longer than `max_body`, or one that ends early, is an error: nothing half-read is
+/// returned.
+pub fn post(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+    max_body: u64,
+) -> Result<Reply, String> {
+    let url = parse_url(url).map_err(|e| e.message)?;
+    let request = Request { method: "POST", url: &url, headers, body: Some(body) };
+    let response = client::send(&request, timeout, max_body).map_err(|e| match e {
+        SendError::Connect(m) | SendError::AfterConnect(m) => m,
+    })?;
+    if response.truncated {
+        return Err(format!("the answer is longer than {max_body} bytes"));
+    }
+    if let Some(why) = response.incomplete {
+        return Err(format!("the answer ended early: {why}"));
+    }
+    Ok(Reply { status: response.status, headers: response.headers, body: response.body })
+}
 use self::url::{Url, parse_url};
 pub(crate) use self::url::{is_token, parse_host_port};
 

@@ -97,7 +97,7 @@ pub use blob::BlobStore;
 pub use call::{OwnedCall, check_args_hash, content_hash};
 pub use config::{EffectsConfig, HttpConfig, ProcessConfig, SecretSource};
 pub use fs::{FsEffector, MAX_FILE_BYTES};
-pub use http::HttpEffector;
+pub use http::{HttpEffector, Reply, post};
 pub use journal::{Begin, Journal};
 pub use process::ProcessEffector;
 pub use registry::Effectors;

@@ -1,11 +1,9 @@
 //! The OpenAI-compatible chat-completions client (`POST <base>/chat/completions` with `tools`), over plain
-//! HTTP/1.1 (`http://` base URLs: local servers such as llama.cpp, ollama, vLLM, or a TLS-terminating proxy in
+//! HTTP/1.1 with the HTTP effector's client, `ice_effects::post` (`http://` base URLs: local servers such as llama.cpp, ollama, vLLM, or a TLS-terminating proxy in
 //! front of a hosted API). The API key is a secret reference (`${secret:NAME}`, declared under
 //! `[effects.secrets]`), read at each request and sent only in the `Authorization` header.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use ice_effects::SecretSource;
@@ -41,8 +39,8 @@ fn default_timeout() -> u64 {
 #[derive(Debug, Clone)]
 pub struct OpenAiCompatible {
     config: OpenAiConfig,
-    authority: String,
-    path: String,
+    /// `<base_url>/chat/completions`.
+    url: String,
     secrets: BTreeMap<String, SecretSource>,
 }
 
@@ -55,8 +53,7 @@ impl OpenAiCompatible {
                 config.base_url
             ))
         })?;
-        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() || config.model.trim().is_empty() {
+        if rest.starts_with('/') || rest.is_empty() || config.model.trim().is_empty() {
             return Err(ProviderError::Config("base_url needs a host and model a name".into()));
         }
         if let Some(key) = &config.api_key
@@ -66,8 +63,8 @@ impl OpenAiCompatible {
                 "api_key must be a secret reference (${secret:NAME}), never the key itself".into(),
             ));
         }
-        let path = format!("/{}/chat/completions", prefix.trim_matches('/')).replace("//", "/");
-        Ok(Self { authority: authority.to_owned(), path, config, secrets })
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        Ok(Self { url, config, secrets })
     }
 
     fn body(&self, request: &Request) -> Value {
@@ -110,59 +107,20 @@ impl OpenAiCompatible {
     }
 
     fn post(&self, body: &str) -> Result<(u16, String), ProviderError> {
-        let unavailable = |e: std::io::Error| ProviderError::Unavailable(format!("{}: {e}", self.authority));
-        let key = match &self.config.api_key {
-            Some(reference) => Some(
-                ice_effects::resolve_references(&self.secrets, "provider api_key", reference)
-                    .map_err(|e| ProviderError::Config(e.message))?,
-            ),
-            None => None,
-        };
-        let addr = self
-            .authority
-            .to_socket_addrs()
-            .map_err(unavailable)?
-            .next()
-            .ok_or_else(|| ProviderError::Unavailable(format!("{} resolves to nothing", self.authority)))?;
-        let limit = Duration::from_secs(self.config.timeout_secs.max(1));
-        let mut s = TcpStream::connect_timeout(&addr, limit).map_err(unavailable)?;
-        s.set_read_timeout(Some(limit)).map_err(unavailable)?;
-        s.set_write_timeout(Some(limit)).map_err(unavailable)?;
-        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nAccept: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.authority,
-            body.len()
-        );
-        s.write_all(head.as_bytes()).and_then(|()| s.write_all(body.as_bytes())).map_err(unavailable)?;
-        let mut raw = Vec::new();
-        s.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).map_err(unavailable)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, payload) =
-            text.split_once("\r\n\r\n").ok_or_else(|| ProviderError::Garbage("no HTTP header".into()))?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| ProviderError::Garbage("no HTTP status".into()))?;
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        Ok((status, if chunked { unchunk(payload) } else { payload.to_owned() }))
-    }
-}
-
-fn unchunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
+        let mut headers = vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Accept".to_owned(), "application/json".to_owned()),
+        ];
+        if let Some(reference) = &self.config.api_key {
+            let key = ice_effects::resolve_references(&self.secrets, "provider api_key", reference)
+                .map_err(|e| ProviderError::Config(e.message))?;
+            headers.push(("Authorization".to_owned(), format!("Bearer {key}")));
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        let limit = Duration::from_secs(self.config.timeout_secs.max(1));
+        let reply = ice_effects::post(&self.url, &headers, body.as_bytes(), limit, MAX_RESPONSE_BYTES)
+            .map_err(ProviderError::Unavailable)?;
+        Ok((reply.status, String::from_utf8_lossy(&reply.body).into_owned()))
     }
-    out
 }
 
 /// The assistant message of a chat completion.

@@ -346,14 +346,17 @@ impl Runtime {
         };
         let events = match started.run_id {
             Some(run) => self.read_all(&EventQuery { run: Some(run), ..EventQuery::default() })?,
-            // A run-less effect: its start and the outcome that names it.
+            // A run-less effect retires only once it has its final outcome (completed or failed, after any
+            // "unknown"): its start and that outcome, found by reading the outcome kind's events after the start
+            // a page at a time and stopping at the one that names it.
             None => {
                 let mut events = vec![started.clone()];
-                for kind in [EventKind::EffectCompleted, EventKind::EffectFailed, EventKind::EffectUnknown] {
-                    let q = EventQuery { kind: Some(kind), after: started.seq, ..EventQuery::default() };
-                    events.extend(self.read_all(&q)?.into_iter().filter(|e| e.causes.contains(&id)));
+                for kind in [EventKind::EffectCompleted, EventKind::EffectFailed] {
+                    if let Some(outcome) = self.first_caused_by(kind, started.seq, id)? {
+                        events.push(outcome);
+                        break;
+                    }
                 }
-                events.sort_by_key(|e| e.seq);
                 events
             }
         };
@@ -362,6 +365,19 @@ impl Runtime {
             state.apply(e).map_err(|r| RuntimeError::Corrupt { seq: e.seq.0, message: r.message })?;
         }
         Ok(state.effects().get(&id).cloned())
+    }
+
+    /// The first event of `kind` after `after` that names `cause` among its causes.
+    fn first_caused_by(&self, kind: EventKind, after: Seq, cause: EventId) -> Result<Option<Event>, RuntimeError> {
+        let mut query = EventQuery { kind: Some(kind), after, limit: 1_000, ..EventQuery::default() };
+        loop {
+            let batch = self.store().read(&query)?;
+            let Some(last) = batch.last() else { return Ok(None) };
+            query.after = last.seq;
+            if let Some(found) = batch.into_iter().find(|e| e.causes.contains(&cause)) {
+                return Ok(Some(found));
+            }
+        }
     }
 
     /// Every event matching `query` (its `after` onwards), read in batches of 10,000.

@@ -15,8 +15,6 @@
 //! queue is full spans are dropped and counted. The collector's address is plain `http://` (a local agent or
 //! sidecar is the usual deployment).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -35,7 +33,7 @@ const QUEUE: usize = 8192;
 const BATCH: usize = 512;
 /// Longest a closed span waits before its batch is sent.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Connect, write and read limit of one POST.
+/// Deadline of one POST (connect, send, answer).
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A span while it is open (kept in the registry's extensions).
@@ -324,26 +322,15 @@ impl Exporter {
     }
 
     fn post(&self, body: &str) -> Result<(), String> {
-        let addr = (self.authority.to_socket_addrs().map_err(|e| e.to_string())?.next())
-            .ok_or_else(|| format!("{} resolves to nothing", self.authority))?;
-        let mut s = TcpStream::connect_timeout(&addr, POST_TIMEOUT).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(POST_TIMEOUT)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(POST_TIMEOUT)).map_err(|e| e.to_string())?;
-        write!(
-            s,
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.path,
-            self.authority,
-            body.len()
-        )
-        .map_err(|e| e.to_string())?;
-        let mut head = [0u8; 32];
-        let n = s.read(&mut head).map_err(|e| e.to_string())?;
-        let line = String::from_utf8_lossy(&head[..n]);
-        match line.split(' ').nth(1) {
-            Some(code) if code.starts_with('2') => Ok(()),
-            _ => Err(format!("the collector answered `{}`", line.lines().next().unwrap_or(""))),
+        let url = format!("http://{}{}", self.authority, self.path);
+        let headers = [("Content-Type".to_owned(), "application/json".to_owned())];
+        // The answer body only matters for the message when the status is not a success.
+        let reply = ice_effects::post(&url, &headers, body.as_bytes(), POST_TIMEOUT, 1 << 20)?;
+        if (200..300).contains(&reply.status) {
+            return Ok(());
         }
+        let excerpt: String = String::from_utf8_lossy(&reply.body).chars().take(200).collect();
+        Err(format!("the collector answered {}: {excerpt}", reply.status))
     }
 }
 

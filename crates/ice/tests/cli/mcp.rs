@@ -4,7 +4,7 @@
 //! human over the CLI or fails closed on timeout, malformed calls are refused with codes and recorded, and the
 //! ledger holds proposal → decision → permit → effect → outcome for each call made.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -349,49 +349,25 @@ fn declare_types_actions_from_schemas_and_bench_mcp_runs() {
     assert!(crate::stdout(&out).contains("RATIO gateway p50 / direct p50"), "{}", crate::stdout(&out));
 }
 
-/// HTTP/1.1 chunked transfer coding, undone.
-fn unchunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// One MCP message POSTed to `ice serve`'s `/mcp`: (status, session id, the JSON-RPC answer if any — the last
 /// `data:` event carrying a result or an error; progress notifications before it are skipped).
 fn mcp_post(addr: &str, token: &str, run: &str, session: Option<&str>, msg: &Value) -> (u16, Option<String>, Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = msg.to_string();
-    let sid = session.map(|s| format!("Mcp-Session-Id: {s}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nIce-Run: {run}\r\n{sid}\
-         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned())
-        })
-    };
-    let text = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        unchunk(rest)
-    } else {
-        rest.to_owned()
-    };
+    let header = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let mut headers = vec![
+        header("Authorization", &format!("Bearer {token}")),
+        header("Ice-Run", run),
+        header("Content-Type", "application/json"),
+        header("Accept", "application/json, text/event-stream"),
+        header("Mcp-Protocol-Version", "2025-06-18"),
+    ];
+    if let Some(s) = session {
+        headers.push(header("Mcp-Session-Id", s));
+    }
+    let url = format!("http://{addr}/mcp");
+    let reply =
+        ice_effects::post(&url, &headers, msg.to_string().as_bytes(), Duration::from_secs(60), 1 << 20).unwrap();
+    let session = reply.headers.iter().find(|(k, _)| k == "mcp-session-id").map(|(_, v)| v.clone());
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
     let answer = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
@@ -399,7 +375,7 @@ fn mcp_post(addr: &str, token: &str, run: &str, session: Option<&str>, msg: &Val
         .rfind(|v| v.get("result").is_some() || v.get("error").is_some())
         .or_else(|| serde_json::from_str(text.trim()).ok())
         .unwrap_or(Value::Null);
-    (status, header("mcp-session-id"), answer)
+    (reply.status, session, answer)
 }
 
 /// The same gateway as the stdio one, served by `ice serve` at `/mcp` over streamable HTTP: authenticated by the
