@@ -29,7 +29,6 @@ pub fn run(home: &IceHome, token: Option<&str>, cmd: McpCommand) -> Result<u8, C
     let filter = tracing_subscriber::EnvFilter::try_from_env("ICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
-    let config = McpConfig::load(&home.dir().join("mcp.toml")).map_err(coded(ErrorCode::BadConfig))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ice-mcp").build().map_err(|e| {
             CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot start the async runtime: {e}"))
@@ -37,14 +36,16 @@ pub fn run(home: &IceHome, token: Option<&str>, cmd: McpCommand) -> Result<u8, C
     runtime.block_on(async {
         match cmd {
             McpCommand::Serve { run } => serve(home, token, &run).await,
-            McpCommand::Tools { json } => tools(home, config, json).await,
-            McpCommand::Accept { server, tool, hash } => accept(home, config, &server, &tool, &hash).await,
-            McpCommand::Declare { access, risk } => declare(home, config, &access, &risk).await,
+            McpCommand::Tools { json } => tools(home, json).await,
+            McpCommand::Accept { server, tool, hash } => accept(home, &server, &tool, &hash).await,
+            McpCommand::Declare { access, risk } => declare(home, &access, &risk).await,
         }
     })
 }
 
-async fn connect(home: &IceHome, config: McpConfig) -> Result<Arc<Upstreams>, CliError> {
+/// Reads `.ice/mcp.toml` and starts its upstream servers.
+async fn connect(home: &IceHome) -> Result<Arc<Upstreams>, CliError> {
+    let config = McpConfig::load(&home.dir().join("mcp.toml")).map_err(coded(ErrorCode::BadConfig))?;
     let secrets = &home.config().effects.secrets;
     let upstreams = Upstreams::connect(config, secrets).await.map_err(|e| CliError::Coded(e.code, e.message))?;
     Ok(Arc::new(upstreams))
@@ -53,12 +54,10 @@ async fn connect(home: &IceHome, config: McpConfig) -> Result<Arc<Upstreams>, Cl
 /// With `.ice/mcp.toml`: starts its upstream servers and adds the MCP effector to `rt`'s effectors (so this
 /// process can execute permits of MCP actions). `None` when the home has no `mcp.toml`.
 pub async fn prepare(home: &IceHome, rt: &mut Runtime) -> Result<Option<(Arc<Upstreams>, Results)>, CliError> {
-    let path = home.dir().join("mcp.toml");
-    if !path.exists() {
+    if !home.dir().join("mcp.toml").exists() {
         return Ok(None);
     }
-    let config = McpConfig::load(&path).map_err(coded(ErrorCode::BadConfig))?;
-    let upstreams = connect(home, config).await?;
+    let upstreams = connect(home).await?;
     let mut effectors = home.open_effectors()?;
     let results = Results::default();
     let journal = effectors.journal_dir().join("mcp");
@@ -119,11 +118,11 @@ async fn serve(home: &IceHome, token: Option<&str>, run: &str) -> Result<u8, Cli
     Ok(exit::OK)
 }
 
-async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliError> {
+async fn tools(home: &IceHome, json: bool) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     let me = crate::commands::caller(&rt, None)?;
     rt.require_any(&me, &[Role::Operator, Role::Auditor, Role::Approver], "reviewing MCP tool pins")?;
-    let upstreams = connect(home, config).await?;
+    let upstreams = connect(home).await?;
     let pins = Pins::check(&rt, &upstreams, false)?;
     let mut changed = false;
     for (server, tool) in upstreams.tools() {
@@ -154,10 +153,10 @@ async fn tools(home: &IceHome, config: McpConfig, json: bool) -> Result<u8, CliE
     Ok(if changed { exit::CHECK_FAILED } else { exit::OK })
 }
 
-async fn accept(home: &IceHome, config: McpConfig, server: &str, tool: &str, hash: &str) -> Result<u8, CliError> {
+async fn accept(home: &IceHome, server: &str, tool: &str, hash: &str) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;
     let me = crate::commands::caller(&rt, None)?;
-    let upstreams = connect(home, config).await?;
+    let upstreams = connect(home).await?;
     let found = upstreams.tools().into_iter().find(|(s, t)| s == server && t.name == tool).map(|(_, t)| t);
     let Some(current) = found else {
         return Err(CliError::Coded(ErrorCode::NotFound, format!("no upstream tool {server}/{tool}")));
@@ -167,14 +166,14 @@ async fn accept(home: &IceHome, config: McpConfig, server: &str, tool: &str, has
     Ok(exit::OK)
 }
 
-async fn declare(home: &IceHome, config: McpConfig, access: &str, risk: &str) -> Result<u8, CliError> {
+async fn declare(home: &IceHome, access: &str, risk: &str) -> Result<u8, CliError> {
     if !["read", "write", "irreversible"].contains(&access) || !["low", "medium", "high", "critical"].contains(&risk) {
         return Err(CliError::Coded(
             ErrorCode::BadArgument,
             "--access is read, write or irreversible; --risk low, medium, high or critical".into(),
         ));
     }
-    let upstreams = connect(home, config).await?;
+    let upstreams = connect(home).await?;
     let mut decls = Vec::new();
     for (server, tool) in upstreams.tools() {
         let action = upstreams.config().action_of(&server, &tool.name);
