@@ -291,6 +291,7 @@ impl FsEffector {
             bytes: bytes.len() as u64,
             detail: json!({ "path": path }),
             already_applied: false,
+            tokens: None,
         })
     }
 
@@ -326,6 +327,7 @@ impl FsEffector {
             bytes: output.len() as u64,
             detail: listing.detail(p.rel.as_str()),
             already_applied: false,
+            tokens: None,
         })
     }
 }
@@ -418,6 +420,7 @@ fn change_evidence(path: &str, after: Option<String>, bytes: u64, already_applie
         bytes,
         detail: json!({ "path": path }),
         already_applied,
+        tokens: None,
     }
 }
 

@@ -342,6 +342,7 @@ impl HttpEffector {
             bytes: sent + resp.body.len() as u64,
             detail: Value::Object(detail),
             already_applied: false,
+            tokens: None,
         }
     }
 }

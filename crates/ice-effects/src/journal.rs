@@ -199,6 +199,7 @@ mod tests {
             bytes: 0,
             detail: json!({"exit_code": 0}),
             already_applied: false,
+            tokens: None,
         }
     }
 

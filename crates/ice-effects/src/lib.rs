@@ -198,6 +198,10 @@ pub struct Evidence {
     pub detail: Value,
     /// A retry found the effect already applied and did not apply it again.
     pub already_applied: bool,
+    /// Tokens the effect consumed, as its provider reported them (model calls); settled into the `tokens` budget
+    /// instead of the reserved estimate. `None` for effects that do not measure tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
 }
 
 /// An effector: serves some actions, declares their classification, plans and applies calls.

@@ -236,6 +236,7 @@ impl ProcessEffector {
             bytes: p.stdin.len() as u64 + f.stdout.total + f.stderr.total,
             detail: Value::Object(detail),
             already_applied: false,
+            tokens: None,
         }
     }
 }

@@ -14,6 +14,10 @@
 //!
 //! [servers.fs.tools.write_file]
 //! action = "mcp.fs.write"        # another catalog action for this tool
+//!
+//! [servers.web]                 # a streamable-HTTP server (http:// only; put a TLS proxy in front otherwise)
+//! url = "http://127.0.0.1:3001/mcp"
+//! headers = { Authorization = "Bearer ${secret:WEB_MCP_TOKEN}" }
 //! ```
 //!
 //! Each action must be in the catalog (`policies/policy.toml`, which classifies it) and declared in the Cedar
@@ -71,18 +75,25 @@ fn default_call_timeout() -> u64 {
     60
 }
 
-/// One upstream server, started as a child process speaking MCP on stdio.
+/// One upstream server: a child process speaking MCP on stdio (`command`), or a streamable-HTTP server (`url`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSpec {
-    /// The program.
-    pub command: String,
+    /// The program (stdio servers).
+    #[serde(default)]
+    pub command: Option<String>,
     /// Its arguments.
     #[serde(default)]
     pub args: Vec<String>,
     /// Environment variables it gets (nothing else of the gateway's environment but `PATH` and `HOME`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The MCP endpoint of a streamable-HTTP server (`http://host:port/mcp`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Headers sent with every request to `url`; values may name secrets (`Bearer ${secret:NAME}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// Per-tool settings.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolSpec>,
@@ -117,8 +128,28 @@ impl McpConfig {
             {
                 return Err(format!("server name `{name}`: use letters, digits, `-` and single `_`"));
             }
-            if spec.command.trim().is_empty() {
-                return Err(format!("servers.{name}: command is empty"));
+            match (&spec.command, &spec.url) {
+                (Some(c), None) if !c.trim().is_empty() => {
+                    if !spec.headers.is_empty() {
+                        return Err(format!("servers.{name}: headers are for `url` servers"));
+                    }
+                }
+                (None, Some(u)) => {
+                    let rest = u.strip_prefix("http://").ok_or_else(|| {
+                        format!("servers.{name}: url `{u}` must be http:// (put a TLS-terminating proxy in front)")
+                    })?;
+                    if rest.is_empty() || rest.starts_with('/') {
+                        return Err(format!("servers.{name}: url `{u}` names no host"));
+                    }
+                    if !spec.args.is_empty() || !spec.env.is_empty() {
+                        return Err(format!("servers.{name}: args and env are for `command` servers"));
+                    }
+                    for h in spec.headers.keys() {
+                        http::HeaderName::from_bytes(h.as_bytes())
+                            .map_err(|_| format!("servers.{name}: `{h}` is not a header name"))?;
+                    }
+                }
+                _ => return Err(format!("servers.{name}: give either a non-empty `command` or a `url`")),
             }
             for (tool, t) in &spec.tools {
                 if let Some(a) = &t.action
@@ -171,5 +202,18 @@ mod tests {
         assert!(McpConfig::parse("[servers.\"a__b\"]\ncommand = \"x\"\n").is_err());
         assert!(McpConfig::parse("[servers.a]\ncommand = \" \"\n").is_err());
         assert!(McpConfig::parse("[servers.a]\ncommand = \"x\"\nbogus = 1\n").is_err());
+        let web = McpConfig::parse("[servers.w]\nurl = \"http://127.0.0.1:3001/mcp\"\nheaders = { X-Key = \"k\" }\n");
+        assert!(web.is_ok());
+        for bad in [
+            "[servers.w]\nurl = \"https://example.com/mcp\"\n",
+            "[servers.w]\nurl = \"http:///mcp\"\n",
+            "[servers.w]\nurl = \"http://h/mcp\"\ncommand = \"x\"\n",
+            "[servers.w]\nurl = \"http://h/mcp\"\nargs = [\"a\"]\n",
+            "[servers.w]\nurl = \"http://h/mcp\"\nheaders = { \"bad name\" = \"v\" }\n",
+            "[servers.w]\ncommand = \"x\"\nheaders = { A = \"v\" }\n",
+            "[servers.w]\n",
+        ] {
+            assert!(McpConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 }

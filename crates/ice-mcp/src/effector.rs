@@ -156,6 +156,7 @@ impl Effector for McpEffector {
             bytes: (call.canonical_args.len() + bytes.len()) as u64,
             detail: json!({"server": server, "tool": tool, "is_error": is_error}),
             already_applied: false,
+            tokens: None,
         };
         self.results.put(call.idempotency_key, result.clone());
         if is_error {

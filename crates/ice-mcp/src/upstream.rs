@@ -1,5 +1,5 @@
-//! The upstream MCP servers: child processes speaking MCP on stdio, each with an rmcp client, their tool lists
-//! read once at start.
+//! The upstream MCP servers — child processes speaking MCP on stdio, or streamable-HTTP servers — each with an
+//! rmcp client, their tool lists read at start and again at every client listing.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -11,6 +11,7 @@ use ice_effects::EffectError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransport, StreamableHttpClientTransportConfig};
 use rmcp::{RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 
@@ -21,6 +22,75 @@ struct Upstream {
     client: RunningService<RoleClient, ()>,
     /// As last listed (see [`Upstreams::refresh`]).
     tools: RwLock<Vec<Tool>>,
+}
+
+/// A secret-bearing value of `servers.<name>.<field>.<key>`, resolved.
+fn resolved(
+    secrets: &BTreeMap<String, ice_effects::SecretSource>,
+    name: &str,
+    field: &str,
+    key: &str,
+    value: &str,
+) -> Result<String, EffectError> {
+    ice_effects::resolve_references(secrets, &format!("servers.{name}.{field}.{key}"), value)
+        .map_err(|e| EffectError::new(e.code, format!("upstream `{name}`: {}", e.message)))
+}
+
+/// Starts a stdio upstream: the child process, its log lines forwarded, the MCP handshake.
+async fn start_child(
+    name: &str,
+    command: &str,
+    spec: &crate::config::ServerSpec,
+    secrets: &BTreeMap<String, ice_effects::SecretSource>,
+) -> Result<RunningService<RoleClient, ()>, EffectError> {
+    let failed = |m: String| EffectError::new(ErrorCode::EffectFailed, m);
+    let mut cmd = tokio::process::Command::new(command);
+    cmd.args(&spec.args).env_clear().kill_on_drop(true);
+    for keep in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    for (key, value) in &spec.env {
+        cmd.env(key, resolved(secrets, name, "env", key, value)?);
+    }
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("upstream `{name}`: cannot start `{command}`: {e}")))?;
+    if let Some(stderr) = stderr {
+        // The upstream's own log lines, as ours (debug): never mixed into the protocol stream.
+        let server = name.to_owned();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "ice_mcp::upstream", server = %server, "{line}");
+            }
+        });
+    }
+    ().serve(transport).await.map_err(|e| failed(format!("upstream `{name}`: MCP initialisation failed: {e}")))
+}
+
+/// Connects to a streamable-HTTP upstream, with its configured headers (secrets resolved here, never logged).
+async fn connect_http(
+    name: &str,
+    url: &str,
+    spec: &crate::config::ServerSpec,
+    secrets: &BTreeMap<String, ice_effects::SecretSource>,
+) -> Result<RunningService<RoleClient, ()>, EffectError> {
+    let failed = |m: String| EffectError::new(ErrorCode::EffectFailed, m);
+    let mut headers = std::collections::HashMap::new();
+    for (key, value) in &spec.headers {
+        let value = resolved(secrets, name, "headers", key, value)?;
+        let bad = |what: &str| failed(format!("upstream `{name}`: header `{key}` has an invalid {what}"));
+        let key = http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("name"))?;
+        let mut value = http::HeaderValue::from_str(&value).map_err(|_| bad("value"))?;
+        value.set_sensitive(true);
+        headers.insert(key, value);
+    }
+    let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    ().serve(transport).await.map_err(|e| failed(format!("upstream `{name}` at {url}: MCP initialisation failed: {e}")))
 }
 
 /// Every configured upstream, connected.
@@ -42,36 +112,11 @@ impl Upstreams {
         let failed = |m: String| EffectError::new(ErrorCode::EffectFailed, m);
         let mut servers = BTreeMap::new();
         for (name, spec) in &config.servers {
-            let mut cmd = tokio::process::Command::new(&spec.command);
-            cmd.args(&spec.args).env_clear().kill_on_drop(true);
-            for keep in ["PATH", "HOME"] {
-                if let Some(v) = std::env::var_os(keep) {
-                    cmd.env(keep, v);
-                }
-            }
-            for (key, value) in &spec.env {
-                let value = ice_effects::resolve_references(secrets, &format!("servers.{name}.env.{key}"), value)
-                    .map_err(|e| EffectError::new(e.code, format!("upstream `{name}`: {}", e.message)))?;
-                cmd.env(key, value);
-            }
-            let (transport, stderr) = TokioChildProcess::builder(cmd)
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| failed(format!("upstream `{name}`: cannot start `{}`: {e}", spec.command)))?;
-            if let Some(stderr) = stderr {
-                // The upstream's own log lines, as ours (debug): never mixed into the protocol stream.
-                let server = name.clone();
-                tokio::spawn(async move {
-                    let mut lines = tokio::io::BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        tracing::debug!(target: "ice_mcp::upstream", server = %server, "{line}");
-                    }
-                });
-            }
-            let client =
-                ().serve(transport)
-                    .await
-                    .map_err(|e| failed(format!("upstream `{name}`: MCP initialisation failed: {e}")))?;
+            let client = match (&spec.command, &spec.url) {
+                (Some(command), _) => start_child(name, command, spec, secrets).await?,
+                (None, Some(url)) => connect_http(name, url, spec, secrets).await?,
+                (None, None) => return Err(failed(format!("upstream `{name}`: neither command nor url"))),
+            };
             let tools = client
                 .list_all_tools()
                 .await

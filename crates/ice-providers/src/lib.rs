@@ -9,12 +9,14 @@
 //! demo). Every exchange is summarised by [`Exchange`]: the prompt and response hashes (blake3 of their canonical
 //! JSON) and the token usage, which the agent loop records as cost.
 
+mod effector;
 mod openai;
 mod scripted;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use effector::{MODEL_ACTION, ModelEffector};
 pub use openai::{OpenAiCompatible, OpenAiConfig};
 pub use scripted::Scripted;
 
@@ -177,8 +179,9 @@ pub fn intents(message: &Message) -> Vec<Intent> {
         .collect()
 }
 
-/// blake3 (hex) of the canonical JSON of `value`.
-pub(crate) fn hash_of<T: Serialize>(value: &T) -> String {
+/// blake3 (hex) of the canonical JSON of `value` (of a [`Request`]: the prompt hash; of a [`Message`]: the
+/// response hash).
+pub fn hash_of<T: Serialize>(value: &T) -> String {
     let canonical = ice_core::CanonicalJson::from_serialize(value).map(|c| c.as_str().to_owned()).unwrap_or_default();
     blake3::hash(canonical.as_bytes()).to_hex().to_string()
 }

@@ -124,7 +124,7 @@ fn errors_are_reported_with_codes_and_never_the_key() {
 }
 
 #[test]
-fn the_scripted_provider_answers_in_order_then_ends() {
+fn the_scripted_provider_answers_by_conversation_then_ends() {
     let call = ice_providers::ToolCall { id: "1".into(), name: "t".into(), arguments: "{}".into() };
     let first =
         Message { role: "assistant".into(), content: String::new(), tool_calls: vec![call], tool_call_id: None };
@@ -133,7 +133,14 @@ fn the_scripted_provider_answers_in_order_then_ends() {
         ice_providers::Usage { prompt_tokens: 3, completion_tokens: 1 },
     )]);
     let a = p.complete(&request()).unwrap();
-    assert_eq!((a.message, a.usage.total()), (first, 4));
-    let b = p.complete(&request()).unwrap();
+    assert_eq!((a.message.clone(), a.usage.total()), (first.clone(), 4));
+    // The reply depends on the conversation, not on what was asked before: the same request, the same answer.
+    assert_eq!(p.complete(&request()).unwrap().message, first);
+    let mut next = request();
+    next.messages.push(a.message);
+    let b = p.complete(&next).unwrap();
     assert!(b.message.tool_calls.is_empty() && b.message.content == "done");
+    let script = r#"[{"content": "hi", "usage": {"prompt_tokens": 2, "completion_tokens": 1}}]"#;
+    assert_eq!(ice_providers::Scripted::from_json(script).unwrap().complete(&request()).unwrap().message.content, "hi");
+    assert!(ice_providers::Scripted::from_json(r#"{"content": "hi"}"#).is_err());
 }

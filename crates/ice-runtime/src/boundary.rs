@@ -166,10 +166,12 @@ const MEASURED: [Dimension; 3] = [Dimension::Calls, Dimension::WallMs, Dimension
 
 /// What an effect's outcome settles: the measured cost where it is measurable, and for the dimensions that cannot
 /// be measured (tokens, money) what was reserved for them — an agent that declared a cost pays it; it cannot make
-/// the cost vanish by the effector not measuring it.
-fn settled_cost(measured: &Cost, charges: &[ice_core::budget::Charge]) -> Cost {
+/// the cost vanish by the effector not measuring it. Tokens are measured when the effector reports them (a model
+/// call reports the provider's usage): then the usage is settled, more or less than the estimate.
+fn settled_cost(measured: &Cost, tokens_measured: bool, charges: &[ice_core::budget::Charge]) -> Cost {
     let mut actual = measured.clone();
-    for c in charges.iter().filter(|c| !MEASURED.contains(&c.budget.dimension)) {
+    let measured_here = |d: Dimension| MEASURED.contains(&d) || (tokens_measured && d == Dimension::Tokens);
+    for c in charges.iter().filter(|c| !measured_here(c.budget.dimension)) {
         let d = c.budget.dimension;
         if actual.get(d) < c.amount {
             actual.set(d, c.amount);
@@ -465,6 +467,9 @@ impl Runtime {
         let (kind, body, status, evidence, failure) = match result {
             Ok(evidence) => {
                 actual.set(Dimension::Bytes, evidence.bytes);
+                if let Some(tokens) = evidence.tokens {
+                    actual.set(Dimension::Tokens, tokens);
+                }
                 let c = EffectCompleted {
                     started_id: started.event_id,
                     evidence: serde_json::to_value(&evidence).unwrap_or(Value::Null),
@@ -484,6 +489,7 @@ impl Runtime {
             }
         };
         let started_id = started.event_id;
+        let evidence_tokens = evidence.as_ref().is_some_and(|e| e.tokens.is_some());
         let events = self.commit_with(
             &|st: &LedgerState| {
                 let mut outcome = self.internal(kind, Principal::runtime(), run, &body)?;
@@ -494,7 +500,7 @@ impl Runtime {
                 if let Some(charges) = st.authority().budgets().reservation(payload.proposal_id) {
                     let s = BudgetSettled {
                         proposal_id: payload.proposal_id,
-                        actual: settled_cost(&actual, charges),
+                        actual: settled_cost(&actual, evidence_tokens, charges),
                         reason: None,
                     };
                     let mut d = self.internal(EventKind::BudgetSettled, Principal::runtime(), run, &s)?;
@@ -668,7 +674,7 @@ impl Runtime {
                     drafts.push(if completed {
                         let s = BudgetSettled {
                             proposal_id: proposal,
-                            actual: settled_cost(&ice_core::Cost::zero(), charges),
+                            actual: settled_cost(&ice_core::Cost::zero(), false, charges),
                             reason: Some(format!("outcome recorded by hand by {actor}")),
                         };
                         let mut settle = self.internal(EventKind::BudgetSettled, Principal::runtime(), run, &s)?;

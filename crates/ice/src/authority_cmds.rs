@@ -281,6 +281,9 @@ fn show_budgets(rt: &Runtime, json_out: bool) -> Result<(), CliError> {
 
 /// `ice agent ...`.
 pub fn agent(home: &IceHome, cmd: AgentCommand) -> Result<u8, CliError> {
+    if let AgentCommand::Run { config, run, json } = cmd {
+        return crate::agent_run::run(home, &config, &run, json);
+    }
     let rt = home.open_runtime()?;
     match cmd {
         AgentCommand::Suspend { agent, reason, actor: who } => {
@@ -298,6 +301,7 @@ pub fn agent(home: &IceHome, cmd: AgentCommand) -> Result<u8, CliError> {
             let e = rt.resume_agent(&caller(&rt, who.as_deref())?, &target, &reason)?;
             println!("{target} resumed (seq {})", e.seq);
         }
+        AgentCommand::Run { .. } => {}
         AgentCommand::List { json: json_out } => {
             let suspended: Vec<_> =
                 rt.with_state(|s| s.authority().suspended_agents().clone().into_iter().collect())?;

@@ -607,6 +607,19 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run an agent as the principal of ICE_TOKEN: ask its model (each call a governed `model.call`), propose
+    /// what the model asks for, execute what is permitted, feed the outcomes back; run again to resume.
+    Run {
+        /// The agent's configuration (TOML; see `ice_agent::config`).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// The run it works in (an operator creates it and advances it to EXECUTING).
+        #[arg(long)]
+        run: String,
+        /// Print how it ended as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ice mcp ...`.

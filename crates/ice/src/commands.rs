@@ -137,7 +137,7 @@ fn init(dir: Option<PathBuf>, store: Option<&str>, signing_key: Option<&str>) ->
 }
 
 /// The token given with `--token` / `ICE_TOKEN` for this process, if any.
-static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+pub(crate) static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// Authenticates this command's caller with the runtime: the token if one was given, else the local OS user;
 /// `act_as` (`--as`) asks to act for an agent, which the user's `act_as` entries must allow.

@@ -14,7 +14,7 @@ use ice_store::EventQuery;
 use crate::exit;
 use crate::render::{self, CliError};
 
-fn step(text: &str) {
+pub(crate) fn step(text: &str) {
     println!("\n▸ {text}");
 }
 
@@ -55,12 +55,15 @@ pub fn run(keep: Option<&Path>) -> Result<u8, CliError> {
     };
     println!("ICE demo — Inference proposes. Execution decides.");
     step(&format!("ice init {}", dir.display()));
-    let (home, rt) = IceHome::init(&dir, None)?;
+    let (home, mut rt) = IceHome::init(&dir, None)?;
     println!("  ledger {} (runtime key {}…)", rt.store().describe(), &home.public_key()?[..16]);
+    let model = crate::demo_agent::install_model(&home, &mut rt)?;
+    let rt = std::sync::Arc::new(rt);
     let cast = cast(&rt)?;
     scenario(&rt, &cast)?;
     authority_scenario(&rt, &cast)?;
     effects_scenario(&rt, &cast)?;
+    crate::demo_agent::scenario(&rt, &cast.alice, &cast.planner, model)?;
 
     step("ice checkpoint: the runtime signs the Merkle root of everything so far and the derived-state root");
     if let Some(e) = rt.checkpoint()? {

@@ -1,6 +1,7 @@
 //! `ice`: the command-line entry point. Every command goes through `ice-runtime`; this crate only parses
 //! arguments, renders output and maps errors to exit codes.
 
+mod agent_run;
 mod authority_cmds;
 mod bench;
 mod bench_history;
@@ -15,6 +16,7 @@ mod bundle_cmds;
 mod cli;
 mod commands;
 mod demo;
+mod demo_agent;
 mod effect_cmds;
 mod mcp;
 mod migrate;

@@ -399,6 +399,7 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
                 AgentCommand::Reconfigure { agent, change, actor } => (agent, "reconfigure", change, actor),
                 AgentCommand::Resume { agent, reason, actor } => (agent, "resume", reason, actor),
                 AgentCommand::List { .. } => return Err(unsupported("agent list")),
+                AgentCommand::Run { .. } => return Err(unsupported("agent run (it runs beside the ledger)")),
             };
             no_act_as(actor.as_ref())?;
             print(&remote.post(&format!("/v1/agents/{}/{action}", q(&agent)), json!({ "reason": reason }))?);

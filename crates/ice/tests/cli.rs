@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
 mod cli {
+    mod agent;
     mod authority;
     mod bad_input;
     mod crash;

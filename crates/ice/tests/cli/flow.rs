@@ -188,7 +188,12 @@ fn demo_runs_end_to_end() {
         "ICE-E0120] agent:planner may not emit ApprovalGranted",
         "acting for agent:planner, tries the same: refused",
         "human:reviewer (approver token) approves",
-        "ok: 96 events, 2 signed checkpoint(s)",
+        // The agent loop on the scripted model: a governed model call per step, the forbidden write denied and
+        // told to the model, tokens settled from the reported usage.
+        "write_file → fs.write file:reports/secrets/brief.md: deny",
+        "→ finished: The brief is in reports/q3-brief.md.",
+        "agent:agent:planner/tokens: 578 of 1000 spent",
+        "ok: 149 events, 2 signed checkpoint(s)",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle}:\n{text}");
     }

@@ -499,3 +499,89 @@ fn a_definition_changed_during_a_session_is_withheld_at_the_next_listing() {
         client.cancel().await.unwrap();
     });
 }
+
+/// `@modelcontextprotocol/server-everything` serving streamable HTTP on a free local port; killed on drop.
+struct HttpUpstream {
+    child: std::process::Child,
+    url: String,
+}
+
+impl HttpUpstream {
+    fn start() -> Self {
+        let everything = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests-support/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("node")
+            .arg(everything)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "server-everything did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, url: format!("http://127.0.0.1:{port}/mcp") }
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_streamable_http_upstream_is_governed_like_a_stdio_one() {
+    let upstream = HttpUpstream::start();
+    let ice = Ice::init();
+    let mcp = format!(
+        "[servers.every]\nurl = \"{}\"\nheaders = {{ X-Upstream-Key = \"${{secret:EVERY_KEY}}\" }}\n",
+        upstream.url
+    );
+    std::fs::write(ice.path().join(".ice/mcp.toml"), mcp).unwrap();
+    let config = ice.path().join(".ice/config.toml");
+    let settings = std::fs::read_to_string(&config).unwrap();
+    let secret = "[effects.secrets]\nEVERY_KEY = { env = \"ICE_TEST_EVERY_KEY\" }\n";
+    std::fs::write(&config, format!("{settings}\n{secret}")).unwrap();
+    declare_actions(&ice, &[("mcp.every.echo", "read", "message: String")]);
+    std::fs::write(
+        ice.path().join(".ice/policies/mcp.cedar"),
+        "@id(\"no-shouting\")\nforbid (principal, action == Ice::Action::\"mcp.every.echo\", resource)\n\
+         when { context.args.message like \"*LOUD*\" };\n",
+    )
+    .unwrap();
+    ice.ok(&["policy", "activate"]);
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "mcp.every.echo", "--resource", "mcp:every/"]);
+    let agent = ice.token("agent:a", "agent");
+    let run = ice.executing_run();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut cmd = tokio::process::Command::new(crate::bin());
+        cmd.args(["--dir", ice.path().to_str().unwrap(), "mcp", "serve", "--run", &run])
+            .env("ICE_TOKEN", &agent)
+            .env("ICE_TEST_EVERY_KEY", "k-123")
+            .env_remove("ICE_DIR");
+        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+        let names: Vec<String> = client.list_all_tools().await.unwrap().iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(names, ["every__echo"], "only the granted tool is listed");
+        let r = call(&client, "every__echo", json!({"message": "hello over http"})).await;
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+        assert!(text(&r).contains("hello over http"), "{}", text(&r));
+        let r = call(&client, "every__echo", json!({"message": "a LOUD one"})).await;
+        assert_eq!(r.is_error, Some(true));
+        assert!(text(&r).contains("denied"), "{}", text(&r));
+        client.cancel().await.unwrap();
+    });
+    let kinds = kinds_after(&ice, "mcp.every.echo");
+    assert_eq!(&kinds[..2], ["ProposalSubmitted", "DecisionMade"]);
+    let events = ice.events();
+    let echo =
+        |kind: &str| events.iter().filter(|e| e["kind"] == kind && e["payload"]["action"] == "mcp.every.echo").count();
+    assert_eq!((echo("ProposalSubmitted"), echo("PermitIssued"), echo("EffectStarted")), (2, 1, 1));
+    assert!(!ice.ok(&["log", "--json"]).contains("k-123"), "an upstream credential reached the ledger");
+}
