@@ -183,11 +183,13 @@ pub enum ErrorCode {
     Overloaded,
     /// An MCP tool's definition (name, description, input schema) differs from the one pinned in the ledger.
     ToolChanged,
+    /// An agent loop for this principal and run is already running on this home.
+    AgentRunning,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 85] = [
+    pub const ALL: [ErrorCode; 86] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -273,6 +275,7 @@ impl ErrorCode {
         ErrorCode::NoRoute,
         ErrorCode::Overloaded,
         ErrorCode::ToolChanged,
+        ErrorCode::AgentRunning,
     ];
 }
 
@@ -358,6 +361,7 @@ impl ErrorCode {
             Self::NoRoute => "ICE-E0913",
             Self::Overloaded => "ICE-E0914",
             Self::ToolChanged => "ICE-E0708",
+            Self::AgentRunning => "ICE-E0709",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -532,6 +536,10 @@ impl ErrorCode {
             Self::Overloaded => {
                 "the server is at [server] max_concurrent_requests; retry after a short pause with backoff"
             }
+            Self::AgentRunning => {
+                "one `ice agent run` per agent and run: wait for the running one to stop (or stop it), then run again \
+                 to resume"
+            }
             Self::ToolChanged => {
                 "the upstream changed this tool since it was pinned; an operator reviews it with `ice mcp tools` \
                  and accepts it with `ice mcp accept SERVER TOOL HASH`"
@@ -686,6 +694,7 @@ mod code_table {
             ErrorCode::NoRoute => 82,
             ErrorCode::Overloaded => 83,
             ErrorCode::ToolChanged => 84,
+            ErrorCode::AgentRunning => 85,
         }
     }
 

@@ -94,7 +94,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::ArgsMismatch
         | C::AlreadyInitialized
         | C::NoActivePolicy
-        | C::ToolChanged => StatusCode::CONFLICT,
+        | C::ToolChanged
+        | C::AgentRunning => StatusCode::CONFLICT,
         C::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         C::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -30,11 +30,23 @@ pub fn run(home: &IceHome, config: &Path, run: &str, json_out: bool) -> Result<u
     let mut rt = home.open_runtime()?;
     let caller = rt.authenticate(&Presented::Token { secret: token, act_as: None })?;
     let run = crate::commands::resolve_run(&rt, run)?;
-    let mut effectors = home.open_effectors()?;
-    let blobs = effectors.blobs().clone();
+    let _lock = lock(home, &caller.principal().to_string(), &run.to_string())?;
+    let blobs = home.open_effectors()?.blobs().clone();
     let model = ModelEffector::new(provider, config.provider.model(), blobs.clone(), config.agent.store_prompts);
-    effectors.insert(Box::new(model.clone()));
-    rt.set_effectors(Arc::new(effectors));
+    // With `.ice/mcp.toml`, the upstream MCP servers are started so tools mapped to MCP actions can be executed
+    // here; their calls run on this async runtime while the loop blocks on the main thread.
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("ice-agent-io")
+        .build()
+        .map_err(|e| CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot start the async runtime: {e}")))?;
+    let mcp = io.block_on(crate::mcp::prepare_with(home, &mut rt, vec![Box::new(model.clone())]))?;
+    if mcp.is_none() {
+        let mut effectors = home.open_effectors()?;
+        effectors.insert(Box::new(model.clone()));
+        rt.set_effectors(Arc::new(effectors));
+    }
     let me = caller.principal().to_string();
     eprintln!("agent {} as {me} in run {run}", config.agent.name);
     let agent = Agent::new(Arc::new(rt), caller, config, run, model, blobs).reporting(|line| eprintln!("{line}"));
@@ -53,6 +65,25 @@ pub fn run(home: &IceHome, config: &Path, run: &str, json_out: bool) -> Result<u
         StopReason::ProviderFailed => exit::EFFECT_FAILED,
         StopReason::StepLimit => exit::INCOMPLETE,
     })
+}
+
+/// One `ice agent run` per principal and run on this home: a second one would interleave its steps with the first
+/// (and take the first's open start for a crash). Held, as an OS file lock, until the process exits.
+fn lock(home: &IceHome, principal: &str, run: &str) -> Result<std::fs::File, CliError> {
+    let failed = |e: std::io::Error| CliError::Coded(ErrorCode::StoreUnavailable, format!("agent lock: {e}"));
+    let dir = home.dir().join("agents");
+    std::fs::create_dir_all(&dir).map_err(failed)?;
+    let name: String = principal.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let path = dir.join(format!("{name}-{run}.lock"));
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CliError::Coded(
+            ErrorCode::AgentRunning,
+            format!("{principal} is already running in run {run} (another `ice agent run` holds {})", path.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 fn provider(home: &IceHome, section: &ProviderSection) -> Result<Arc<dyn Provider>, CliError> {

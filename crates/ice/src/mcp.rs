@@ -54,11 +54,23 @@ async fn connect(home: &IceHome) -> Result<Arc<Upstreams>, CliError> {
 /// With `.ice/mcp.toml`: starts its upstream servers and adds the MCP effector to `rt`'s effectors (so this
 /// process can execute permits of MCP actions). `None` when the home has no `mcp.toml`.
 pub async fn prepare(home: &IceHome, rt: &mut Runtime) -> Result<Option<(Arc<Upstreams>, Results)>, CliError> {
+    prepare_with(home, rt, Vec::new()).await
+}
+
+/// [`prepare`], with `extra` effectors added to the same registry (the agent loop's model effector).
+pub async fn prepare_with(
+    home: &IceHome,
+    rt: &mut Runtime,
+    extra: Vec<Box<dyn ice_effects::Effector>>,
+) -> Result<Option<(Arc<Upstreams>, Results)>, CliError> {
     if !home.dir().join("mcp.toml").exists() {
         return Ok(None);
     }
     let upstreams = connect(home).await?;
     let mut effectors = home.open_effectors()?;
+    for e in extra {
+        effectors.insert(e);
+    }
     let results = Results::default();
     let journal = effectors.journal_dir().join("mcp");
     let mcp = McpEffector::new(

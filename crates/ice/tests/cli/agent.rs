@@ -312,6 +312,10 @@ fn a_suspended_agent_waits_and_an_irreversible_call_waits_for_a_human() {
     wait_for("the suspension to be recorded", || lifecycle(&ice).iter().any(|p| p["lifecycle"] == "suspended"));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(seen.lock().unwrap().len(), 0, "a suspended agent asked its model");
+    // A second loop for the same agent and run would interleave with this one: refused.
+    let second = agent_run(&ice, &token, &run);
+    assert_eq!(second.status.code(), Some(3), "{}", crate::stderr(&second));
+    assert!(crate::stderr(&second).contains("already running"), "{}", crate::stderr(&second));
     ice.ok(&["agent", "reconfigure", "agent:writer", "--change", "prompt reviewed"]);
     ice.ok(&["agent", "resume", "agent:writer", "--reason", "reviewed"]);
 
@@ -334,4 +338,34 @@ fn a_suspended_agent_waits_and_an_irreversible_call_waits_for_a_human() {
     assert!(!ice.path().join("sandbox/notes/today.md").exists());
     let states: Vec<String> = lifecycle(&ice).iter().map(|p| p["lifecycle"].as_str().unwrap().to_owned()).collect();
     assert_eq!(states, ["started", "suspended", "resumed", "stopped"]);
+}
+
+#[test]
+fn an_agent_calls_mcp_tools_through_the_same_gate() {
+    let (ice, data) = super::mcp::gateway_home(5);
+    ice.ok(&["grant", "issue", "--to", "agent:a", "--action", "model.call", "--resource", "model:"]);
+    let token = ice.token("agent:a", "agent");
+    let run = ice.executing_run();
+    let path = data.join("hello.txt").to_str().unwrap().to_owned();
+    let replies = vec![json!({"calls": [["read_data", {"path": path}]]}), json!({"content": "It says hello."})];
+    let (url, seen) = fake_model(replies, None);
+    let config = format!(
+        "[agent]\nname = \"reader\"\ntask = \"What does hello.txt say?\"\n\n\
+         [provider]\nkind = \"openai\"\nbase_url = \"{url}\"\nmodel = \"fake-1\"\n\n\
+         [[tools]]\nname = \"read_data\"\naction = \"mcp.fs.read_text_file\"\nresource = \"mcp:fs/read_text_file\"\n\
+         description = \"Read a text file\"\n\
+         parameters = {{ type = \"object\", properties = {{ path = {{ type = \"string\" }} }}, required = [\"path\"] }}\n"
+    );
+    std::fs::write(ice.path().join("agent.toml"), config).unwrap();
+    let out = agent_run(&ice, &token, &run);
+    assert_eq!(out.status.code(), Some(0), "{}{}", crate::stdout(&out), crate::stderr(&out));
+    let sent = seen.lock().unwrap().clone();
+    let told = sent[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    let told: Value = serde_json::from_str(told["content"].as_str().unwrap()).unwrap();
+    assert_eq!(told["status"], "completed", "{told}");
+    assert!(told["output"].as_str().unwrap().contains("hello from upstream"), "{told}");
+    let events = ice.events();
+    let started =
+        events.iter().filter(|e| e["kind"] == "EffectStarted" && e["payload"]["action"] == "mcp.fs.read_text_file");
+    assert_eq!(started.count(), 1);
 }

@@ -44,7 +44,7 @@ fn declare_actions(ice: &Ice, actions: &[(&str, &str, &str)]) {
 
 /// A home whose agent may read and write through the filesystem server: writes are irreversible (approval),
 /// writes to paths naming a secret are forbidden by Cedar on the arguments, listing is not granted.
-fn gateway_home(approval_timeout_secs: u64) -> (Ice, PathBuf) {
+pub(super) fn gateway_home(approval_timeout_secs: u64) -> (Ice, PathBuf) {
     let ice = Ice::init();
     let data = ice.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
