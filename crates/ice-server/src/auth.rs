@@ -101,6 +101,22 @@ impl Limits {
 /// An authenticated caller.
 pub struct Authed(pub Caller);
 
+/// The WebSocket subprotocol that carries a token where a browser cannot set `Authorization`: a client offers
+/// `Sec-WebSocket-Protocol: ice-bearer, <token>` on a WebSocket upgrade (and only there).
+pub const WS_BEARER: &str = "ice-bearer";
+
+/// The token a WebSocket upgrade offers as its second subprotocol after [`WS_BEARER`].
+fn ws_token(parts: &Parts) -> Option<String> {
+    let upgrade = parts.headers.get(axum::http::header::UPGRADE)?.to_str().ok()?;
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return None;
+    }
+    let offered = parts.headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    let mut values = offered.split(',').map(str::trim);
+    values.find(|v| *v == WS_BEARER)?;
+    values.next().filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
 fn rate_limited(secs: u64, message: String) -> ApiError {
     let mut e = ApiError::new(ErrorCode::RateLimited, message);
     e.retry_after = Some(secs);
@@ -114,9 +130,10 @@ impl FromRequestParts<Shared> for Authed {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let now = Instant::now();
         let header = parts.headers.get(AUTHORIZATION).map(|v| v.to_str().map(str::trim));
+        let offered = if header.is_none() { ws_token(parts) } else { None };
         let secret = match header {
             Some(Ok(v)) => v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim),
-            _ => None,
+            _ => offered.as_deref(),
         };
         // A peer whose credentials keep failing is answered 429 (and not recorded) for its next failures; a
         // valid token from the same address is unaffected.

@@ -12,6 +12,7 @@
 mod api;
 mod auth;
 mod body;
+mod console;
 mod error;
 mod metrics;
 mod openapi;

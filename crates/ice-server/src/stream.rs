@@ -83,7 +83,10 @@ pub async fn stream(
         ApiError::new(ErrorCode::Overloaded, format!("{} streams are open already", state.cfg.max_streams))
     })?;
     let after = Seq(q.after.unwrap_or_else(|| *state.head.borrow()));
+    // A browser cannot set an Authorization header on a WebSocket: it offers `ice-bearer, <token>` as subprotocols
+    // instead (see `auth`), and the handshake must name the one chosen.
     Ok(ws
+        .protocols([crate::auth::WS_BEARER])
         .on_upgrade(move |socket| async move {
             state.metrics.stream(true);
             pump(&state, socket, filter, approvals, after).await;

@@ -290,3 +290,60 @@ async fn a_consumer_that_stops_reading_is_dropped_not_buffered() {
     assert_eq!(next_event(&mut again).await["kind"], "RunCreated");
     srv.stop().await;
 }
+
+/// A browser cannot set `Authorization` on a WebSocket: the token rides as the second of the subprotocols
+/// `ice-bearer, <token>`, and the handshake names `ice-bearer`. Only an upgrade may carry it that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_stream_authenticates_by_subprotocol_and_only_an_upgrade_may() {
+    let f = Fixture::new();
+    let server = start(&f).await;
+    let addr = server.addr;
+    let mut req = format!("ws://{addr}/v1/stream?after=0").into_client_request().unwrap();
+    let offer = format!("ice-bearer, {}", f.tokens.auditor);
+    req.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
+    let (mut ws, answer) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(answer.headers().get("sec-websocket-protocol").unwrap(), "ice-bearer");
+    assert_eq!(next_event(&mut ws).await["seq"], 1, "the stream serves the ledger from its start");
+
+    let mut bad = format!("ws://{addr}/v1/stream").into_client_request().unwrap();
+    bad.headers_mut().insert("sec-websocket-protocol", "ice-bearer, ice_not_a_token".parse().unwrap());
+    match tokio_tungstenite::connect_async(bad).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a bad token opened a stream: {other:?}"),
+    }
+    // A plain request cannot use the subprotocol header instead of Authorization.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nSec-WebSocket-Protocol: ice-bearer, {}\r\nConnection: close\r\n\r\n",
+        f.tokens.auditor
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 401"), "{}", String::from_utf8_lossy(&raw));
+    drop(ws);
+    server.stop().await;
+}
+
+/// The console is three static files with a strict CSP, served without a token (they hold no data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_with_a_strict_content_security_policy() {
+    let f = Fixture::new();
+    let server = start(&f).await;
+    for (path, kind) in
+        [("/console/", "text/html"), ("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")]
+    {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{path}: {text}");
+        assert!(text.contains(&format!("content-type: {kind}")), "{path}");
+        assert!(text.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{path}");
+    }
+    let (status, _) = http(server.addr, "GET", "/", "", "").await.unwrap();
+    assert_eq!(status, 307, "/ leads to the console");
+    server.stop().await;
+}

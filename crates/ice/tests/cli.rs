@@ -5,6 +5,7 @@ mod cli {
     mod agent;
     mod authority;
     mod bad_input;
+    mod console;
     mod crash;
     mod effects;
     mod flow;

@@ -72,7 +72,7 @@ impl Filter {
 /// Events in seq order, filtered; page with `after` = the previous page's `next_after` (auditor, operator,
 /// approver).
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery), security(("bearer" = [])),
-    responses((status = 200, description = "`events` and `next_after` (the last seq scanned)", body = Object),
+    responses((status = 200, description = "`events`, `next_after` (the last seq scanned) and `head` (the ledger's last seq)", body = Object),
         (status = 400, description = "A bad filter", body = ErrorBody),
         (status = 403, description = "Agents cannot read the ledger", body = ErrorBody)))]
 pub async fn list_events(
@@ -103,7 +103,8 @@ pub async fn list_events(
             }
             cursor = if out.len() == limit { cursor } else { last };
         }
-        Ok(Json(json!({"events": out, "next_after": cursor.0})))
+        let head = store.head().map_err(ice_runtime::RuntimeError::from)?.map_or(0, |h| h.seq.0);
+        Ok(Json(json!({"events": out, "next_after": cursor.0, "head": head})))
     })
     .await
 }

@@ -1,0 +1,165 @@
+// Drives the ICE console in Debian's chromium (headless, through playwright-core) against a running `ice serve`,
+// while this script plays the agent over the API. Run by the Rust test `console.rs`, which starts the server and
+// passes: ICE_URL, AGENT_TOKEN, APPROVER_TOKEN, AUDITOR_TOKEN, RUN, SHOTS (a directory for screenshots).
+// With MODE=big (a ledger of many events) it only logs in as the auditor and measures the time to the first
+// rendered event and to scroll the timeline, printing `first paint: N ms; scrolling: M ms`.
+// Exits non-zero, naming the failed step, when the console does not do what it must.
+import { chromium } from "playwright-core";
+
+const env = process.env;
+const url = env.ICE_URL;
+const step = (name) => console.log(`step: ${name}`);
+const check = (ok, what) => { if (!ok) throw new Error(`check failed: ${what}`); };
+
+async function api(token, method, path, body) {
+  const r = await fetch(url + path, { method, headers: { Authorization: `Bearer ${token}`,
+    ...(body ? { "Content-Type": "application/json" } : {}) }, body: body ? JSON.stringify(body) : undefined });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: r.status, body: json };
+}
+
+async function propose(path) {
+  const r = await api(env.AGENT_TOKEN, "POST", "/v1/proposals",
+    { run: env.RUN, action: "fs.delete", resource: `file:${path}`, args: { path } });
+  check(r.status === 200, `proposing fs.delete ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  check(r.body.verdict === "require_approval", `fs.delete needs approval, got ${r.body.verdict}`);
+  return r.body;
+}
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const failures = [];
+
+async function big() {
+  const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  await page.goto(`${url}/`);
+  await page.fill("#token", env.AUDITOR_TOKEN);
+  const t0 = Date.now();
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#events tr.event", { timeout: 30000 });
+  const paint = Date.now() - t0;
+  await page.waitForSelector("#live:has-text('live')", { timeout: 30000 });
+  const scrolling = await page.evaluate(async () => {
+    const t = performance.now();
+    for (let i = 0; i < 30; i++) {
+      window.scrollBy(0, 600);
+      await new Promise((r) => requestAnimationFrame(() => r()));
+    }
+    return performance.now() - t;
+  });
+  const rows = await page.locator("#events tr.event").count();
+  const head = await page.locator("#events tr.event").first().getAttribute("data-seq");
+  check(Number(head) >= Number(env.MIN_HEAD || 0), `the newest event is shown first (seq ${head})`);
+  await page.screenshot({ path: `${env.SHOTS}/timeline-big.png` });
+  console.log(`first paint: ${paint} ms; scrolling: ${scrolling.toFixed(0)} ms for 30 steps; ${rows} rows; head ${head}`);
+}
+
+async function scenario() {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  page.on("console", (m) => { if (m.type() === "error") console.log(`[browser] ${m.text()}`); });
+  const outside = [];
+  page.on("request", (r) => { if (!r.url().startsWith(url) && !r.url().startsWith(url.replace("http", "ws"))) outside.push(r.url()); });
+
+  step("log in as the approver");
+  await page.goto(`${url}/`);
+  await page.fill("#token", env.APPROVER_TOKEN);
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#who:has-text('human:carol')", { timeout: 10000 });
+  await page.waitForSelector("#live:has-text('live')", { timeout: 10000 });
+  await page.waitForSelector("#proof-banner:has-text('chain verified')", { timeout: 10000 });
+
+  step("an agent proposes an irreversible delete: the approval appears live, with its exact args");
+  await page.click("#tab-approvals");
+  const first = await propose("notes/old.md");
+  const card = page.locator(`article[data-approval='${first.approval_id}']`);
+  await card.waitFor({ timeout: 10000 });
+  const text = await card.innerText();
+  check(text.includes("agent:writer asks to fs.delete file:notes/old.md"), `approval card names who and what: ${text}`);
+  check(text.includes('"path": "notes/old.md"'), `approval card shows the exact args: ${text}`);
+  const detail = await api(env.APPROVER_TOKEN, "GET", `/v1/proposals/${first.proposal_id}`);
+  const hash = detail.body.approval.args_hash || detail.body.proposal.payload.args_hash;
+  check(text.includes(hash), `the args hash the approver signs (${hash}) is shown`);
+  await page.screenshot({ path: `${env.SHOTS}/approval.png`, fullPage: true });
+
+  step("approve it with a comment; the agent executes; the outcome arrives on the timeline without a reload");
+  await card.locator("input").fill("old notes, fine to delete");
+  await card.locator("button.approve").click();
+  await card.waitFor({ state: "detached", timeout: 10000 });
+  const approved = await api(env.AGENT_TOKEN, "GET", `/v1/proposals/${first.proposal_id}`);
+  const permit = approved.body.permit && approved.body.permit.permit_id;
+  check(permit, `a permit was issued: ${JSON.stringify(approved.body)}`);
+  const exec = await api(env.AGENT_TOKEN, "POST", `/v1/permits/${permit}/exec`, {});
+  check(exec.status === 200, `exec: ${exec.status} ${JSON.stringify(exec.body)}`);
+  await page.click("#tab-timeline");
+  await page.waitForSelector("#events tr[data-kind='EffectCompleted']", { timeout: 10000 });
+  await page.waitForSelector("#events tr[data-kind='ApprovalGranted']", { timeout: 10000 });
+  await page.locator("#events tr[data-kind='EffectCompleted']").first().click();
+  await page.waitForSelector("#events tr.detail pre.payload", { timeout: 5000 });
+  await page.screenshot({ path: `${env.SHOTS}/timeline.png`, fullPage: true });
+
+  step("a second delete is denied from the console");
+  await page.click("#tab-approvals");
+  const second = await propose("notes/keep.md");
+  const card2 = page.locator(`article[data-approval='${second.approval_id}']`);
+  await card2.waitFor({ timeout: 10000 });
+  await card2.locator("button.deny").click();
+  await card2.waitFor({ state: "detached", timeout: 10000 });
+  await page.click("#tab-timeline");
+  await page.waitForSelector("#events tr[data-kind='ApprovalDenied']", { timeout: 10000 });
+  const denied = await api(env.AGENT_TOKEN, "GET", `/v1/proposals/${second.proposal_id}`);
+  check(!denied.body.permit, "a denied approval issues no permit");
+
+  step("the run view shows the path and the proposal tree");
+  await page.click("#tab-runs");
+  await page.locator(`#runs tr:has(td[title='${env.RUN}'])`).click();
+  await page.waitForSelector("#run-detail .state-path span.here", { timeout: 10000 });
+  const tree = await page.locator("#run-detail").innerText();
+  check(tree.includes("fs.delete file:notes/old.md") && tree.includes("EffectCompleted"), `run tree: ${tree}`);
+  check(tree.includes("ApprovalGranted") && tree.includes("ApprovalDenied"), `run tree shows the answers: ${tree}`);
+  await page.screenshot({ path: `${env.SHOTS}/run.png`, fullPage: true });
+  check(outside.length === 0, `requests left the server's origin: ${outside.join(", ")}`);
+
+  step("an auditor sees the queue without approve buttons, and the API refuses its approval");
+  const third = await propose("notes/third.md");
+  const auditor = await (await browser.newContext()).newPage();
+  await auditor.goto(`${url}/`);
+  await auditor.fill("#token", env.AUDITOR_TOKEN);
+  await auditor.click("#login-form button[type=submit]");
+  await auditor.waitForSelector("#who:has-text('human:dana')", { timeout: 10000 });
+  await auditor.click("#tab-approvals");
+  const card3 = auditor.locator(`article[data-approval='${third.approval_id}']`);
+  await card3.waitFor({ timeout: 10000 });
+  check(await card3.locator("button.approve").count() === 0, "an auditor sees no approve button");
+  const refused = await api(env.AUDITOR_TOKEN, "POST", `/v1/approvals/${third.approval_id}/approve`,
+    { args_hash: third.args_hash });
+  check(refused.status === 403, `an auditor's approval is refused with 403, got ${refused.status}`);
+
+  step("a bad token is refused at login");
+  const stranger = await (await browser.newContext()).newPage();
+  await stranger.goto(`${url}/`);
+  await stranger.fill("#token", "ice_not_a_token");
+  await stranger.click("#login-form button[type=submit]");
+  await stranger.waitForSelector("#login-error:has-text('ICE-E09')", { timeout: 10000 });
+}
+
+try {
+  await (env.MODE === "big" ? big() : scenario());
+} catch (e) {
+  failures.push(e.stack || String(e));
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
+console.log("console e2e: ok");
