@@ -1,6 +1,7 @@
 // Drives the ICE console in Debian's chromium (headless, through playwright-core) against a running `ice serve`,
 // while this script plays the agent over the API. Run by the Rust test `console.rs`, which starts the server and
-// passes: ICE_URL, AGENT_TOKEN, APPROVER_TOKEN, AUDITOR_TOKEN, RUN, SHOTS (a directory for screenshots).
+// passes: ICE_URL, AGENT_TOKEN, APPROVER_TOKEN, AUDITOR_TOKEN, OPERATOR_TOKEN, RUN, SHOTS (a directory for
+// screenshots).
 // With MODE=big (a ledger of many events) it only logs in as the auditor and measures the time to the first
 // rendered event and to scroll the timeline, printing `first paint: N ms; scrolling: M ms`.
 // Exits non-zero, naming the failed step, when the console does not do what it must.
@@ -125,6 +126,9 @@ async function scenario() {
   const tree = await page.locator("#run-detail").innerText();
   check(tree.includes("fs.delete file:notes/old.md") && tree.includes("EffectCompleted"), `run tree: ${tree}`);
   check(tree.includes("ApprovalGranted") && tree.includes("ApprovalDenied"), `run tree shows the answers: ${tree}`);
+  check(tree.includes("fs.delete file:notes/old.md → would propose fs.restore file:notes/old.md"),
+    `the rollback preview names the compensation: ${tree}`);
+  check(await page.locator("button.rollback-run").count() === 0, "an approver cannot roll back");
   await page.screenshot({ path: `${env.SHOTS}/run.png`, fullPage: true });
   check(outside.length === 0, `requests left the server's origin: ${outside.join(", ")}`);
 
@@ -142,6 +146,38 @@ async function scenario() {
   const refused = await api(env.AUDITOR_TOKEN, "POST", `/v1/approvals/${third.approval_id}/approve`,
     { args_hash: third.args_hash });
   check(refused.status === 403, `an auditor's approval is refused with 403, got ${refused.status}`);
+
+  step("an operator sees grants, suspends the agent, and asks what a stricter policy would have changed");
+  const ops = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  ops.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  await ops.goto(`${url}/`);
+  await ops.fill("#token", env.OPERATOR_TOKEN);
+  await ops.click("#login-form button[type=submit]");
+  await ops.waitForSelector("#who:has-text('human:olga')", { timeout: 10000 });
+  await ops.click("#tab-grants");
+  await ops.waitForSelector("#grants tr:has-text('agent:writer'):has-text('fs.delete')", { timeout: 10000 });
+  await ops.click("#tab-agents");
+  const agentRow = ops.locator("#agents tr[data-agent='agent:writer']");
+  await agentRow.waitFor({ timeout: 10000 });
+  await agentRow.locator("input").fill("reviewing its deletes");
+  await agentRow.locator("button.agent-suspend").click();
+  await ops.waitForSelector("#agents tr[data-agent='agent:writer'] td.status:has-text('suspended')", { timeout: 10000 });
+  const blocked = await api(env.AGENT_TOKEN, "POST", "/v1/proposals",
+    { run: env.RUN, action: "fs.delete", resource: "file:notes/third.md", args: { path: "notes/third.md" } });
+  check(blocked.body.verdict === "deny" || blocked.body.verdict === "suspend", `a suspended agent is denied: ${JSON.stringify(blocked.body)}`);
+  await ops.click("#tab-policy");
+  await ops.waitForSelector("#policy:has-text('irreversible-needs-approval')", { timeout: 10000 });
+  await ops.fill("#whatif-name", "stricter.cedar");
+  await ops.fill("#whatif-text", '@id("no-deletes")\nforbid (principal, action == Ice::Action::"fs.delete", resource);\n');
+  await ops.click("#whatif-form button[type=submit]");
+  await ops.waitForSelector("#whatif-result:has-text('would change')", { timeout: 20000 });
+  const whatif = await ops.locator("#whatif-result").innerText();
+  check(/[1-9]\d* would change/.test(whatif) && whatif.includes("would be deny"), `what-if lists the flipped decisions: ${whatif}`);
+  await ops.screenshot({ path: `${env.SHOTS}/policy.png`, fullPage: true });
+  await ops.click("#tab-runs");
+  await ops.locator(`#runs tr:has(td[title='${env.RUN}'])`).click();
+  await ops.locator("button.rollback-run").click();
+  await ops.waitForSelector("#run-detail .rollback:has-text('compensated')", { timeout: 20000 });
 
   step("a bad token is refused at login");
   const stranger = await (await browser.newContext()).newPage();

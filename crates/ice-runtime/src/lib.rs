@@ -26,6 +26,6 @@ pub use caller::{Caller, LocalUser, Presented, process_uid};
 pub use export::ExportSelection;
 pub use home::{Config, HomeError, ICE_DIR, IceHome, STORE_ENV};
 pub use replay::{DecisionDiff, Divergence, ReplayReport, WhatIfFilter, WhatIfReport};
-pub use rollback::{RollbackItem, RollbackReport, RollbackStep, RollbackTarget};
+pub use rollback::{Planned, RollbackItem, RollbackPreview, RollbackReport, RollbackStep, RollbackTarget};
 pub use runtime::{Runtime, RuntimeError};
 pub use system::{SystemClock, SystemIds};

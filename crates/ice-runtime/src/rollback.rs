@@ -90,6 +90,62 @@ pub struct RollbackReport {
     pub items: Vec<RollbackItem>,
 }
 
+/// What rolling one effect back would do (a preview: nothing is recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Planned {
+    /// Propose this compensation (decided like any proposal: it may need an approval or be denied).
+    Propose {
+        /// The compensating action.
+        action: String,
+        /// Its resource.
+        resource: String,
+        /// Its args.
+        args: serde_json::Value,
+    },
+    /// The effect changed nothing (a read).
+    NothingToUndo,
+    /// The effect cannot be undone.
+    Irreversible {
+        /// Why.
+        reason: String,
+    },
+    /// Already undone by this compensation.
+    AlreadyCompensated {
+        /// The compensating effect.
+        by: EventId,
+    },
+}
+
+/// One effect a rollback would consider, with what it would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackPreview {
+    /// The effect (`EffectStarted` id).
+    pub effect: EventId,
+    /// Its action.
+    pub action: String,
+    /// Its resource.
+    pub resource: String,
+    /// What rolling it back would do.
+    pub planned: Planned,
+}
+
+/// The compensation `effect`'s recorded plan names.
+fn planned(effect: &EffectRecord) -> Result<Planned, RuntimeError> {
+    if let Some(by) = effect.compensated_by {
+        return Ok(Planned::AlreadyCompensated { by });
+    }
+    let plan: Plan = serde_json::from_value(effect.started.plan.clone())
+        .map_err(|e| RuntimeError::Corrupt { seq: 0, message: format!("recorded plan of {}: {e}", effect.id) })?;
+    let (action, path, args) = match plan.compensation {
+        Compensation::Nothing => return Ok(Planned::NothingToUndo),
+        Compensation::Irreversible { reason } => return Ok(Planned::Irreversible { reason }),
+        Compensation::RestoreFile { path, blob } => ("fs.restore", path.clone(), json!({"path": path, "blob": blob})),
+        Compensation::DeleteFile { path } => ("fs.delete", path.clone(), json!({"path": path})),
+    };
+    Ok(Planned::Propose { action: action.to_owned(), resource: format!("file:{path}"), args })
+}
+
 /// Whether `args` (`{"path", "blob"}`) are exactly the restore that `effect` recorded as its compensation.
 pub(crate) fn is_recorded_restore(effect: &EffectRecord, args: &serde_json::Value) -> bool {
     match serde_json::from_value::<Plan>(effect.started.plan.clone()).map(|p| p.compensation) {
@@ -159,27 +215,7 @@ impl Runtime {
         self.require(actor, ice_core::Role::Operator, "rollback")?;
         self.reconcile()?;
         let attempt = || json!({"kind": "Rollback", "target": format!("{target:?}")});
-        let targets: Vec<EffectRecord> = self.with_state(|st| {
-            let effects = st.effects().effects();
-            match target {
-                RollbackTarget::Run(run) => {
-                    let mut v: Vec<EffectRecord> = effects
-                        .values()
-                        .filter(|e| e.run == Some(run) && e.status == EffectStatus::Completed)
-                        .filter(|e| e.started.compensates.is_none())
-                        .cloned()
-                        .collect();
-                    v.sort_by_key(|e| std::cmp::Reverse((e.started_at.0, e.id)));
-                    v
-                }
-                RollbackTarget::Event(id) => effects
-                    .values()
-                    .filter(|e| e.id == id || e.outcome == Some(id))
-                    .filter(|e| e.status == EffectStatus::Completed)
-                    .cloned()
-                    .collect(),
-            }
-        })?;
+        let targets = self.rollback_targets(target)?;
         if targets.is_empty() {
             let r = Rejection::new(ErrorCode::NothingToRollBack, format!("no completed effect matches {target:?}"));
             return Err(self.refuse(r, attempt(), None));
@@ -207,24 +243,64 @@ impl Runtime {
         Ok(RollbackReport { run, run_state, items })
     }
 
-    fn compensate(&self, actor: &Caller, run: RunId, effect: &EffectRecord) -> Result<RollbackStep, RuntimeError> {
-        if let Some(by) = effect.compensated_by {
-            return Ok(RollbackStep::AlreadyCompensated { by });
-        }
-        let plan: Plan = serde_json::from_value(effect.started.plan.clone())
-            .map_err(|e| RuntimeError::Corrupt { seq: 0, message: format!("recorded plan of {}: {e}", effect.id) })?;
-        let (action, path, args) = match plan.compensation {
-            Compensation::Nothing => return Ok(RollbackStep::NothingToUndo),
-            Compensation::Irreversible { reason } => return Ok(RollbackStep::Irreversible { reason }),
-            Compensation::RestoreFile { path, blob } => {
-                ("fs.restore", path.clone(), json!({"path": path, "blob": blob}))
+    /// The completed effects `target` names, newest first (what `rollback` would consider).
+    fn rollback_targets(&self, target: RollbackTarget) -> Result<Vec<EffectRecord>, RuntimeError> {
+        self.with_state(|st| {
+            let effects = st.effects().effects();
+            match target {
+                RollbackTarget::Run(run) => {
+                    let mut v: Vec<EffectRecord> = effects
+                        .values()
+                        .filter(|e| e.run == Some(run) && e.status == EffectStatus::Completed)
+                        .filter(|e| e.started.compensates.is_none())
+                        .cloned()
+                        .collect();
+                    v.sort_by_key(|e| std::cmp::Reverse((e.started_at.0, e.id)));
+                    v
+                }
+                RollbackTarget::Event(id) => effects
+                    .values()
+                    .filter(|e| e.id == id || e.outcome == Some(id))
+                    .filter(|e| e.status == EffectStatus::Completed)
+                    .cloned()
+                    .collect(),
             }
-            Compensation::DeleteFile { path } => ("fs.delete", path.clone(), json!({"path": path})),
+        })
+    }
+
+    /// What `rollback` would propose for each effect `target` names, in the order it would (auditor, operator,
+    /// approver; nothing is recorded).
+    pub fn rollback_preview(
+        &self,
+        caller: &Caller,
+        target: RollbackTarget,
+    ) -> Result<Vec<RollbackPreview>, RuntimeError> {
+        use ice_core::Role;
+        self.require_any(caller, &[Role::Operator, Role::Auditor, Role::Approver], "previewing a rollback")?;
+        self.rollback_targets(target)?
+            .iter()
+            .map(|e| {
+                Ok(RollbackPreview {
+                    effect: e.id,
+                    action: e.started.action.clone(),
+                    resource: e.started.resource.clone(),
+                    planned: planned(e)?,
+                })
+            })
+            .collect()
+    }
+
+    fn compensate(&self, actor: &Caller, run: RunId, effect: &EffectRecord) -> Result<RollbackStep, RuntimeError> {
+        let (action, resource, args) = match planned(effect)? {
+            Planned::AlreadyCompensated { by } => return Ok(RollbackStep::AlreadyCompensated { by }),
+            Planned::NothingToUndo => return Ok(RollbackStep::NothingToUndo),
+            Planned::Irreversible { reason } => return Ok(RollbackStep::Irreversible { reason }),
+            Planned::Propose { action, resource, args } => (action, resource, args),
         };
         let input = ProposalInput {
             run: Some(run.to_string()),
-            action: action.to_owned(),
-            resource: format!("file:{path}"),
+            action,
+            resource,
             args: args.to_string(),
             purpose: format!(
                 "rollback: undo effect {} ({} on {})",

@@ -72,7 +72,7 @@ function logout() {
 
 // ---------- tabs ----------
 
-const TABS = ["timeline", "approvals", "runs", "budgets", "proof"];
+const TABS = ["timeline", "approvals", "runs", "budgets", "grants", "agents", "policy", "proof"];
 
 function select(name) {
   for (const t of TABS) {
@@ -84,6 +84,9 @@ function select(name) {
   if (name === "runs") loadRuns().catch(show);
   if (name === "budgets") loadBudgets().catch(show);
   if (name === "approvals") refreshApprovals().catch(show);
+  if (name === "grants") loadGrants().catch(show);
+  if (name === "agents") loadAgents().catch(show);
+  if (name === "policy") loadPolicy().catch(show);
 }
 
 // ---------- timeline ----------
@@ -138,14 +141,36 @@ function keep(e) {
   return !v || (e.kind === "DecisionMade" && e.payload && e.payload.verdict === v);
 }
 
+// New events are prepended only while the reader is at the top of the page; otherwise they wait behind a button,
+// so what the reader is looking at never moves under them.
+const held = [];
+
+function showHeld() {
+  const body = $("#events");
+  for (const e of held.splice(0)) body.prepend(eventRow(e));
+  $("#held").hidden = true;
+  trim();
+}
+
 function addEvents(events) {
   const body = $("#events");
   for (const e of events) {
     state.lastSeq = Math.max(state.lastSeq, e.seq);
-    if (!keep(e)) continue;
-    body.prepend(eventRow(e));
     if (e.kind.startsWith("Approval")) refreshApprovals().catch(() => {});
+    if (!keep(e)) continue;
+    if (window.scrollY > 40 && !$("#view-timeline").hidden) {
+      held.push(e);
+      $("#held").hidden = false;
+      $("#held").textContent = `${held.length} new event(s): show`;
+      continue;
+    }
+    body.prepend(eventRow(e));
   }
+  trim();
+}
+
+function trim() {
+  const body = $("#events");
   const rows = body.querySelectorAll("tr.event");
   for (let i = MAX_ROWS; i < rows.length; i++) {
     const d = rows[i].nextSibling;
@@ -154,9 +179,11 @@ function addEvents(events) {
   }
 }
 
-function query(extra) {
+// The stream takes run, kind and origin; a page of events also `since` (the stream only ever adds newer events).
+function query(extra, page = false) {
   const q = new URLSearchParams();
   for (const k of ["run", "kind", "origin"]) if (state.filters[k]) q.set(k, state.filters[k]);
+  if (page && state.filters.since) q.set("since", new Date(state.filters.since).toISOString());
   for (const [k, v] of Object.entries(extra)) q.set(k, v);
   return q.toString();
 }
@@ -164,10 +191,12 @@ function query(extra) {
 async function loadTimeline() {
   if (state.ws) { state.ws.onclose = null; state.ws.close(); }
   $("#events").replaceChildren();
+  held.length = 0;
+  $("#held").hidden = true;
   const head = (await api("GET", "/v1/events?limit=1&after=0")).head || 0;
   const from = Math.max(0, head - 200);
   state.lastSeq = from;
-  const page = await api("GET", `/v1/events?${query({ after: from, limit: 200 })}`);
+  const page = await api("GET", `/v1/events?${query({ after: from, limit: 200 }, true)}`);
   addEvents(page.events);
   state.lastSeq = Math.max(state.lastSeq, head);
   live();
@@ -300,12 +329,35 @@ async function showRun(r) {
     el("li", {}, `${proposal.payload.action} ${proposal.payload.resource} (by ${proposal.origin})`,
       el("ul", { class: "tree" }, steps.map((s) => el("li", { class: s.kind === "DecisionMade" ? `verdict-${s.payload.verdict}` : "" },
         `${s.kind} · seq ${s.seq} ${summary(s)}`))))));
+  const rollback = el("div", { class: "rollback" });
+  try {
+    const { items } = await api("GET", `/v1/runs/${r.run_id}/rollback`);
+    const line = (i) => {
+      const p = i.planned;
+      const what = p.kind === "propose" ? `would propose ${p.action} ${p.resource} ${JSON.stringify(p.args)}`
+        : p.kind === "irreversible" ? `cannot be undone: ${p.reason}`
+          : p.kind === "already_compensated" ? `already undone by ${short(p.by)}` : "nothing to undo";
+      return el("li", {}, `${i.action} ${i.resource} → ${what}`);
+    };
+    rollback.append(items.length ? el("ul", { class: "tree" }, items.map(line))
+      : el("p", { class: "meta" }, "No completed effect to roll back."));
+    if (can("operator") && items.some((i) => i.planned.kind === "propose")) {
+      const said = el("p", { role: "status" });
+      rollback.append(el("button", { type: "button", class: "rollback-run", onclick: async () => {
+        try {
+          const rep = await api("POST", `/v1/runs/${r.run_id}/rollback`);
+          said.textContent = `rollback run ${rep.run} is ${rep.run_state}: ` + rep.items.map((i) => `${i.action} ${i.resource} ${i.step.status}`).join("; ");
+        } catch (err) { said.textContent = err.message; }
+      } }, "Roll back this run"), said);
+    }
+  } catch (err) { rollback.append(el("p", { class: "meta" }, `rollback preview unavailable: ${err.message}`)); }
   $("#run-detail").replaceChildren(el("h2", {}, `Run ${r.run_id}`), path,
     el("p", { class: "meta" }, `${r.label || ""} · created by ${r.created_by} · ${r.last_reason || ""}`),
     el("h3", {}, "Costs against the run's budgets"),
     mine.length ? el("ul", {}, mine.map((b) => el("li", {}, `${b.budget}: ${b.spent} spent + ${b.reserved} reserved of ${b.limit}`)))
       : el("p", { class: "meta" }, "No budget is scoped to this run."),
-    el("h3", {}, "Proposals → decisions → effects → outcomes"), tree);
+    el("h3", {}, "Proposals → decisions → effects → outcomes"), tree,
+    el("h3", {}, "Rollback: the compensations it would propose"), rollback);
 }
 
 // ---------- budgets ----------
@@ -318,6 +370,70 @@ async function loadBudgets() {
       "aria-label": `${b.budget}: ${b.spent} spent, ${b.reserved} reserved of ${b.limit}` }),
     el("span", {}, `${b.spent} spent + ${b.reserved} reserved / ${b.limit}`))));
   if (!budgets.length) $("#budgets").append(el("p", {}, "No budgets are set."));
+}
+
+// ---------- grants, agents, policy ----------
+
+async function loadGrants() {
+  const { grants } = await api("GET", "/v1/grants");
+  $("#grants").replaceChildren(...grants.map((g) => {
+    const t = g.terms || {};
+    const revoke = can("operator") && g.status === "live" && t.revocable !== false
+      ? el("button", { type: "button", onclick: async (ev) => {
+        try { await api("POST", `/v1/grants/${g.id}/revoke`, { reason: "revoked from the console" }); loadGrants().catch(show); }
+        catch (err) { ev.target.textContent = err.message; }
+      } }, "Revoke") : "";
+    return el("tr", {}, el("td", { title: g.id }, short(g.id)), el("td", {}, t.principal),
+      el("td", {}, (t.actions || []).join(", ")), el("td", { title: t.resource }, t.resource),
+      el("td", { title: g.run || "" }, short(g.run)), el("td", {}, g.status),
+      el("td", {}, t.max_uses ? `${g.uses} of ${t.max_uses}` : String(g.uses)),
+      el("td", {}, t.expires_at ? when(t.expires_at) : "never"), el("td", { class: "controls" }, revoke));
+  }));
+}
+
+async function loadAgents() {
+  const { agents } = await api("GET", "/v1/agents");
+  const row = (a) => {
+    const reason = el("input", { "aria-label": `reason for ${a.agent}`, placeholder: "reason / what changed", size: 28 });
+    const act = (verb) => el("button", { type: "button", class: `agent-${verb}`, onclick: async () => {
+      try {
+        await api("POST", `/v1/agents/${encodeURIComponent(a.agent)}/${verb}`, { reason: reason.value || `${verb} from the console` });
+        $("#agents-result").textContent = `${a.agent}: ${verb} recorded`;
+      } catch (err) { $("#agents-result").textContent = err.message; }
+      loadAgents().catch(show);
+    } }, verb[0].toUpperCase() + verb.slice(1));
+    // A suspended agent is resumed only after what changed is recorded (the runtime refuses otherwise).
+    const controls = !can("operator") ? [] : a.status === "suspended" ? [reason, act("reconfigure"), act("resume")]
+      : [reason, act("suspend")];
+    return el("tr", { "data-agent": a.agent }, el("td", {}, a.agent), el("td", { class: "status" }, a.status),
+      el("td", {}, a.live_grants), el("td", {}, a.active_tokens), el("td", {}, a.reason || ""), el("td", { class: "controls" }, controls));
+  };
+  $("#agents").replaceChildren(...agents.map(row));
+}
+
+let policySource = null;
+
+async function loadPolicy() {
+  const p = await api("GET", "/v1/policy");
+  policySource = p.source;
+  const actions = Object.entries(p.actions || {}).map(([name, c]) => el("li", {}, `${name}: ${c.scope}/${c.access}/${c.risk}`));
+  $("#policy").replaceChildren(el("p", { class: "hash" }, `active set ${p.hash}`),
+    el("h3", {}, "Policies"), el("ul", {}, (p.policies || []).map((id) => el("li", {}, id))),
+    el("h3", {}, "Actions"), el("ul", {}, actions));
+  const files = Object.keys((policySource && policySource.policies) || {});
+  $("#whatif-file").replaceChildren(...files.map((f) => el("option", {}, f)));
+  if (files.length) $("#whatif-text").value = policySource.policies[files[0]];
+}
+
+async function whatIf() {
+  if (!policySource) await loadPolicy();
+  const name = $("#whatif-name").value.trim() || $("#whatif-file").value;
+  const policies = { ...policySource.policies, [name]: $("#whatif-text").value };
+  const r = await api("POST", "/v1/policy/what-if", { policies, schema: policySource.schema, catalog: policySource.catalog });
+  const changes = r.changes || [];
+  $("#whatif-result").replaceChildren(el("p", {}, `${r.evaluated ?? "?"} decisions evaluated; ${changes.length} would change`),
+    el("ul", { class: "whatif-changes" }, changes.map((c) => el("li", {},
+      `seq ${c.seq}: ${c.actor} ${c.action} ${c.resource} was ${c.recorded}, would be ${c.replayed}`))));
 }
 
 // ---------- proof ----------
@@ -370,6 +486,12 @@ $("#filters").addEventListener("submit", (ev) => {
   loadTimeline().catch(show);
 });
 $("#verify").addEventListener("click", () => banner());
+$("#held").addEventListener("click", showHeld);
+$("#whatif-file").addEventListener("change", (ev) => { $("#whatif-text").value = policySource.policies[ev.target.value]; });
+$("#whatif-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  whatIf().catch((err) => { $("#whatif-result").textContent = err.message; });
+});
 $("#export-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   exportBundle(new FormData(ev.target).get("run")).catch((err) => { $("#export-result").textContent = err.message; });

@@ -38,4 +38,6 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/console/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/console/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/console/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        // Browsers ask for it unprompted; there is none.
+        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
 }

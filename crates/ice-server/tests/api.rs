@@ -86,6 +86,10 @@ async fn every_endpoint_checks_the_role_in_the_runtime() {
         ("GET", "/v1/events?limit=5".into(), None, [forbidden, ok, ok, ok]),
         ("GET", "/v1/approvals".into(), None, [forbidden, ok, ok, ok]),
         ("GET", "/v1/grants".into(), None, [forbidden, ok, ok, ok]),
+        ("GET", "/v1/agents".into(), None, [forbidden, ok, ok, ok]),
+        ("GET", format!("/v1/runs/{run}/rollback"), None, [forbidden, ok, ok, ok]),
+        // The operator passes the role check; the run has no completed effect to undo.
+        ("POST", format!("/v1/runs/{run}/rollback"), None, [forbidden, forbidden, StatusCode::CONFLICT, forbidden]),
         ("GET", "/v1/budgets".into(), None, [forbidden, ok, ok, ok]),
         ("GET", "/v1/policy".into(), None, [ok; 4]),
         ("GET", "/v1/checkpoints".into(), None, [forbidden, ok, ok, ok]),
@@ -448,6 +452,12 @@ async fn policy_is_validated_evaluated_and_activated_over_the_api() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, active) = call(&app, "GET", "/v1/policy", Some(&f.tokens.agent), None).await;
     assert_eq!(v["hash"], active["hash"], "the same texts hash as the active set");
+    assert!(active["source"].is_null(), "an agent sees the policy ids, not the rules' texts");
+    let (_, shown) = call(&app, "GET", "/v1/policy", Some(&f.tokens.auditor), None).await;
+    let source = &shown["source"];
+    let texts = json!({"policies": source["policies"], "schema": source["schema"], "catalog": source["catalog"]});
+    let (s, again) = call(&app, "POST", "/v1/policy/validate", Some(&f.tokens.auditor), Some(&texts.to_string())).await;
+    assert_eq!((s, &again["hash"]), (StatusCode::OK, &active["hash"]), "the shown source is the active set: {again}");
     let (s, v) = call(&app, "POST", "/v1/policy/what-if", Some(&f.tokens.auditor), Some(&same)).await;
     assert_eq!((s, v["changes"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{v}");
     // A candidate that forbids writes flips the recorded allow.

@@ -165,13 +165,58 @@ pub async fn set_budget(
 
 /// The active policy set: hash, policy ids, action catalog (any authenticated caller: agents may know the rules).
 #[utoipa::path(get, path = "/v1/policy", tag = "authority", security(("bearer" = [])),
-    responses((status = 200, description = "The active policy set", body = Object),
+    responses((status = 200, description = "The active policy set: hash, policy ids, catalog, consequences; for auditors, operators and approvers also `source` (the files as activated)", body = Object),
         (status = 409, description = "No policy is active", body = ErrorBody)))]
-pub async fn show_policy(State(state): State<Shared>, Authed(_caller): Authed) -> Result<Json<Value>, ApiError> {
+pub async fn show_policy(State(state): State<Shared>, Authed(caller): Authed) -> Result<Json<Value>, ApiError> {
     blocking(&state.rt, move |rt| {
         let p = rt.active_policy()?;
+        // The texts as activated (what a what-if candidate starts from), for those who may read the ledger (it
+        // holds them anyway); an agent sees the ids and the catalog only.
+        let reader = READERS.iter().any(|r| caller.has(*r));
+        let bundle = if reader { rt.with_state(|s| s.authority().policy().map(|a| a.bundle.clone()))? } else { None };
+        let source = bundle.and_then(|b| ice_runtime::policy::PolicyBundle::from_value(&b).ok()).map(|b| {
+            let files: serde_json::Map<String, Value> =
+                b.source.files.iter().map(|f| (f.name.clone(), Value::String(f.text.clone()))).collect();
+            json!({"policies": files, "schema": b.source.schema, "catalog": b.catalog})
+        });
         Ok(Json(json!({"hash": p.hash, "policies": p.engine.policy_ids(), "actions": p.catalog.actions,
-            "consequences": p.catalog.consequences})))
+            "consequences": p.catalog.consequences, "source": source})))
+    })
+    .await
+}
+
+/// Every agent the ledger knows (holds a token or a grant, or was suspended), with its status (auditor, operator,
+/// approver).
+#[utoipa::path(get, path = "/v1/agents", tag = "authority", security(("bearer" = [])),
+    responses((status = 200, description = "`agents`: principal, status (active | suspended), reason, live grants and tokens", body = Object),
+        (status = 403, description = "Agents cannot list agents", body = ErrorBody)))]
+pub async fn list_agents(State(state): State<Shared>, Authed(caller): Authed) -> Result<Json<Value>, ApiError> {
+    blocking(&state.rt, move |rt| {
+        rt.require_any(&caller, &READERS, "listing agents")?;
+        let now = rt.now();
+        let agents = rt.with_state(|s| {
+            let mut seen: std::collections::BTreeMap<Principal, (u64, u64)> = std::collections::BTreeMap::new();
+            for g in s.authority().grants().values() {
+                let live = u64::from(g.status(now) == ice_core::grant::GrantStatus::Live);
+                seen.entry(g.terms.principal.clone()).or_default().0 += live;
+            }
+            for t in s.tokens().all().values() {
+                let live = u64::from(t.status(now) == ice_core::auth::TokenStatus::Live);
+                seen.entry(t.terms.principal.clone()).or_default().1 += live;
+            }
+            for p in s.authority().suspended_agents().keys() {
+                seen.entry(p.clone()).or_default();
+            }
+            seen.into_iter()
+                .filter(|(p, _)| p.kind == ice_core::PrincipalKind::Agent)
+                .map(|(p, (grants, tokens))| {
+                    let why = s.authority().suspended(&p);
+                    json!({"agent": p.to_string(), "status": if why.is_some() { "suspended" } else { "active" },
+                        "reason": why, "live_grants": grants, "active_tokens": tokens})
+                })
+                .collect::<Vec<_>>()
+        })?;
+        Ok(Json(json!({ "agents": agents })))
     })
     .await
 }

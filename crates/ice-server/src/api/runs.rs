@@ -118,6 +118,50 @@ pub async fn finish_run(
     Ok(ran(&state, &r))
 }
 
+/// What rolling back a run would propose, effect by effect, newest first (auditor, operator, approver; nothing is
+/// recorded).
+#[utoipa::path(get, path = "/v1/runs/{id}/rollback", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "`items`: effect, action, resource and the planned compensation", body = Object),
+        (status = 403, description = "Agents cannot preview rollbacks", body = ErrorBody)))]
+pub async fn preview_rollback(
+    State(state): State<Shared>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = run_id(&id)?;
+    blocking(&state.rt, move |rt| {
+        let items = rt.rollback_preview(&caller, ice_runtime::RollbackTarget::Run(id))?;
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}
+
+/// Roll a run back (operator): each completed effect's compensation is proposed in a new run, decided like any
+/// proposal, and executed when allowed; compensations needing approval wait for one.
+#[utoipa::path(post, path = "/v1/runs/{id}/rollback", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "The rollback run, its state, and what happened to each effect", body = Object),
+        (status = 403, description = "Not an operator", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back", body = ErrorBody)))]
+pub async fn rollback_run(
+    State(state): State<Shared>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = run_id(&id)?;
+    let (report, head) = blocking(&state.rt, move |rt| {
+        let report = rt.rollback(&caller, ice_runtime::RollbackTarget::Run(id))?;
+        let head = rt.store().head().map_err(ice_runtime::RuntimeError::from)?;
+        Ok((report, head.map(|h| h.seq)))
+    })
+    .await?;
+    if let Some(seq) = head {
+        state.saw(seq);
+    }
+    Ok(Json(serde_json::to_value(&report).unwrap_or(Value::Null)))
+}
+
 /// Why a run ends.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -72,16 +72,33 @@ fn the_console_answers_approvals_on_the_exact_args_in_a_real_browser() {
     let agent = ice.token("agent:writer", "agent");
     let approver = ice.token("human:carol", "approver");
     let auditor = ice.token("human:dana", "auditor");
+    let operator = ice.token("human:olga", "operator");
     ice.ok(&["grant", "issue", "--to", "agent:writer", "--action", "fs.delete", "--resource", "file:notes/"]);
+    // The operator's rollback proposes the compensations as its own proposals: it needs a grant like anyone.
+    ice.ok(&["grant", "issue", "--to", "human:olga", "--action", "fs.restore", "--resource", "file:notes/"]);
     let run = ice.executing_run();
-    let args =
-        [("AGENT_TOKEN", agent.as_str()), ("APPROVER_TOKEN", &approver), ("AUDITOR_TOKEN", &auditor), ("RUN", &run)];
+    let args = [
+        ("AGENT_TOKEN", agent.as_str()),
+        ("APPROVER_TOKEN", &approver),
+        ("AUDITOR_TOKEN", &auditor),
+        ("OPERATOR_TOKEN", &operator),
+        ("RUN", &run),
+    ];
     browse(&ice, &args);
     let shots = shots();
-    for shot in ["approval.png", "timeline.png", "run.png"] {
+    for shot in ["approval.png", "timeline.png", "run.png", "policy.png"] {
         assert!(shots.join(shot).metadata().is_ok_and(|m| m.len() > 1000), "no screenshot {shot}");
     }
-    assert!(!std::path::Path::new(&ice.path().join("sandbox/notes/old.md")).exists(), "the approved delete ran");
+    // The approved delete ran, and the operator's rollback from the console restored the file.
+    let restored = std::fs::read_to_string(ice.path().join("sandbox/notes/old.md")).unwrap();
+    assert_eq!(restored, "note\n");
+    let events = ice.events();
+    assert!(events.iter().any(|e| {
+        e["kind"] == "EffectCompleted"
+            && events
+                .iter()
+                .any(|s| s["event_id"] == e["payload"]["started_id"] && s["payload"]["action"] == "fs.delete")
+    }));
     assert!(ice.path().join("sandbox/notes/keep.md").exists(), "the denied delete did not run");
 }
 
