@@ -77,6 +77,9 @@ async function scenario() {
   await page.waitForSelector("#who:has-text('human:carol')", { timeout: 10000 });
   await page.waitForSelector("#live:has-text('live')", { timeout: 10000 });
   await page.waitForSelector("#proof-banner:has-text('chain verified')", { timeout: 10000 });
+  await page.waitForSelector("#proof-banner:has-text('cosigned seq')", { timeout: 10000 });
+  await page.click("#tab-proof");
+  await page.waitForSelector("#checkpoints tr:has-text('cosigned')", { timeout: 10000 });
 
   step("an agent proposes an irreversible delete: the approval appears live, with its exact args");
   await page.click("#tab-approvals");

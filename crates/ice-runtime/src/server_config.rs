@@ -60,6 +60,13 @@ pub struct ServerConfig {
     /// The `service.name` resource attribute of exported spans.
     #[serde(default = "default_service_name")]
     pub otlp_service_name: String,
+    /// A witness's state file (`ice witness --state FILE`; relative to `.ice/`): `GET /v1/verify` then also checks
+    /// that the checkpoint it cosigned is in the ledger, unchanged, and says so. Absent: no witness check.
+    #[serde(default)]
+    pub witness_state: Option<String>,
+    /// The witness's public key (hex) the state must be signed with; absent: the key the state names.
+    #[serde(default)]
+    pub witness_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +88,8 @@ impl Default for ServerConfig {
             tls_key: None,
             otlp_endpoint: None,
             otlp_service_name: default_service_name(),
+            witness_state: None,
+            witness_key: None,
         }
     }
 }

@@ -445,9 +445,16 @@ async function banner() {
     const v = await api("GET", "/v1/verify");
     b.className = `banner ${v.ok ? "ok" : "bad"}`;
     const at = new Date().toLocaleTimeString();
-    b.textContent = v.ok ? `chain verified at ${at}: ${v.events} events, ${v.checkpoints} signed checkpoint(s), head seq ${v.head_seq}`
-      : `chain does NOT verify: first bad seq ${v.first_bad_seq} (${v.code})`;
+    const witness = v.witness ? `; witness ${short(v.witness.witness_key)} cosigned seq ${v.witness.cosigned_seq}` : "";
+    b.textContent = v.ok ? `chain verified at ${at}: ${v.events} events, ${v.checkpoints} signed checkpoint(s), head seq ${v.head_seq}${witness}`
+      : `chain does NOT verify: ${v.first_bad_seq ? `first bad seq ${v.first_bad_seq} ` : ""}(${v.code}: ${v.reason})`;
     $("#verify-result").textContent = pretty(v);
+    const { checkpoints } = await api("GET", "/v1/checkpoints?limit=100");
+    $("#checkpoints").replaceChildren(...checkpoints.slice(-50).reverse().map((c) => el("tr", {},
+      el("td", {}, c.seq), el("td", {}, `${c.payload.from_seq}..=${c.payload.to_seq}`),
+      el("td", { class: "hash", title: c.payload.merkle_root }, c.payload.merkle_root),
+      el("td", { class: "hash", title: c.payload.state_root }, c.payload.state_root),
+      el("td", {}, v.witness && v.witness.cosigned_seq === c.seq ? `cosigned ${v.witness.witnessed_at}` : ""))));
   } catch (err) { b.textContent = `verification unavailable: ${err.message}`; }
 }
 

@@ -62,6 +62,8 @@ pub struct ProofSettings {
     pub trusted_keys: Vec<String>,
     /// Most events allowed after the last signed checkpoint (0: no bound).
     pub tail_bound: u64,
+    /// A witness's state file and, optionally, the key it must be signed with (see `[server] witness_state`).
+    pub witness: Option<(std::path::PathBuf, Option<String>)>,
 }
 
 type Shared = Arc<AppState>;

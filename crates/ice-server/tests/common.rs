@@ -100,6 +100,7 @@ impl Fixture {
         let proof = ProofSettings {
             trusted_keys: self.home.pinned_keys().unwrap(),
             tail_bound: self.home.config().runtime.unsigned_tail_bound(),
+            witness: None,
         };
         Server::new(self.rt.clone(), self.cfg.clone(), proof)
     }

@@ -28,8 +28,11 @@ pub fn run(home: &IceHome, listen: Option<&str>, log_json: bool) -> Result<u8, C
     // With .ice/mcp.toml, the MCP gateway is served at /mcp too (its upstreams started here).
     let mcp = runtime.block_on(crate::mcp::prepare(home, &mut rt))?;
     let rt = Arc::new(rt);
-    let proof =
-        ProofSettings { trusted_keys: home.pinned_keys()?, tail_bound: home.config().runtime.unsigned_tail_bound() };
+    let proof = ProofSettings {
+        trusted_keys: home.pinned_keys()?,
+        tail_bound: home.config().runtime.unsigned_tail_bound(),
+        witness: cfg.witness_state.as_ref().map(|p| (home.dir().join(p), cfg.witness_key.clone())),
+    };
     let server = Server::new(rt.clone(), cfg.clone(), proof);
     let mcp_stop = tokio_util::sync::CancellationToken::new();
     let server = match mcp {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ice_core::{ErrorCode, EventKind, Principal, Seq, Timestamp};
+use ice_core::{ErrorCode, EventKind, Principal, Rejection, Seq, Timestamp};
 use ice_store::{EventQuery, VerifyOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -139,6 +139,32 @@ pub async fn whoami(Authed(caller): Authed) -> Json<Value> {
         "attribution": caller.attribution().to_string()}))
 }
 
+/// The checkpoint the witness state at `path` cosigned for one of `trusted_keys`' logs, its cosignature checked
+/// (against `key` when given), with the witness's key and when it cosigned.
+fn witnessed(
+    path: &std::path::Path,
+    key: Option<&str>,
+    trusted_keys: &[String],
+) -> Result<(ice_store::Witnessed, (String, String)), Rejection> {
+    let bad = |m: String| Rejection::new(ErrorCode::WitnessStateInvalid, m);
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let state = ice_core::witness::WitnessState::parse(&text)?;
+    if let Some(k) = key
+        && !k.eq_ignore_ascii_case(&state.witness_key)
+    {
+        return Err(bad(format!("{} is signed by witness key {}, not {k}", path.display(), state.witness_key)));
+    }
+    for log in trusted_keys {
+        if let Some(c) = state.verified(log)? {
+            let hash = ice_core::EventHash::from_hex(&c.event_hash)
+                .map_err(|_| bad(format!("the event hash of seq {} is not a hash", c.seq)))?;
+            let about = (state.witness_key.clone(), c.witnessed_at.to_rfc3339());
+            return Ok((ice_store::Witnessed { seq: ice_core::Seq(c.seq), hash }, about));
+        }
+    }
+    Err(bad(format!("{} holds no checkpoint of this ledger's key", path.display())))
+}
+
 /// Options of `GET /v1/verify`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -159,10 +185,18 @@ pub async fn verify(
     let proof = state.proof.clone();
     blocking(&state.rt, move |rt| {
         rt.require_any(&caller, &READERS, "verifying the ledger")?;
+        let witness = match &proof.witness {
+            Some((path, key)) => Some(witnessed(path, key.as_deref(), &proof.trusted_keys)),
+            None => None,
+        };
+        if let Some(Err(e)) = &witness {
+            return Ok(Json(json!({"ok": false, "code": e.code.as_str(), "reason": e.message, "hint": e.code.hint()})));
+        }
+        let witness = witness.and_then(Result::ok);
         let options = VerifyOptions {
             trusted_keys: proof.trusted_keys.clone(),
             from_checkpoint: q.from_checkpoint.unwrap_or(false),
-            witnessed: None,
+            witnessed: witness.as_ref().map(|(w, _)| *w),
             from_witnessed: false,
         };
         let started = std::time::Instant::now();
@@ -173,7 +207,9 @@ pub async fn verify(
         Ok(Json(match result {
             Ok(s) => json!({"ok": true, "events": s.chain.events, "head_seq": s.chain.head.seq.0,
                 "head_hash": s.chain.head.hash.to_hex(), "checkpoints": s.checkpoints,
-                "started_at_seq": s.started_at, "unsigned_tail": s.unsigned_tail, "seconds": secs}),
+                "started_at_seq": s.started_at, "unsigned_tail": s.unsigned_tail, "seconds": secs,
+                "witness": witness.map(|(w, about)| json!({"cosigned_seq": w.seq.0, "witness_key": about.0,
+                    "witnessed_at": about.1}))}),
             Err(f) => json!({"ok": false, "first_bad_seq": f.seq.0, "code": f.code.as_str(), "reason": f.message,
                 "hint": f.code.hint()}),
         }))

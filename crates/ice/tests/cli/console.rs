@@ -77,6 +77,14 @@ fn the_console_answers_approvals_on_the_exact_args_in_a_real_browser() {
     // The operator's rollback proposes the compensations as its own proposals: it needs a grant like anyone.
     ice.ok(&["grant", "issue", "--to", "human:olga", "--action", "fs.restore", "--resource", "file:notes/"]);
     let run = ice.executing_run();
+    // A witness has cosigned the latest checkpoint; the server is told where its state is.
+    let witness = tempfile::tempdir().unwrap();
+    let state = witness.path().join("witness.json");
+    ice.ok(&["witness", "--state", state.to_str().unwrap()]);
+    let config = ice.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = format!("otlp_service_name = \"ice\"\nwitness_state = {:?}", state.to_str().unwrap());
+    std::fs::write(&config, text.replace("otlp_service_name = \"ice\"", &line)).unwrap();
     let args = [
         ("AGENT_TOKEN", agent.as_str()),
         ("APPROVER_TOKEN", &approver),

@@ -348,3 +348,38 @@ fn serve_speaks_https_with_a_configured_certificate() {
     assert!(!out.status.success());
     assert!(crate::stderr(&out).contains("tls_cert and tls_key go together"), "{}", crate::stderr(&out));
 }
+
+/// With `[server] witness_state`, `GET /v1/verify` also checks the checkpoint a witness cosigned, and says which;
+/// a state whose cosignature does not verify makes the answer a failure with its code.
+#[test]
+fn verify_over_the_api_checks_a_configured_witness() {
+    let ice = Ice::init();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let state = elsewhere.path().join("witness.json");
+    ice.ok(&["checkpoint"]);
+    ice.ok(&["witness", "--state", state.to_str().unwrap()]);
+    let config = ice.path().join(".ice/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = format!("otlp_service_name = \"ice\"\nwitness_state = {:?}", state.to_str().unwrap());
+    std::fs::write(&config, text.replace("otlp_service_name = \"ice\"", &line)).unwrap();
+    let auditor = ice.token("human:audit", "auditor");
+    let (mut child, addr, _logs) = serve(&ice);
+    let (status, v) = http(&addr, "GET", "/v1/verify", &auditor, "");
+    assert_eq!((status, &v["ok"]), (200, &Value::Bool(true)), "{v}");
+    let seq = v["witness"]["cosigned_seq"].as_u64().expect("the witness is reported");
+    assert!(seq >= 1, "{v}");
+    // A forged cosignature: the witness check fails, with its code.
+    let forged = std::fs::read_to_string(&state).unwrap();
+    let sig = serde_json::from_str::<Value>(&forged).unwrap()["logs"].as_object().unwrap().values().next().unwrap()
+        ["cosignature"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let flipped = format!("{}{}", if sig.starts_with('0') { "1" } else { "0" }, &sig[1..]);
+    std::fs::write(&state, forged.replace(&sig, &flipped)).unwrap();
+    let (status, v) = http(&addr, "GET", "/v1/verify", &auditor, "");
+    assert_eq!((status, &v["ok"]), (200, &Value::Bool(false)), "{v}");
+    assert!(v["code"].as_str().unwrap().starts_with("ICE-E05"), "{v}");
+    sigterm(child.id());
+    let _ = child.wait();
+}
