@@ -74,18 +74,18 @@ async function scenario() {
   await page.goto(`${url}/`);
   await page.fill("#token", env.APPROVER_TOKEN);
   await page.click("#login-form button[type=submit]");
-  await page.waitForSelector("#who:has-text('human:carol')", { timeout: 10000 });
-  await page.waitForSelector("#live:has-text('live')", { timeout: 10000 });
-  await page.waitForSelector("#proof-banner:has-text('chain verified')", { timeout: 10000 });
-  await page.waitForSelector("#proof-banner:has-text('cosigned seq')", { timeout: 10000 });
+  await page.waitForSelector("#who:has-text('human:carol')", { timeout: 30000 });
+  await page.waitForSelector("#live:has-text('live')", { timeout: 30000 });
+  await page.waitForSelector("#proof-banner:has-text('chain verified')", { timeout: 30000 });
+  await page.waitForSelector("#proof-banner:has-text('cosigned seq')", { timeout: 30000 });
   await page.click("#tab-proof");
-  await page.waitForSelector("#checkpoints tr:has-text('cosigned')", { timeout: 10000 });
+  await page.waitForSelector("#checkpoints tr:has-text('cosigned')", { timeout: 30000 });
 
   step("an agent proposes an irreversible delete: the approval appears live, with its exact args");
   await page.click("#tab-approvals");
   const first = await propose("notes/old.md");
   const card = page.locator(`article[data-approval='${first.approval_id}']`);
-  await card.waitFor({ timeout: 10000 });
+  await card.waitFor({ timeout: 30000 });
   const text = await card.innerText();
   check(text.includes("agent:writer asks to fs.delete file:notes/old.md"), `approval card names who and what: ${text}`);
   check(text.includes('"path": "notes/old.md"'), `approval card shows the exact args: ${text}`);
@@ -97,35 +97,35 @@ async function scenario() {
   step("approve it with a comment; the agent executes; the outcome arrives on the timeline without a reload");
   await card.locator("input").fill("old notes, fine to delete");
   await card.locator("button.approve").click();
-  await card.waitFor({ state: "detached", timeout: 10000 });
+  await card.waitFor({ state: "detached", timeout: 30000 });
   const approved = await api(env.AGENT_TOKEN, "GET", `/v1/proposals/${first.proposal_id}`);
   const permit = approved.body.permit && approved.body.permit.permit_id;
   check(permit, `a permit was issued: ${JSON.stringify(approved.body)}`);
   const exec = await api(env.AGENT_TOKEN, "POST", `/v1/permits/${permit}/exec`, {});
   check(exec.status === 200, `exec: ${exec.status} ${JSON.stringify(exec.body)}`);
   await page.click("#tab-timeline");
-  await page.waitForSelector("#events tr[data-kind='EffectCompleted']", { timeout: 10000 });
-  await page.waitForSelector("#events tr[data-kind='ApprovalGranted']", { timeout: 10000 });
+  await page.waitForSelector("#events tr[data-kind='EffectCompleted']", { timeout: 30000 });
+  await page.waitForSelector("#events tr[data-kind='ApprovalGranted']", { timeout: 30000 });
   await page.locator("#events tr[data-kind='EffectCompleted']").first().click();
-  await page.waitForSelector("#events tr.detail pre.payload", { timeout: 5000 });
+  await page.waitForSelector("#events tr.detail pre.payload", { timeout: 30000 });
   await page.screenshot({ path: `${env.SHOTS}/timeline.png`, fullPage: true });
 
   step("a second delete is denied from the console");
   await page.click("#tab-approvals");
   const second = await propose("notes/keep.md");
   const card2 = page.locator(`article[data-approval='${second.approval_id}']`);
-  await card2.waitFor({ timeout: 10000 });
+  await card2.waitFor({ timeout: 30000 });
   await card2.locator("button.deny").click();
-  await card2.waitFor({ state: "detached", timeout: 10000 });
+  await card2.waitFor({ state: "detached", timeout: 30000 });
   await page.click("#tab-timeline");
-  await page.waitForSelector("#events tr[data-kind='ApprovalDenied']", { timeout: 10000 });
+  await page.waitForSelector("#events tr[data-kind='ApprovalDenied']", { timeout: 30000 });
   const denied = await api(env.AGENT_TOKEN, "GET", `/v1/proposals/${second.proposal_id}`);
   check(!denied.body.permit, "a denied approval issues no permit");
 
   step("the run view shows the path and the proposal tree");
   await page.click("#tab-runs");
   await page.locator(`#runs tr:has(td[title='${env.RUN}'])`).click();
-  await page.waitForSelector("#run-detail .state-path span.here", { timeout: 10000 });
+  await page.waitForSelector("#run-detail .state-path span.here", { timeout: 30000 });
   const tree = await page.locator("#run-detail").innerText();
   check(tree.includes("fs.delete file:notes/old.md") && tree.includes("EffectCompleted"), `run tree: ${tree}`);
   check(tree.includes("ApprovalGranted") && tree.includes("ApprovalDenied"), `run tree shows the answers: ${tree}`);
@@ -141,10 +141,10 @@ async function scenario() {
   await auditor.goto(`${url}/`);
   await auditor.fill("#token", env.AUDITOR_TOKEN);
   await auditor.click("#login-form button[type=submit]");
-  await auditor.waitForSelector("#who:has-text('human:dana')", { timeout: 10000 });
+  await auditor.waitForSelector("#who:has-text('human:dana')", { timeout: 30000 });
   await auditor.click("#tab-approvals");
   const card3 = auditor.locator(`article[data-approval='${third.approval_id}']`);
-  await card3.waitFor({ timeout: 10000 });
+  await card3.waitFor({ timeout: 30000 });
   check(await card3.locator("button.approve").count() === 0, "an auditor sees no approve button");
   const refused = await api(env.AUDITOR_TOKEN, "POST", `/v1/approvals/${third.approval_id}/approve`,
     { args_hash: third.args_hash });
@@ -156,20 +156,20 @@ async function scenario() {
   await ops.goto(`${url}/`);
   await ops.fill("#token", env.OPERATOR_TOKEN);
   await ops.click("#login-form button[type=submit]");
-  await ops.waitForSelector("#who:has-text('human:olga')", { timeout: 10000 });
+  await ops.waitForSelector("#who:has-text('human:olga')", { timeout: 30000 });
   await ops.click("#tab-grants");
-  await ops.waitForSelector("#grants tr:has-text('agent:writer'):has-text('fs.delete')", { timeout: 10000 });
+  await ops.waitForSelector("#grants tr:has-text('agent:writer'):has-text('fs.delete')", { timeout: 30000 });
   await ops.click("#tab-agents");
   const agentRow = ops.locator("#agents tr[data-agent='agent:writer']");
-  await agentRow.waitFor({ timeout: 10000 });
+  await agentRow.waitFor({ timeout: 30000 });
   await agentRow.locator("input").fill("reviewing its deletes");
   await agentRow.locator("button.agent-suspend").click();
-  await ops.waitForSelector("#agents tr[data-agent='agent:writer'] td.status:has-text('suspended')", { timeout: 10000 });
+  await ops.waitForSelector("#agents tr[data-agent='agent:writer'] td.status:has-text('suspended')", { timeout: 30000 });
   const blocked = await api(env.AGENT_TOKEN, "POST", "/v1/proposals",
     { run: env.RUN, action: "fs.delete", resource: "file:notes/third.md", args: { path: "notes/third.md" } });
   check(blocked.body.verdict === "deny" || blocked.body.verdict === "suspend", `a suspended agent is denied: ${JSON.stringify(blocked.body)}`);
   await ops.click("#tab-policy");
-  await ops.waitForSelector("#policy:has-text('irreversible-needs-approval')", { timeout: 10000 });
+  await ops.waitForSelector("#policy:has-text('irreversible-needs-approval')", { timeout: 30000 });
   await ops.fill("#whatif-name", "stricter.cedar");
   await ops.fill("#whatif-text", '@id("no-deletes")\nforbid (principal, action == Ice::Action::"fs.delete", resource);\n');
   await ops.click("#whatif-form button[type=submit]");
@@ -182,12 +182,21 @@ async function scenario() {
   await ops.locator("button.rollback-run").click();
   await ops.waitForSelector("#run-detail .rollback:has-text('compensated')", { timeout: 20000 });
 
+  step("the operator exports the run's audit bundle from the proof view");
+  const cp = await api(env.OPERATOR_TOKEN, "POST", "/v1/checkpoints");
+  check(cp.status === 200, `checkpoint: ${cp.status} ${JSON.stringify(cp.body)}`);
+  await ops.click("#tab-proof");
+  await ops.fill("#export-form input[name=run]", env.RUN);
+  const [download] = await Promise.all([ops.waitForEvent("download", { timeout: 20000 }),
+    ops.click("#export-form button[type=submit]")]);
+  await download.saveAs(`${env.SHOTS}/bundle.ndjson`);
+
   step("a bad token is refused at login");
   const stranger = await (await browser.newContext()).newPage();
   await stranger.goto(`${url}/`);
   await stranger.fill("#token", "ice_not_a_token");
   await stranger.click("#login-form button[type=submit]");
-  await stranger.waitForSelector("#login-error:has-text('ICE-E09')", { timeout: 10000 });
+  await stranger.waitForSelector("#login-error:has-text('ICE-E09')", { timeout: 30000 });
 }
 
 try {

@@ -117,6 +117,19 @@ fn agent_home(url: &str, max_tokens: u64) -> (Ice, String, String) {
     (ice, token, run)
 }
 
+/// `ice agent run` in the background (stderr discarded).
+fn spawn_agent(ice: &Ice, token: &str, run: &str, stdout: Stdio) -> std::process::Child {
+    let config = ice.path().join("agent.toml");
+    Command::new(bin())
+        .arg("--dir")
+        .arg(ice.path())
+        .args(["--token", token, "agent", "run", "--config", config.to_str().unwrap(), "--run", run])
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn agent_run(ice: &Ice, token: &str, run: &str) -> std::process::Output {
     let config = ice.path().join("agent.toml");
     ice.run_token(token, &["agent", "run", "--config", config.to_str().unwrap(), "--run", run])
@@ -224,20 +237,8 @@ fn a_killed_agent_resumes_without_repeating_a_completed_effect() {
     // The second model call hangs the first time it is made: the agent is killed while it waits.
     let (url, seen) = fake_model(replies, Some(1));
     let (ice, token, run) = agent_home(&url, 128);
-    let config = ice.path().join("agent.toml");
-    let mut child = Command::new(bin())
-        .arg("--dir")
-        .arg(ice.path())
-        .args(["--token", &token, "agent", "run", "--config", config.to_str().unwrap(), "--run", &run])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(Instant::now() < deadline, "the agent never made its second model call");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = spawn_agent(&ice, &token, &run, Stdio::null());
+    wait_for("the agent's second model call", || seen.lock().unwrap().len() >= 2);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let log = ice.path().join("sandbox/notes/log.md");
@@ -300,14 +301,7 @@ fn a_suspended_agent_waits_and_an_irreversible_call_waits_for_a_human() {
     let approver = ice.token("human:carol", "approver");
     ice.ok(&["agent", "suspend", "agent:writer", "--reason", "reviewing its prompt"]);
 
-    let child = Command::new(bin())
-        .arg("--dir")
-        .arg(ice.path())
-        .args(["--token", &token, "agent", "run", "--config", config.to_str().unwrap(), "--run", &run])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_agent(&ice, &token, &run, Stdio::piped());
     // Suspended before its first call: it records so and asks nothing.
     wait_for("the suspension to be recorded", || lifecycle(&ice).iter().any(|p| p["lifecycle"] == "suspended"));
     std::thread::sleep(Duration::from_millis(300));

@@ -97,6 +97,10 @@ fn the_console_answers_approvals_on_the_exact_args_in_a_real_browser() {
     for shot in ["approval.png", "timeline.png", "run.png", "policy.png"] {
         assert!(shots.join(shot).metadata().is_ok_and(|m| m.len() > 1000), "no screenshot {shot}");
     }
+    // The bundle the operator downloaded verifies offline against the ledger's key.
+    let key = ice.ok(&["key"]).trim().to_owned();
+    let bundle = shots.join("bundle.ndjson");
+    ice.ok(&["verify", "--bundle", bundle.to_str().unwrap(), "--trust-key", &key]);
     // The approved delete ran, and the operator's rollback from the console restored the file.
     let restored = std::fs::read_to_string(ice.path().join("sandbox/notes/old.md")).unwrap();
     assert_eq!(restored, "note\n");
