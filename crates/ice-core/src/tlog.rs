@@ -144,6 +144,77 @@ pub fn signed_note(body: &str, name: &str, public_key: &[u8; 32], signature: &[u
     format!("{body}\n\u{2014} {name} {}\n", B64.encode(sig))
 }
 
+/// The key id of an Ed25519 *cosigner* (C2SP tlog-cosignature): SHA-256(name || "\n" || 0x04 || key)[:4].
+pub fn cosignature_key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([4u8]);
+    h.update(public_key);
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// What a `cosignature/v1` signs: the header line, the timestamp line, and the checkpoint's whole note body.
+pub fn cosigned_message(timestamp: u64, body: &str) -> String {
+    format!("cosignature/v1\ntime {timestamp}\n{body}")
+}
+
+/// A cosignature line: `— NAME base64(key id || timestamp (8 bytes, big-endian) || signature)`, newline-terminated.
+pub fn cosignature_line(name: &str, public_key: &[u8; 32], timestamp: u64, signature: &[u8; 64]) -> String {
+    let mut raw = cosignature_key_id(name, public_key).to_vec();
+    raw.extend_from_slice(&timestamp.to_be_bytes());
+    raw.extend_from_slice(signature);
+    format!("\u{2014} {name} {}\n", B64.encode(raw))
+}
+
+/// The timestamp and signature of `name`'s cosignature (by `public_key`'s key id) among `lines`, if there is one.
+pub fn find_cosignature(lines: &str, name: &str, public_key: &[u8; 32]) -> Option<(u64, [u8; 64])> {
+    let id = cosignature_key_id(name, public_key);
+    lines.lines().find_map(|line| {
+        let (n, blob) = line.strip_prefix("\u{2014} ")?.rsplit_once(' ')?;
+        let raw = B64.decode(blob).ok()?;
+        if n != name || raw.len() != 4 + 8 + 64 || raw[..4] != id {
+            return None;
+        }
+        let timestamp = u64::from_be_bytes(raw[4..12].try_into().ok()?);
+        Some((timestamp, raw[12..].try_into().ok()?))
+    })
+}
+
+/// A tlog-witness `add-checkpoint` request: the old size, the consistency proof, and the checkpoint note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddCheckpoint {
+    /// The size of the checkpoint the client believes the witness holds.
+    pub old: u64,
+    /// The consistency proof from `old` to the checkpoint's size.
+    pub proof: Vec<TreeHash>,
+    /// The signed checkpoint note.
+    pub note: String,
+}
+
+/// Parses an `add-checkpoint` body (`old N`, up to 63 base64 proof lines, an empty line, a checkpoint note); the
+/// error says what is wrong (answered with 400).
+pub fn parse_add_checkpoint(text: &str) -> Result<AddCheckpoint, String> {
+    let (head, note) = text.split_once("\n\n").ok_or("no empty line before the checkpoint")?;
+    let mut lines = head.lines();
+    let old_text = lines.next().and_then(|l| l.strip_prefix("old ")).ok_or("the first line is not `old SIZE`")?;
+    if old_text.starts_with('+') || (old_text.len() > 1 && old_text.starts_with('0')) {
+        return Err("the old size has a sign or a leading zero".into());
+    }
+    let old: u64 = old_text.parse().map_err(|_| "the old size is not a number")?;
+    let proof = lines
+        .map(|l| B64.decode(l).ok().and_then(|b| TreeHash::try_from(b).ok()).ok_or("a proof line is not a base64 hash"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if proof.len() > 63 {
+        return Err("more than 63 proof lines".into());
+    }
+    if old == 0 && !proof.is_empty() {
+        return Err("the proof must be empty when the old size is 0".into());
+    }
+    Ok(AddCheckpoint { old, proof, note: note.to_owned() })
+}
+
 /// A parsed tlog checkpoint: origin, size and root from its body, and the signature made by `name`'s key, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteCheckpoint {
@@ -185,6 +256,37 @@ pub fn parse_checkpoint_note(text: &str) -> Option<NoteCheckpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spec_add_checkpoint_example_parses_and_cosignatures_round_trip() {
+        // The request body example of c2sp.org/tlog-witness.
+        let body = "old 20852014\nPlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\njrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n\
+            5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n/6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n\n\
+            example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\
+            \u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n";
+        let req = parse_add_checkpoint(body).unwrap();
+        assert_eq!((req.old, req.proof.len()), (20_852_014, 4));
+        let note = parse_checkpoint_note(&req.note).unwrap();
+        assert_eq!((note.origin.as_str(), note.size), ("example.com/behind-the-sofa", 20_852_163));
+        for bad in [
+            "old 01\n\nx",
+            "old 5\nnot base64!\n\nx",
+            "old 0\nPlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n\nx",
+            "new 5\n\nx",
+        ] {
+            assert!(parse_add_checkpoint(bad).is_err(), "{bad}");
+        }
+        // The signed message is the spec's: header, time line, whole body.
+        assert_eq!(
+            cosigned_message(1_679_315_147, &note.body),
+            "cosignature/v1\ntime 1679315147\nexample.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+        );
+        let key = [7u8; 32];
+        let line = cosignature_line("witness.example/w1", &key, 1_679_315_147, &[9u8; 64]);
+        assert_eq!(find_cosignature(&line, "witness.example/w1", &key), Some((1_679_315_147, [9u8; 64])));
+        assert_eq!(find_cosignature(&line, "witness.example/w2", &key), None, "the name is part of the key id");
+        assert_ne!(cosignature_key_id("w", &key), note_key_id("w", &key), "0x04, not the note key's 0x01");
+    }
 
     fn hex(h: &TreeHash) -> String {
         crate::checkpoint::to_hex(h)

@@ -157,6 +157,25 @@ pub enum Command {
     /// Act as a witness: check that the ledger's latest signed checkpoint extends the one this witness cosigned
     /// before (that checkpoint still there unchanged, every event and checkpoint since verifying), then cosign it
     /// into the state file. Keep the state and key off the ledger's host; exit 1 if the ledger contradicts them.
+    /// Run a C2SP tlog-witness: an HTTP service answering `POST /add-checkpoint` for the logs given with --log,
+    /// recording the latest checkpoint it cosigned per log in its state file.
+    TlogWitness {
+        /// Its state file (created on first use).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Its ed25519 key (hex seed; created, mode 0600, if missing). Default: STATE with extension `.key`.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7031")]
+        listen: String,
+        /// Its name (the key name of its cosignatures), e.g. witness.example.com/w1.
+        #[arg(long)]
+        name: String,
+        /// A log it cosigns: ORIGIN=HEXKEY (repeatable), e.g. the origin `ice tlog checkpoint` prints.
+        #[arg(long = "log", value_name = "ORIGIN=HEXKEY")]
+        logs: Vec<String>,
+    },
     Witness {
         /// The witness's state file (created on first use).
         #[arg(long, value_name = "FILE")]

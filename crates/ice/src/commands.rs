@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             | Command::Demo { .. }
             | Command::Bench(_)
             | Command::Kinds
+            | Command::TlogWitness { .. }
     );
     if let Some(url) = cli.server.as_deref().filter(|u| !u.trim().is_empty() && !local_only) {
         let remote = crate::remote::Remote::new(url.trim(), cli.token.as_deref(), cli.ca_cert.as_deref())?;
@@ -66,6 +67,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys, trust_bundle_key, witness)
         }
         Command::Tlog(cmd) => crate::tlog_cmds::run(&home()?, cmd),
+        Command::TlogWitness { state, key, listen, name, logs } => {
+            crate::tlog_witness::serve(&state, key.as_deref(), &listen, &name, &logs)
+        }
         Command::Witness { state, key, log_key } => {
             crate::witness_cmds::witness(&home()?, &state, key.as_deref(), log_key.as_deref())
         }

@@ -25,6 +25,7 @@ mod remote;
 mod render;
 mod serve;
 mod tlog_cmds;
+mod tlog_witness;
 mod witness_cmds;
 
 use std::process::ExitCode;

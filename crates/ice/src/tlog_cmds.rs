@@ -25,7 +25,56 @@ pub fn run(home: &IceHome, cmd: TlogCommand) -> Result<u8, CliError> {
         TlogCommand::Checkpoint { size, origin } => checkpoint(home, &rt, size, origin),
         TlogCommand::Consistency { from, to, witness_request } => consistency(home, &rt, from, to, witness_request),
         TlogCommand::Verify { note, key } => verify(home, &rt, &note, key.as_deref()),
+        TlogCommand::Witness { url, witness_key, witness_name } => {
+            witness(home, &rt, &url, witness_key.as_deref(), witness_name.as_deref())
+        }
     }
+}
+
+/// Submits the latest signed checkpoint to the witness at `url` and prints the note with its cosignature.
+fn witness(home: &IceHome, rt: &Runtime, url: &str, key: Option<&str>, name: Option<&str>) -> Result<u8, CliError> {
+    let size = rt
+        .with_state(|s| s.last_checkpoint().map(|m| m.to_seq))?
+        .ok_or_else(|| bad("no signed checkpoint yet: run `ice checkpoint`".into()))?;
+    let all = leaves(rt, size)?;
+    let root = tree_hash(&all);
+    let note = signed_checkpoint(home, rt, None, size, &root)?;
+    let proof_from = |old: u64| -> Result<Vec<TreeHash>, CliError> {
+        if old > size {
+            return Err(CliError::Coded(
+                ErrorCode::WitnessMismatch,
+                format!(
+                    "the witness holds a tree of {old} events; this ledger's checkpoint covers {size} (truncated?)"
+                ),
+            ));
+        }
+        let m = usize::try_from(old).map_err(|_| bad("size too large".into()))?;
+        Ok(if m == 0 { Vec::new() } else { consistency_proof(m, &all) })
+    };
+    let lines = match crate::tlog_witness::submit(url, &note, &proof_from)? {
+        Ok(lines) => lines,
+        Err(why) => {
+            println!("FAILED: the witness refused the checkpoint of {size} events ({why})");
+            return Ok(exit::CHECK_FAILED);
+        }
+    };
+    if let (Some(key), Some(name)) = (key, name) {
+        let public: [u8; 32] = from_hex(key)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad(format!("`{key}` is not a hex ed25519 public key")))?;
+        let body = checkpoint_body(&parse_checkpoint_note(&note).map(|n| n.origin).unwrap_or_default(), size, &root);
+        let verified = ice_core::tlog::find_cosignature(&lines, name, &public).is_some_and(|(t, sig)| {
+            VerifyingKey::from_bytes(&public).is_ok_and(|k| {
+                k.verify(ice_core::tlog::cosigned_message(t, &body).as_bytes(), &Signature::from_bytes(&sig)).is_ok()
+            })
+        });
+        if !verified {
+            println!("FAILED: no cosignature by {name} with key {key} verifies");
+            return Ok(exit::CHECK_FAILED);
+        }
+    }
+    print!("{note}{lines}");
+    Ok(exit::OK)
 }
 
 fn bad(message: String) -> CliError {

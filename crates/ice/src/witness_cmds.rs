@@ -18,7 +18,7 @@ fn state_error(message: String) -> CliError {
 
 /// The witness's signing key from `path` (a hex seed, read as a `file:` signing key is), created with mode 0600
 /// when missing.
-fn load_or_create_key(path: &Path) -> Result<CheckpointSigner, CliError> {
+pub(crate) fn load_or_create_key(path: &Path) -> Result<CheckpointSigner, CliError> {
     let spec = KeySpec::File(path.to_owned());
     match CheckpointSigner::load(&spec).map_err(|e| state_error(e.message))? {
         Some(signer) => Ok(signer),
@@ -32,7 +32,7 @@ fn load_or_create_key(path: &Path) -> Result<CheckpointSigner, CliError> {
 }
 
 /// Writes `text` to `path` atomically (a temporary file renamed over it), mode 0600.
-fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;

@@ -15,6 +15,7 @@ mod cli {
     mod roles;
     mod serve;
     mod tamper;
+    mod tlog_witness;
     mod trust;
 }
 

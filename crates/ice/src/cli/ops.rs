@@ -219,4 +219,18 @@ pub enum TlogCommand {
         #[arg(long, value_name = "HEX")]
         key: Option<String>,
     },
+    /// Submit the latest signed checkpoint to a C2SP tlog-witness (`add-checkpoint`, with a consistency proof from
+    /// the size the witness holds) and print the checkpoint note with the witness's cosignature (operator; exit 1
+    /// if the witness refuses it or, with --witness-key, its cosignature does not verify).
+    Witness {
+        /// The witness's submission prefix, e.g. http://127.0.0.1:7031.
+        #[arg(long)]
+        url: String,
+        /// The witness's public key (hex): check its cosignature.
+        #[arg(long, value_name = "HEX", requires = "witness_name")]
+        witness_key: Option<String>,
+        /// The witness's name (its cosignature lines' key name).
+        #[arg(long)]
+        witness_name: Option<String>,
+    },
 }
