@@ -247,8 +247,17 @@ impl Agent {
                 return Ok(None);
             }
             if Instant::now() >= deadline {
-                self.record(json!({"gave_up_on_approval": approval.to_string(), "proposal": proposal.to_string(),
-                    "waited_secs": self.config.agent.approval_timeout_secs}))?;
+                // Take the proposal back (recorded; the approval leaves the approvers' queue). An approver who
+                // answered in the meantime wins: the next look at the ledger sees the answer.
+                let reason = format!(
+                    "agent {} stopped waiting after {} s",
+                    self.config.agent.name, self.config.agent.approval_timeout_secs
+                );
+                match self.rt.withdraw(&self.caller, proposal, &reason) {
+                    Ok(_) => {}
+                    Err(e) if e.code() == ErrorCode::ApprovalClosed => continue,
+                    Err(e) => return Err(e.into()),
+                }
                 if fate.action == MODEL_ACTION {
                     let m = format!("no approver answered approval {approval} of the model call");
                     return Ok(Some(Stop::new(StopReason::Refused, m)));

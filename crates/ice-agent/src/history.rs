@@ -39,7 +39,7 @@ pub(crate) enum Answer {
     Granted,
     Denied,
     Expired,
-    /// The agent stopped waiting (recorded by the agent: `{"gave_up_on_approval": id}`).
+    /// The agent stopped waiting and withdrew the proposal.
     GaveUp,
 }
 
@@ -134,9 +134,6 @@ impl History {
                 }
                 let id_of = |k: &str| v.get(k).and_then(Value::as_str).and_then(|s| s.parse::<EventId>().ok());
                 let text_of = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-                if let Some(id) = id_of("gave_up_on_approval") {
-                    self.answer(by_link, id, Answer::GaveUp);
-                }
                 if let Some(&i) = id_of("gave_up_on_permit").and_then(|id| by_link.get(&id)) {
                     self.fates[i].revoked = true;
                     self.fates[i].refused = Some((text_of("code"), text_of("message")));
@@ -145,6 +142,17 @@ impl History {
                     let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
                     let refused = Some((field("code"), field("message")));
                     self.fates.push(Fate { refused, ..Fate::new(e.event_id, field("action"), field("args_hash")) });
+                }
+            }
+            // The agent took its proposal back: a pending approval is given up, an unused permit will not be used.
+            EventKind::ProposalWithdrawn if &e.origin == me => {
+                let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                let id = v.get("proposal_id").and_then(Value::as_str).and_then(|s| s.parse::<EventId>().ok());
+                if let Some(&i) = id.as_ref().and_then(|id| index.get(id)) {
+                    if let Some((approval, _)) = self.fates[i].approval {
+                        self.answer(by_link, approval, Answer::GaveUp);
+                    }
+                    self.fates[i].revoked = true;
                 }
             }
             EventKind::DecisionMade => {

@@ -263,18 +263,25 @@ impl Gateway {
                 _ => {}
             }
             if started.elapsed() >= limit {
-                let msg = format!(
-                    "no approver answered approval {approval} within {} s; the call is not made",
-                    limit.as_secs()
-                );
-                let attempt = json!({"kind": "EffectStarted", "via": "mcp", "approval_id": approval.to_string(),
-                    "run_id": who.run, "origin": who.caller.principal().to_string()});
-                let err = self
-                    .blocking(move |rt| {
-                        Ok(rt.refuse_request(Rejection::new(ErrorCode::RequestTimeout, msg), attempt, true))
-                    })
-                    .await;
-                return Err(tool_error(&err.unwrap_or_else(|e| e)));
+                // Fail closed, and take the proposal back so the approval leaves the approvers' queue (recorded as
+                // the caller's ProposalWithdrawn with the approval's closing). An approver who answered in the
+                // meantime wins the race: the next poll sees the answer.
+                let secs = limit.as_secs();
+                let me = who.caller.clone();
+                let reason = format!("the MCP client stopped waiting after {secs} s");
+                let withdrawn = self.blocking(move |rt| rt.withdraw(&me, proposal, &reason)).await;
+                match withdrawn {
+                    Ok(events) => {
+                        return Err(error_text(format!(
+                            "{}: no approver answered approval {approval} within {secs} s; the call is not made and \
+                             the proposal was withdrawn (seq {})",
+                            ErrorCode::RequestTimeout.as_str(),
+                            events.first().map_or(0, |e| e.seq.0)
+                        )));
+                    }
+                    Err(e) if e.code() == ErrorCode::ApprovalClosed => {}
+                    Err(e) => return Err(tool_error(&e)),
+                }
             }
             if let Some(token) = token.clone() {
                 step += 1;

@@ -19,6 +19,7 @@ pub mod signer;
 mod snapshot;
 mod system;
 pub mod tools;
+mod withdraw;
 
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};
 pub use boundary::{ExecInput, ExecOutcome, StartedEffect, TEST_PAUSE_ENV};

@@ -388,3 +388,51 @@ fn the_outcome_deadline_is_configurable_and_recorded() {
     assert_eq!(started.deadline.0 - out.started.time.0, 42_000_000);
     assert_eq!(started.journal, None, "a file effect is recognised in the file, not in a journal");
 }
+
+/// A proposer that stops waiting withdraws its proposal: the pending approval closes (an approver can no longer
+/// grant it), an unused permit is revoked with its reservation released; only the proposer may, only while
+/// something is open, and the fold reproduces it.
+#[test]
+fn a_proposer_withdraws_a_waiting_approval_or_an_unused_permit() {
+    let mut l = Ledger::new();
+    attach(&mut l, &EffectsConfig::default());
+    let run = l.executing_run();
+    grant_all(&l, "agent:a");
+    let key = ice_core::budget::BudgetKey {
+        scope: ice_core::budget::BudgetScope::Global,
+        dimension: ice_core::Dimension::Calls,
+        period: ice_core::budget::Period::Total,
+    };
+    l.rt.set_budget(&l.alice, key, 1).unwrap();
+    let o = propose(&l, &run, "agent:a", "fs.delete", "file:x.txt", r#"{"path":"x.txt"}"#);
+    let proposal = o.proposal.event_id;
+    let approval = l.rt.with_state(|s| s.effects().approval_for(proposal).map(|a| a.id)).unwrap().unwrap();
+    let other = l.agent("agent:b");
+    let err = l.rt.withdraw(&other, proposal, "not mine").unwrap_err();
+    assert_eq!(err.code(), ice_core::ErrorCode::ActAsNotAllowed);
+    let events = l.rt.withdraw(&l.agent("agent:a"), proposal, "stopped waiting").unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::ProposalWithdrawn, EventKind::ApprovalExpired]);
+    assert_eq!(events[0].origin.to_string(), "agent:a");
+    let bob = l.human("human:bob", Roles::of(&[Role::Approver]));
+    assert_eq!(l.rt.approve(&bob, approval, None, None).unwrap_err().code(), ice_core::ErrorCode::ApprovalClosed);
+    let again = l.rt.withdraw(&l.agent("agent:a"), proposal, "twice").unwrap_err();
+    assert_eq!(again.code(), ice_core::ErrorCode::ApprovalClosed, "nothing is open any more");
+
+    // An allowed proposal's unused permit: revoked, and the one call it reserved is free again.
+    let write = ProposalInput {
+        run: Some(run.clone()),
+        action: "fs.write".into(),
+        resource: "file:a.txt".into(),
+        args: r#"{"path":"a.txt","content":"x"}"#.into(),
+        cost_estimate: ice_core::Cost::of(ice_core::Dimension::Calls, 1),
+        ..ProposalInput::default()
+    };
+    let allowed = l.rt.propose(&l.agent("agent:a"), &write).unwrap();
+    assert_eq!(l.rt.propose(&l.agent("agent:a"), &write).unwrap().decision.verdict, ice_core::decision::Verdict::Deny);
+    let events = l.rt.withdraw(&l.agent("agent:a"), allowed.proposal.event_id, "changed my mind").unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::ProposalWithdrawn, EventKind::PermitRevoked, EventKind::BudgetReleased]);
+    assert_eq!(l.rt.propose(&l.agent("agent:a"), &write).unwrap().decision.verdict, ice_core::decision::Verdict::Allow);
+    l.fold_from_scratch();
+}

@@ -34,6 +34,7 @@ fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(proposals::submit))
         .routes(routes!(proposals::get_proposal))
+        .routes(routes!(proposals::withdraw))
         .routes(routes!(proposals::list_approvals))
         .routes(routes!(proposals::approve))
         .routes(routes!(proposals::deny))

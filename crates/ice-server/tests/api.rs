@@ -522,3 +522,23 @@ async fn metrics_count_decisions_effects_and_group_commit_batches() {
         assert!(v.parse::<f64>().is_ok(), "bad value in {line}");
     }
 }
+
+#[tokio::test]
+async fn a_proposer_withdraws_its_waiting_proposal_and_nobody_else_may() {
+    let f = Fixture::new();
+    let app = f.server().router();
+    let (s, d) = call(&app, "POST", "/v1/proposals", Some(&f.tokens.agent), Some(&f.delete_body("w.txt"))).await;
+    assert_eq!((s, d["verdict"].as_str()), (StatusCode::OK, Some("require_approval")), "{d}");
+    let path = format!("/v1/proposals/{}/withdraw", d["proposal_id"].as_str().unwrap());
+    let why = json!({"reason": "no longer needed"}).to_string();
+    let (s, v) = call(&app, "POST", &path, Some(&f.tokens.agent_b), Some(&why)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = call(&app, "POST", &path, Some(&f.tokens.agent), Some(&why)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let kinds: Vec<&str> = v["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ProposalWithdrawn", "ApprovalExpired"]);
+    let (_, list) = call(&app, "GET", "/v1/approvals", Some(&f.tokens.approver), None).await;
+    assert_eq!(list["approvals"].as_array().map(Vec::len), Some(0), "{list}");
+    let (s, v) = call(&app, "POST", &path, Some(&f.tokens.agent), Some(&why)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "nothing open any more: {v}");
+}

@@ -103,6 +103,15 @@ pub enum Command {
     Approve(AnswerArgs),
     /// Deny a pending approval.
     Deny(AnswerArgs),
+    /// Withdraw a proposal you made (with your token): its pending approval closes, or its unused permit is
+    /// revoked and its budget reservation released.
+    Withdraw {
+        /// The proposal id.
+        proposal: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "withdrawn by the proposer")]
+        reason: String,
+    },
     /// Undo the completed effects of a run (or one effect) by governed compensations.
     Rollback {
         /// Run id (or unique prefix) or an EffectStarted / EffectCompleted event id.

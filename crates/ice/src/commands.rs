@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Approvals(cmd) => effect_cmds::approvals(&home()?, cmd),
         Command::Approve(args) => effect_cmds::answer(&home()?, &args, true),
         Command::Deny(args) => effect_cmds::answer(&home()?, &args, false),
+        Command::Withdraw { proposal, reason } => effect_cmds::withdraw(&home()?, &proposal, &reason),
         Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),

@@ -222,6 +222,17 @@ pub fn answer(home: &IceHome, args: &AnswerArgs, grant: bool) -> Result<u8, CliE
     Ok(exit::OK)
 }
 
+/// `ice withdraw`.
+pub fn withdraw(home: &IceHome, proposal: &str, reason: &str) -> Result<u8, CliError> {
+    let rt = home.open_runtime()?;
+    let who = caller(&rt, None)?;
+    let id = event_id(proposal, "a proposal")?;
+    for e in rt.withdraw(&who, id, reason)? {
+        println!("{} (seq {})", e.kind, e.seq);
+    }
+    Ok(exit::OK)
+}
+
 /// `ice rollback`.
 pub fn rollback(home: &IceHome, target: &str, who: Option<&str>, json_out: bool) -> Result<u8, CliError> {
     let rt = home.open_runtime()?;

@@ -318,6 +318,10 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
             print(&remote.post(&format!("/v1/approvals/{}/deny", q(&a.approval)), json!({"comment": a.comment}))?);
             Ok(exit::OK)
         }
+        Command::Withdraw { proposal, reason } => {
+            print(&remote.post(&format!("/v1/proposals/{}/withdraw", q(&proposal)), json!({"reason": reason}))?);
+            Ok(exit::OK)
+        }
         Command::Log(a) => {
             if a.follow {
                 return Err(bad("--follow is not available with --server; stream GET /v1/stream instead"));

@@ -264,6 +264,36 @@ pub async fn deny(
     Ok(Json(answered(&events)))
 }
 
+/// Why a proposal is withdrawn.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawBody {
+    /// Why (recorded).
+    reason: Option<String>,
+}
+
+/// Withdraw a proposal (its proposer only): its pending approval closes, or its unused permit is revoked and the
+/// reservation released.
+#[utoipa::path(post, path = "/v1/proposals/{id}/withdraw", tag = "proposals", request_body = WithdrawBody,
+    security(("bearer" = [])), params(("id" = String, Path, description = "Proposal id")),
+    responses((status = 200, description = "Events recorded", body = Object),
+        (status = 403, description = "Not the proposer", body = ErrorBody),
+        (status = 409, description = "Nothing open to withdraw", body = ErrorBody)))]
+pub async fn withdraw(
+    State(state): State<Shared>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    Strict(body): Strict<WithdrawBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = event_id(&id, "a proposal id")?;
+    let reason = body.reason.unwrap_or_else(|| "withdrawn by the proposer".into());
+    let events = blocking(&state.rt, move |rt| Ok(rt.withdraw(&caller, id, &reason)?)).await?;
+    if let Some(e) = events.last() {
+        state.saw(e.seq);
+    }
+    Ok(Json(answered(&events)))
+}
+
 /// What to execute a permit with.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

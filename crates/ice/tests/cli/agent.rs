@@ -363,3 +363,28 @@ fn an_agent_calls_mcp_tools_through_the_same_gate() {
         events.iter().filter(|e| e["kind"] == "EffectStarted" && e["payload"]["action"] == "mcp.fs.read_text_file");
     assert_eq!(started.count(), 1);
 }
+
+#[test]
+fn an_unanswered_call_is_withdrawn_and_told_to_the_model_as_not_approved() {
+    let replies = vec![json!({"calls": [["delete_note", {"path": "notes/today.md"}]]}), json!({"content": "Left it."})];
+    let (url, seen) = fake_model(replies, None);
+    let (ice, token, run) = agent_home(&url, 128);
+    let config = ice.path().join("agent.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_tokens = 128\n", "max_tokens = 128\napproval_timeout_secs = 1\n");
+    std::fs::write(&config, format!("{text}\n[[tools]]\nname = \"delete_note\"\naction = \"fs.delete\"\n")).unwrap();
+    ice.ok(&["grant", "issue", "--to", "agent:writer", "--action", "fs.delete", "--resource", "file:notes/"]);
+    let out = agent_run(&ice, &token, &run);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    assert!(ice.path().join("sandbox/notes/today.md").exists());
+    let told =
+        seen.lock().unwrap()[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    let told: Value = serde_json::from_str(told["content"].as_str().unwrap()).unwrap();
+    assert_eq!(told["status"], "not_approved", "{told}");
+    let approver = ice.token("human:carol", "approver");
+    let pending = ice.run_token(&approver, &["approvals", "list", "--json"]);
+    assert_eq!(crate::stdout(&pending).trim(), "", "the approval left the queue");
+    let withdrawn: Vec<Value> = ice.events().into_iter().filter(|e| e["kind"] == "ProposalWithdrawn").collect();
+    assert_eq!((withdrawn.len(), withdrawn[0]["origin"].as_str()), (1, Some("agent:writer")));
+}

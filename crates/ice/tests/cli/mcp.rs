@@ -160,11 +160,16 @@ fn the_gateway_governs_every_call_of_a_real_upstream() {
         assert_ne!(r.is_error, Some(true), "{}", text(&r));
         assert_eq!(std::fs::read_to_string(data.join("out.txt")).unwrap(), "approved");
 
-        // Nobody answers: it fails closed after the configured 3 s, recorded, nothing written.
+        // Nobody answers: it fails closed after the configured 3 s, and the proposal is withdrawn (recorded), so the
+        // approval leaves the approvers' queue; nothing is written.
         let r = call(&client, "fs__write_file", json!({"path": "late.txt", "content": "never"})).await;
         assert_eq!(r.is_error, Some(true));
-        assert!(text(&r).contains("ICE-E0912") && text(&r).contains("recorded at seq"), "{}", text(&r));
+        assert!(text(&r).contains("ICE-E0912") && text(&r).contains("withdrawn (seq"), "{}", text(&r));
         assert!(!data.join("late.txt").exists());
+        let pending = ice.run_token(&approver, &["approvals", "list", "--json"]);
+        assert_eq!(crate::stdout(&pending).trim(), "", "the withdrawn approval is no longer pending");
+        let withdrawn = ice.events().into_iter().filter(|e| e["kind"] == "ProposalWithdrawn").count();
+        assert_eq!(withdrawn, 1);
 
         // Malformed calls: refused with codes, recorded; the gateway keeps serving.
         let r = call(&client, "fs__no_such_tool", json!({})).await;
