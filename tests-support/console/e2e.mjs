@@ -5,7 +5,10 @@
 // With MODE=big (a ledger of many events) it only logs in as the auditor and measures the time to the first
 // rendered event and to scroll the timeline, printing `first paint: N ms; scrolling: M ms`.
 // Exits non-zero, naming the failed step, when the console does not do what it must.
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 const env = process.env;
 const url = env.ICE_URL;
@@ -199,8 +202,34 @@ async function scenario() {
   await stranger.waitForSelector("#login-error:has-text('ICE-E09')", { timeout: 30000 });
 }
 
+// axe-core (WCAG 2 A and AA rules) on every view, as an operator (who sees the most controls). The page's CSP
+// forbids injected scripts, as it should; this context alone bypasses it to load axe.
+async function accessibility() {
+  step("every view passes axe-core's WCAG 2 A/AA rules without a serious or critical violation");
+  const page = await (await browser.newContext({ bypassCSP: true, viewport: { width: 1400, height: 900 } })).newPage();
+  await page.goto(`${url}/`);
+  await page.fill("#token", env.OPERATOR_TOKEN);
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#live:has-text('live')", { timeout: 30000 });
+  const found = [];
+  for (const tab of ["timeline", "approvals", "runs", "budgets", "grants", "agents", "policy", "proof"]) {
+    await page.click(`#tab-${tab}`);
+    if (tab === "runs") await page.locator("#runs tr").first().click();
+    await page.waitForTimeout(300);
+    await page.addScriptTag({ path: axePath });
+    const result = await page.evaluate(async () =>
+      // eslint-disable-next-line no-undef
+      (await axe.run(document, { runOnly: ["wcag2a", "wcag2aa"] })).violations.map((v) => ({ id: v.id, impact: v.impact,
+        nodes: v.nodes.length, help: v.help })));
+    for (const v of result) found.push({ tab, ...v });
+  }
+  for (const v of found) console.log(`axe: ${v.tab}: ${v.impact} ${v.id} (${v.nodes} node(s)): ${v.help}`);
+  const bad = found.filter((v) => v.impact === "serious" || v.impact === "critical");
+  check(bad.length === 0, `axe found serious or critical violations: ${JSON.stringify(bad)}`);
+}
+
 try {
-  await (env.MODE === "big" ? big() : scenario());
+  await (env.MODE === "big" ? big() : scenario().then(accessibility));
 } catch (e) {
   failures.push(e.stack || String(e));
 } finally {

@@ -108,18 +108,21 @@ function summary(e) {
 
 function eventRow(e) {
   const verdict = e.kind === "DecisionMade" ? `verdict-${e.payload.verdict}` : "";
-  const row = el("tr", { class: `event ${verdict}`, tabindex: 0, "data-seq": e.seq, "data-kind": e.kind,
-    "aria-expanded": "false" },
-    el("td", {}, e.seq), el("td", {}, e.time), el("td", {}, e.kind), el("td", {}, e.origin),
+  // The seq is a button (keyboard and screen readers reach it); a click anywhere on the row does the same.
+  const expand = el("button", { type: "button", class: "expand", "aria-expanded": "false",
+    "aria-label": `event ${e.seq}, ${e.kind}: show details` }, e.seq);
+  const row = el("tr", { class: `event ${verdict}`, "data-seq": e.seq, "data-kind": e.kind },
+    el("td", {}, expand), el("td", {}, e.time), el("td", {}, e.kind), el("td", {}, e.origin),
     el("td", { title: e.run_id || "" }, short(e.run_id)), el("td", { title: summary(e) }, summary(e)));
-  const toggle = () => {
+  const toggle = (ev) => {
+    ev.stopPropagation();
     const open = row.nextSibling && row.nextSibling.classList && row.nextSibling.classList.contains("detail");
-    if (open) { row.nextSibling.remove(); row.setAttribute("aria-expanded", "false"); return; }
-    row.setAttribute("aria-expanded", "true");
+    if (open) { row.nextSibling.remove(); expand.setAttribute("aria-expanded", "false"); return; }
+    expand.setAttribute("aria-expanded", "true");
     row.after(detailRow(e));
   };
   row.addEventListener("click", toggle);
-  row.addEventListener("keydown", (k) => { if (k.key === "Enter" || k.key === " ") { k.preventDefault(); toggle(); } });
+  expand.addEventListener("click", toggle);
   return row;
 }
 
