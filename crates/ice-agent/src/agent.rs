@@ -237,7 +237,7 @@ impl Agent {
     /// Waits for an approver; after `approval_timeout_secs` the agent stops waiting (recorded) and the call is
     /// told to the model as not approved — or, for a model call, the agent stops.
     fn await_approval(&self, proposal: EventId, approval: EventId) -> Result<Option<Stop>, AgentError> {
-        (self.say)(&format!("  waiting for a human: ice approvals approve {approval} (proposal {proposal})"));
+        (self.say)(&format!("  waiting for a human: ice approve {approval} (proposal {proposal})"));
         let deadline = Instant::now() + Duration::from_secs(self.config.agent.approval_timeout_secs);
         loop {
             let history = self.history()?;

@@ -121,15 +121,20 @@ pub fn verify_consistency(old: u64, new: u64, old_root: &TreeHash, new_root: &Tr
     fr == *old_root && sr == *new_root && sn == 0
 }
 
-/// The C2SP `signed-note` key id of an Ed25519 key: the first 4 bytes of SHA-256(name || "\n" || 0x01 || key).
-pub fn note_key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+/// A C2SP key id: the first 4 bytes of SHA-256(name || "\n" || signature type || key).
+fn key_id(name: &str, signature_type: u8, public_key: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([1u8]);
+    h.update([signature_type]);
     h.update(public_key);
     let d = h.finalize();
     [d[0], d[1], d[2], d[3]]
+}
+
+/// The C2SP `signed-note` key id of an Ed25519 key (signature type 0x01).
+pub fn note_key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    key_id(name, 0x01, public_key)
 }
 
 /// The body of a C2SP `tlog-checkpoint`: origin, tree size, base64 root hash, each on its own line.
@@ -144,15 +149,9 @@ pub fn signed_note(body: &str, name: &str, public_key: &[u8; 32], signature: &[u
     format!("{body}\n\u{2014} {name} {}\n", B64.encode(sig))
 }
 
-/// The key id of an Ed25519 *cosigner* (C2SP tlog-cosignature): SHA-256(name || "\n" || 0x04 || key)[:4].
+/// The key id of an Ed25519 *cosigner* (C2SP tlog-cosignature, signature type 0x04).
 pub fn cosignature_key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update(b"\n");
-    h.update([4u8]);
-    h.update(public_key);
-    let d = h.finalize();
-    [d[0], d[1], d[2], d[3]]
+    key_id(name, 0x04, public_key)
 }
 
 /// What a `cosignature/v1` signs: the header line, the timestamp line, and the checkpoint's whole note body.

@@ -243,6 +243,16 @@ fn propose(
     l.rt.propose(&l.agent(actor), &input).unwrap()
 }
 
+/// A global budget of `limit` calls.
+fn global_calls(l: &Ledger, limit: u64) {
+    let key = ice_core::budget::BudgetKey {
+        scope: ice_core::budget::BudgetScope::Global,
+        dimension: ice_core::Dimension::Calls,
+        period: ice_core::budget::Period::Total,
+    };
+    l.rt.set_budget(&l.alice, key, limit).unwrap();
+}
+
 fn grant_all(l: &Ledger, who: &str) {
     let g = GrantInput {
         principal: who.parse().unwrap(),
@@ -333,12 +343,7 @@ fn reservations_of_permits_that_expire_or_are_revoked_unused_are_released() {
     attach(&mut l, &EffectsConfig::default());
     let run = l.executing_run();
     grant_all(&l, "agent:a");
-    let key = ice_core::budget::BudgetKey {
-        scope: ice_core::budget::BudgetScope::Global,
-        dimension: ice_core::Dimension::Calls,
-        period: ice_core::budget::Period::Total,
-    };
-    l.rt.set_budget(&l.alice, key, 2).unwrap();
+    global_calls(&l, 2);
     let write = |path: &str| {
         let input = ProposalInput {
             run: Some(run.clone()),
@@ -398,12 +403,7 @@ fn a_proposer_withdraws_a_waiting_approval_or_an_unused_permit() {
     attach(&mut l, &EffectsConfig::default());
     let run = l.executing_run();
     grant_all(&l, "agent:a");
-    let key = ice_core::budget::BudgetKey {
-        scope: ice_core::budget::BudgetScope::Global,
-        dimension: ice_core::Dimension::Calls,
-        period: ice_core::budget::Period::Total,
-    };
-    l.rt.set_budget(&l.alice, key, 1).unwrap();
+    global_calls(&l, 1);
     let o = propose(&l, &run, "agent:a", "fs.delete", "file:x.txt", r#"{"path":"x.txt"}"#);
     let proposal = o.proposal.event_id;
     let approval = l.rt.with_state(|s| s.effects().approval_for(proposal).map(|a| a.id)).unwrap().unwrap();
