@@ -323,17 +323,21 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
             Ok(exit::OK)
         }
         Command::Log(a) => {
-            if a.follow {
-                return Err(bad("--follow is not available with --server; stream GET /v1/stream instead"));
-            }
             let mut filter = String::new();
             for (k, v) in [("run", &a.run), ("kind", &a.kind), ("since", &a.since)] {
                 if let Some(v) = v {
                     filter.push_str(&format!("&{k}={}", q(v)));
                 }
             }
-            // Pages forward from the start; with --limit only the last N are kept.
-            let mut after = 0u64;
+            // Pages forward; with --limit only the last N are kept, and without a filter the pages start near the
+            // head (each page says where the head is) instead of at the first event.
+            let mut after = match a.limit {
+                Some(l) if filter.is_empty() => {
+                    let head = remote.get("/v1/events?after=0&limit=1")?["head"].as_u64().unwrap_or(0);
+                    head.saturating_sub(l as u64)
+                }
+                _ => 0,
+            };
             let mut shown: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
             loop {
                 let page = remote.get(&format!("/v1/events?after={after}&limit=1000{filter}"))?;
@@ -351,6 +355,15 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
                 after = next;
             }
             shown.iter().for_each(print);
+            // --follow: ask for what came after the last event seen, once a second, until interrupted.
+            if a.follow {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let page = remote.get(&format!("/v1/events?after={after}&limit=1000{filter}"))?;
+                    page["events"].as_array().into_iter().flatten().for_each(print);
+                    after = page["next_after"].as_u64().unwrap_or(after);
+                }
+            }
             Ok(exit::OK)
         }
         Command::Verify { from_checkpoint, bundle: None, witness: None, .. } => {

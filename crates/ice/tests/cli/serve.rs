@@ -177,6 +177,26 @@ fn the_cli_works_against_a_remote_server() {
     assert!(!ice.path().join("sandbox/notes/r.txt").exists());
     let log = ok(&operator, &["log", "--limit", "3"]);
     assert_eq!(log.lines().count(), 3, "{log}");
+    // --follow polls the server: a run created meanwhile shows up.
+    {
+        use std::io::BufRead;
+        let mut follower = Command::new(crate::bin())
+            .current_dir(elsewhere.path())
+            .env_remove("ICE_DIR")
+            .args(["--server", &url, "--token", &operator, "log", "--limit", "1", "--follow"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+        lines.next().unwrap().unwrap();
+        let created: Value =
+            serde_json::from_str(ok(&operator, &["run", "create", "--label", "followed"]).trim()).unwrap();
+        let id = created["run_id"].as_str().unwrap();
+        let seen = lines.map_while(Result::ok).find(|l| l.contains("RunCreated")).unwrap();
+        assert!(seen.contains(id), "{seen}");
+        follower.kill().unwrap();
+        follower.wait().unwrap();
+    }
     let v: Value = serde_json::from_str(ok(&operator, &["verify"]).trim()).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     // Policy travels as text: the local directory is read and sent.
