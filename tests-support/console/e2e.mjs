@@ -113,6 +113,16 @@ async function scenario() {
   await page.waitForSelector("#events tr.detail pre.payload", { timeout: 30000 });
   await page.screenshot({ path: `${env.SHOTS}/timeline.png`, fullPage: true });
 
+  step("the same action on the same resource again: its args are shown as a diff against the approved ones");
+  await page.click("#tab-approvals");
+  const again = await propose("notes/old.md");
+  const card1b = page.locator(`article[data-approval='${again.approval_id}']`);
+  await card1b.waitFor({ timeout: 30000 });
+  check((await card1b.innerText()).includes("diff against the last approved args"), "the diff is shown");
+  const denyAgain = await api(env.APPROVER_TOKEN, "POST", `/v1/approvals/${again.approval_id}/deny`, {});
+  check(denyAgain.status === 200, `deny: ${denyAgain.status}`);
+  await card1b.waitFor({ state: "detached", timeout: 30000 });
+
   step("a second delete is denied from the console");
   await page.click("#tab-approvals");
   const second = await propose("notes/keep.md");

@@ -61,7 +61,7 @@ async function login(token) {
   $("#logout").hidden = false;
   $("#who").textContent = `${state.principal} (${state.roles.join(", ")})`;
   select("timeline");
-  await Promise.all([loadTimeline(), refreshApprovals(), banner()]);
+  await Promise.all([loadTimeline(), loadApprovalHistory().then(refreshApprovals), banner()]);
   if (can("approver", "operator")) watchApprovals();
 }
 
@@ -83,7 +83,7 @@ function select(name) {
   }
   if (name === "runs") loadRuns().catch(show);
   if (name === "budgets") loadBudgets().catch(show);
-  if (name === "approvals") refreshApprovals().catch(show);
+  if (name === "approvals") loadApprovalHistory().then(refreshApprovals).catch(show);
   if (name === "grants") loadGrants().catch(show);
   if (name === "agents") loadAgents().catch(show);
   if (name === "policy") loadPolicy().catch(show);
@@ -159,7 +159,10 @@ function addEvents(events) {
   const body = $("#events");
   for (const e of events) {
     state.lastSeq = Math.max(state.lastSeq, e.seq);
-    if (e.kind.startsWith("Approval")) refreshApprovals().catch(() => {});
+    if (e.kind.startsWith("Approval")) {
+      noteAnswer(e);
+      refreshApprovals().catch(() => {});
+    }
     if (!keep(e)) continue;
     if (window.scrollY > 40 && !$("#view-timeline").hidden) {
       held.push(e);
@@ -243,7 +246,7 @@ function argsDiff(args, previous) {
 function approvalCard(a) {
   const r = a.request;
   const c = r.classification || {};
-  const key = `${r.action} ${r.resource}`;
+  const key = argsKey(r);
   const comment = el("input", { "aria-label": `comment for approval ${a.approval_id}`, placeholder: "comment", size: 40 });
   const status = el("span", { role: "status" });
   const answer = (verb) => async () => {
@@ -270,14 +273,32 @@ function approvalCard(a) {
     actions);
 }
 
-async function refreshApprovals() {
-  if (!state.token) return;
-  const [pending, all] = await Promise.all([api("GET", "/v1/approvals"), api("GET", "/v1/approvals?all=true")]);
+// The last approved args per action and resource (for the diffs): read from the whole approval history once (at
+// login and when the queue is opened: `?all=true` reads the ledger), then kept current from the answers seen live.
+const pendingRequests = new Map(); // approval id → request, while it is pending here
+const argsKey = (r) => `${r.action} ${r.resource}`;
+
+async function loadApprovalHistory() {
+  const all = await api("GET", "/v1/approvals?all=true");
   state.lastApproved = new Map();
   for (const a of all.approvals) {
-    if (a.status === "granted") state.lastApproved.set(`${a.request.action} ${a.request.resource}`, a.request.args);
+    if (a.status === "granted") state.lastApproved.set(argsKey(a.request), a.request.args);
   }
+}
+
+function noteAnswer(e) {
+  const id = e.payload && e.payload.approval_id;
+  const r = id && pendingRequests.get(id);
+  if (!r || !["ApprovalGranted", "ApprovalDenied", "ApprovalExpired"].includes(e.kind)) return;
+  if (e.kind === "ApprovalGranted") state.lastApproved.set(argsKey(r), r.args);
+  pendingRequests.delete(id);
+}
+
+async function refreshApprovals() {
+  if (!state.token) return;
+  const pending = await api("GET", "/v1/approvals");
   const list = pending.approvals;
+  for (const a of list) pendingRequests.set(a.approval_id, a.request);
   $("#approvals").replaceChildren(...list.map(approvalCard));
   $("#approvals-empty").hidden = list.length > 0;
   $("#pending-count").textContent = list.length ? String(list.length) : "";
@@ -286,7 +307,10 @@ async function refreshApprovals() {
 function watchApprovals() {
   const ws = stream("channel=approvals");
   state.approvalsWs = ws;
-  ws.onmessage = () => refreshApprovals().catch(() => {});
+  ws.onmessage = (m) => {
+    try { noteAnswer(JSON.parse(m.data)); } catch { /* not an event */ }
+    refreshApprovals().catch(() => {});
+  };
   ws.onclose = () => setTimeout(() => { if (state.approvalsWs === ws) watchApprovals(); }, 1000);
 }
 
