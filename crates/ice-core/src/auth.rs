@@ -231,7 +231,8 @@ pub fn roles_for(kind: EventKind) -> Roles {
         | K::ProposalWithdrawn
         | K::ObservationRecorded
         | K::PlanRecorded
-        | K::ReasoningRecorded => Roles::of(&[Role::Agent, Role::Operator]),
+        | K::ReasoningRecorded
+        | K::MemoryProposed => Roles::of(&[Role::Agent, Role::Operator]),
         K::ApprovalGranted | K::ApprovalDenied => Roles::of(&[Role::Approver]),
         K::RunCreated
         | K::RunTransitioned
@@ -247,8 +248,6 @@ pub fn roles_for(kind: EventKind) -> Roles {
         | K::TokenIssued
         | K::TokenRevoked
         | K::ToolPinned
-        | K::MemoryPromoted
-        | K::MemoryExpired
         | K::MemoryDeprecated
         | K::MemorySuperseded
         | K::MemoryInvalidated => Roles::of(&[Role::Operator]),
@@ -270,13 +269,17 @@ pub fn roles_for(kind: EventKind) -> Roles {
         | K::EffectFailed
         | K::EffectUnknown
         | K::Checkpoint
-        | K::SnapshotRecorded => Roles::NONE,
+        | K::SnapshotRecorded
+        | K::MemoryPromoted
+        | K::MemoryExpired
+        | K::MemoryRead => Roles::NONE,
     }
 }
 
 /// Caller acts the runtime also records on its own: a run moving to EXECUTING when an effect starts, a violation's
 /// consequence (suspension, containment), the default policy at initialisation, an effect outcome's settlement, an
-/// MCP tool pinned on first sight.
+/// MCP tool pinned on first sight, a memory item superseded by a promotion or invalidated by the rollback of the
+/// effect it derives from.
 /// Every other kind a role may cause (grants, budgets, tokens, resumptions, runs created, approvals) exists only
 /// on a caller's behalf, so one without an attribution — even under the runtime's name — does not fold.
 pub fn runtime_also_records(kind: EventKind) -> bool {
@@ -288,6 +291,8 @@ pub fn runtime_also_records(kind: EventKind) -> bool {
             | EventKind::PolicyActivated
             | EventKind::BudgetSettled
             | EventKind::ToolPinned
+            | EventKind::MemorySuperseded
+            | EventKind::MemoryInvalidated
     )
 }
 

@@ -185,11 +185,18 @@ pub enum ErrorCode {
     ToolChanged,
     /// An agent loop for this principal and run is already running on this home.
     AgentRunning,
+    /// A memory promotion names a source that is not a validated domain event (a completed effect not rolled
+    /// back, a granted approval, a run's move to COMMITTED), or a candidate that is not a `MemoryProposed` event.
+    MemorySourceNotValidated,
+    /// No memory item (or candidate) has this id.
+    UnknownMemoryItem,
+    /// The memory item is no longer ACTIVE (expired, deprecated, superseded or invalidated): its lifecycle is over.
+    MemoryNotActive,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 86] = [
+    pub const ALL: [ErrorCode; 89] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -276,6 +283,9 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::ToolChanged,
         ErrorCode::AgentRunning,
+        ErrorCode::MemorySourceNotValidated,
+        ErrorCode::UnknownMemoryItem,
+        ErrorCode::MemoryNotActive,
     ];
 }
 
@@ -362,6 +372,9 @@ impl ErrorCode {
             Self::Overloaded => "ICE-E0914",
             Self::ToolChanged => "ICE-E0708",
             Self::AgentRunning => "ICE-E0709",
+            Self::MemorySourceNotValidated => "ICE-E1001",
+            Self::UnknownMemoryItem => "ICE-E1002",
+            Self::MemoryNotActive => "ICE-E1003",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -536,6 +549,18 @@ impl ErrorCode {
             Self::Overloaded => {
                 "the server is at [server] max_concurrent_requests; retry after a short pause with backoff"
             }
+            Self::MemorySourceNotValidated => {
+                "promote only what the ledger validated: name a candidate recorded with `ice memory propose` whose \
+                 sources are EffectCompleted events (not rolled back), ApprovalGranted events or a run's \
+                 RunTransitioned to COMMITTED (`ice log --kind EffectCompleted` lists them)"
+            }
+            Self::UnknownMemoryItem => {
+                "list memory items with `ice memory list --all` (candidates: `ice log --kind MemoryProposed`)"
+            }
+            Self::MemoryNotActive => {
+                "a memory item's lifecycle ends once it leaves ACTIVE and items are immutable: promote a new item \
+                 (with `--supersedes` naming this one) instead"
+            }
             Self::AgentRunning => {
                 "one `ice agent run` per agent and run: wait for the running one to stop (or stop it), then run again \
                  to resume"
@@ -695,6 +720,9 @@ mod code_table {
             ErrorCode::Overloaded => 83,
             ErrorCode::ToolChanged => 84,
             ErrorCode::AgentRunning => 85,
+            ErrorCode::MemorySourceNotValidated => 86,
+            ErrorCode::UnknownMemoryItem => 87,
+            ErrorCode::MemoryNotActive => 88,
         }
     }
 

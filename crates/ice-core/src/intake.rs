@@ -122,14 +122,14 @@ fn check_scope(kind: EventKind, run_id: Option<RunId>) -> Result<(), Rejection> 
 }
 
 /// The schema of each kind's payload, exhaustively over the closed taxonomy: adding a kind without deciding its
-/// payload schema does not compile. Cognitive notes and memory events (no schema yet) are free-form objects.
+/// payload schema does not compile. Cognitive notes are free-form objects.
 fn check_typed_payload(kind: EventKind, payload: &CanonicalJson) -> Result<(), Rejection> {
     fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, p: &CanonicalJson) -> Result<(), Rejection> {
         serde_json::from_str::<T>(p.as_str()).map(|_| ()).map_err(|e| {
             Rejection::new(ErrorCode::BadPayloadStructure, format!("{kind} payload does not fit its schema: {e}"))
         })
     }
-    use crate::{auth, authority, budget, checkpoint, decision, effect, grant, proposal};
+    use crate::{auth, authority, budget, checkpoint, decision, effect, grant, memory, proposal};
     use EventKind as K;
     match kind {
         K::LedgerInitialized => parse::<payloads::LedgerInitialized>(kind, payload),
@@ -144,12 +144,13 @@ fn check_typed_payload(kind: EventKind, payload: &CanonicalJson) -> Result<(), R
         | K::ObservationRecorded
         | K::PlanRecorded
         | K::ReasoningRecorded
-        | K::MemoryPromoted
-        | K::MemoryExpired
-        | K::MemoryDeprecated
-        | K::MemorySuperseded
-        | K::MemoryInvalidated
         | K::SnapshotRecorded => Ok(()),
+        K::MemoryProposed => parse::<memory::MemoryCandidate>(kind, payload),
+        K::MemoryPromoted => parse::<memory::MemoryPromoted>(kind, payload),
+        K::MemoryExpired | K::MemoryDeprecated | K::MemorySuperseded | K::MemoryInvalidated => {
+            parse::<memory::MemoryChange>(kind, payload)
+        }
+        K::MemoryRead => parse::<memory::MemoryRead>(kind, payload),
         K::PolicyActivated => parse::<authority::PolicyActivated>(kind, payload),
         K::DecisionMade => parse::<decision::Decision>(kind, payload),
         K::ApprovalRequested => parse::<effect::ApprovalRequested>(kind, payload),

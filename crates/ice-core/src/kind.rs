@@ -115,6 +115,9 @@ kinds! {
     PlanRecorded => Cognitive, Required;
     /// An agent recorded a reasoning note.
     ReasoningRecorded => Cognitive, Required;
+    /// An agent proposed a memory candidate (text, fields, the events it derives from); only a governed
+    /// `memory.promote` makes it memory.
+    MemoryProposed => Cognitive, Required;
 
     /// A policy set was activated; payload carries its hash.
     PolicyActivated => Decision, Forbidden;
@@ -179,6 +182,8 @@ kinds! {
     MemorySuperseded => Memory, Optional;
     /// A memory item was invalidated.
     MemoryInvalidated => Memory, Optional;
+    /// Memory was read on a caller's behalf: which items, for which query, from which index version (by hash).
+    MemoryRead => Memory, Optional;
 
     /// A signed checkpoint over an event range and the derived-state root.
     Checkpoint => Checkpoint, Forbidden;
@@ -192,20 +197,25 @@ impl EventKind {
     /// suspensions, effects, memory, checkpoints) can. Serialised appends only conflict with kinds that can.
     pub fn changes_state(self) -> bool {
         let free = (self.family() == Family::Cognitive && self != Self::ProposalSubmitted)
-            || matches!(self, Self::TransitionRejected | Self::EffectRefused);
+            || matches!(self, Self::TransitionRejected | Self::EffectRefused | Self::MemoryRead);
         !free
     }
 
     /// Whether a principal of this kind may emit events of this kind (origin authority).
     ///
-    /// Agents may emit only cognitive events (proposals included). Rejections, ledger initialisation and
-    /// checkpoints are the runtime's alone.
+    /// Agents may emit only cognitive events (proposals included). Rejections, ledger initialisation,
+    /// checkpoints, memory promotion (the outcome of an executed `memory.promote` permit), expiry and recorded
+    /// reads are the runtime's alone.
     pub fn may_be_emitted_by(self, who: PrincipalKind) -> bool {
         use PrincipalKind as P;
         match self {
-            Self::LedgerInitialized | Self::TransitionRejected | Self::Checkpoint | Self::SnapshotRecorded => {
-                who == P::Runtime
-            }
+            Self::LedgerInitialized
+            | Self::TransitionRejected
+            | Self::Checkpoint
+            | Self::SnapshotRecorded
+            | Self::MemoryPromoted
+            | Self::MemoryExpired
+            | Self::MemoryRead => who == P::Runtime,
             _ => match self.family() {
                 Family::Runtime | Family::Capability | Family::Memory => matches!(who, P::Runtime | P::Human),
                 Family::Cognitive => matches!(who, P::Agent | P::Human | P::Runtime),

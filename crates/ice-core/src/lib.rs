@@ -23,6 +23,7 @@ pub mod intake;
 pub mod jcs;
 pub mod kind;
 pub mod lthash;
+pub mod memory;
 pub mod merkle;
 pub mod payloads;
 pub mod principal;

@@ -20,6 +20,7 @@ use crate::event::{Draft, Event};
 use crate::hashed::HashedMap;
 use crate::ids::{RunId, Seq, Timestamp};
 use crate::kind::EventKind;
+use crate::memory::MemoryState;
 use crate::payloads;
 use crate::principal::Principal;
 use crate::run::RunState;
@@ -157,6 +158,8 @@ pub struct LedgerState {
     ledger_key: Option<String>,
     #[serde(default)]
     last_checkpoint: Option<CheckpointMark>,
+    #[serde(default)]
+    memory: MemoryState,
 }
 
 /// Where the latest checkpoint is and what it covered.
@@ -216,6 +219,11 @@ impl LedgerState {
         &self.effects
     }
 
+    /// Memory items (ACTIVE, and those that left ACTIVE since the last checkpoint).
+    pub fn memory(&self) -> &MemoryState {
+        &self.memory
+    }
+
     /// API tokens (live, revoked and expired).
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
@@ -237,7 +245,8 @@ impl LedgerState {
         self.check_caller(d.kind, &d.origin, d.acted_by.as_ref(), d.payload.as_str(), d.time, true)?;
         self.check(d.kind, d.run_id, d.payload.as_str(), true)?;
         self.authority.check(d.kind, d.payload.as_str(), d.time, true)?;
-        self.effects.check(d.kind, d.payload.as_str(), d.time, true, &self.authority)
+        self.effects.check(d.kind, d.payload.as_str(), d.time, true, &self.authority)?;
+        self.memory.check(d.kind, d.payload.as_str(), d.time, true)
     }
 
     /// Who stood behind the event, and may they (see [`crate::auth::check_caller`]); token issue and revocation;
@@ -343,8 +352,12 @@ impl LedgerState {
         self.check(e.kind, e.run_id, e.payload.as_str(), false)?;
         self.authority.check(e.kind, e.payload.as_str(), e.time, false)?;
         self.effects.check(e.kind, e.payload.as_str(), e.time, false, &self.authority)?;
+        self.memory.check(e.kind, e.payload.as_str(), e.time, false)?;
         self.authority.apply(e)?;
         self.effects.apply(e)?;
+        if e.kind.family() == crate::kind::Family::Memory {
+            self.memory.apply(e)?;
+        }
         self.tokens.apply(e.kind, e.event_id, &e.origin, e.time, e.payload.as_str());
         match e.kind {
             EventKind::RunCreated => {
@@ -392,8 +405,9 @@ impl LedgerState {
     ///
     /// v3 layout: blake3 of `"ice.state-root.v3\n"` followed by, in this order, the section hashes of `runs`,
     /// `proposals`, `grants`, `budget_lines`, `reservations`, `authority` (suspended, contained, policy hash and
-    /// event), `permits`, `approvals`, `effects`, `reconfigured` and `tokens`. A map section (`runs`, `proposals`,
-    /// `grants`, `reservations`, `permits`, `approvals`, `effects`) is blake3(name, LtHash of the entry hashes of
+    /// event), `permits`, `approvals`, `effects`, `reconfigured` and `tokens`, then — only once the ledger holds
+    /// promoted memory, so that the roots of ledgers without memory are unchanged — `memory` (items by id). A map section (`runs`, `proposals`,
+    /// `grants`, `reservations`, `permits`, `approvals`, `effects`, `memory`) is blake3(name, LtHash of the entry hashes of
     /// its live *and retired* entries), an entry hash being blake3 of the RFC 8785 encoding of `[key, value]`
     /// (see [`crate::hashed`]); other sections are blake3(name, RFC 8785 encoding). Retiring a record therefore
     /// leaves the root unchanged, and a checkpoint re-hashes only what changed. (v2 hashed the entry hashes in key
@@ -407,6 +421,7 @@ impl LedgerState {
         let tokens = serde_json::to_value(self.tokens.all().values().collect::<Vec<_>>())
             .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}")))?;
         hash_canonical("tokens", &tokens, &mut h)?;
+        self.memory.root_parts(&mut h)?;
         Ok(h.finalize().to_hex().to_string())
     }
 
@@ -417,6 +432,7 @@ impl LedgerState {
         self.run_roots.refresh(&mut slice)?;
         self.authority.predigest(&mut slice)?;
         self.effects.predigest(&mut slice)?;
+        self.memory.predigest(&mut slice)?;
         Ok(slice.remaining)
     }
 

@@ -72,6 +72,16 @@ namespace Ice {
     },
   };
 
+  // Promote a memory candidate (resource memory:<namespace>); only sources the ledger validated qualify.
+  action "memory.promote" appliesTo {
+    principal: [Agent, Human, Runtime, Policy, Effector],
+    resource: [Resource],
+    context: {
+      run_id: String, run_state: String, classification: Classification, cost: Cost, time_us: Long,
+      args: { candidate: String, namespace: String, supersedes?: String },
+    },
+  };
+
   action "model.call" appliesTo {
     principal: [Agent, Human, Runtime, Policy, Effector],
     resource: [Resource],

@@ -23,6 +23,7 @@ fn default_set_compiles_with_its_ids_and_actions() {
             "fs.restore",
             "fs.write",
             "http.request",
+            "memory.promote",
             "model.call",
             "process.exec"
         ]

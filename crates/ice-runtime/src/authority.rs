@@ -192,7 +192,14 @@ impl Runtime {
                 "resource": input.resource.chars().take(256).collect::<String>(),
                 "args_blake3": blake3::hash(input.args.as_bytes()).to_hex().to_string(), "args_bytes": input.args.len()})
         };
-        let (run, proposal) = match self.checked_proposal(input) {
+        let checked = self.checked_proposal(input).and_then(|(run, proposal)| {
+            // What a promotion names is checked against the ledger before anything is decided (ICE-E1001).
+            if proposal.action == crate::memory::PROMOTE_ACTION {
+                self.check_promotion(&proposal)?;
+            }
+            Ok((run, proposal))
+        });
+        let (run, proposal) = match checked {
             Ok(v) => v,
             Err(r) => {
                 let run = input.run.as_deref().and_then(|r| r.parse().ok());

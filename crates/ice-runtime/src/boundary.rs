@@ -48,7 +48,9 @@ pub struct ExecInput {
 /// unfinished (the process died), the effect is found by reconciliation and recorded `EffectUnknown`.
 #[derive(Debug)]
 pub struct StartedEffect {
-    effectors: Arc<Effectors>,
+    /// An internal effect (memory promotion) commits its outcome with its start: nothing is left to run.
+    done: Option<Box<ExecOutcome>>,
+    effectors: Option<Arc<Effectors>>,
     action: String,
     resource: String,
     args: Value,
@@ -63,6 +65,29 @@ impl StartedEffect {
     /// The `EffectStarted` event (its id is the effect's id).
     pub fn event(&self) -> &Event {
         &self.started
+    }
+
+    /// An internal effect whose outcome committed with its start.
+    pub(crate) fn done(outcome: ExecOutcome) -> Self {
+        Self {
+            effectors: None,
+            action: String::new(),
+            resource: String::new(),
+            args: Value::Null,
+            canonical: CanonicalJson::empty(),
+            args_hash: String::new(),
+            key: String::new(),
+            plan: Plan {
+                target: String::new(),
+                input_hash: String::new(),
+                before: None,
+                expected_after: None,
+                compensation: ice_effects::Compensation::Nothing,
+                retry: ice_effects::RetryMode::StateCheck,
+            },
+            started: outcome.started.clone(),
+            done: Some(Box::new(outcome)),
+        }
     }
 }
 
@@ -290,6 +315,9 @@ impl Runtime {
                 format!("the permit is bound to args {}, these are {args_hash}", permit.terms.args_hash),
             )));
         }
+        if permit.terms.action == crate::memory::PROMOTE_ACTION {
+            return self.promote_from_permit(&permit, &proposal, &args_hash, &refuse);
+        }
         let effectors = self.effectors().map_err(&refuse)?.clone();
         let Some(effector) = effectors.for_action(&permit.terms.action) else {
             return Err(refuse(rejected(
@@ -342,9 +370,10 @@ impl Runtime {
         };
         pause_if("after-effect-start");
         Ok(StartedEffect {
+            done: None,
+            effectors: Some(effectors),
             action: permit.terms.action.clone(),
             resource: permit.terms.resource.clone(),
-            effectors,
             args,
             canonical,
             args_hash,
@@ -357,8 +386,12 @@ impl Runtime {
     /// The second half of [`Runtime::execute`]: runs the effector of a started effect and records its outcome (an
     /// effector failure is an `EffectFailed` outcome, returned as `Ok` with `status: Failed`).
     pub fn finish_effect(&self, effect: StartedEffect) -> Result<ExecOutcome, RuntimeError> {
-        let StartedEffect { effectors, action, resource, args, canonical, args_hash, key, plan, started } = effect;
-        let Some(effector) = effectors.for_action(&action) else {
+        let StartedEffect { done, effectors, action, resource, args, canonical, args_hash, key, plan, started } =
+            effect;
+        if let Some(done) = done {
+            return Ok(*done);
+        }
+        let Some(effector) = effectors.as_deref().and_then(|e| e.for_action(&action)) else {
             return Err(RuntimeError::Corrupt {
                 seq: started.seq.0,
                 message: format!("no effector serves `{action}`"),
@@ -379,7 +412,7 @@ impl Runtime {
     /// checks): its holder is not suspended, its run not contained, the grant its decision used not revoked, and the
     /// policy now in force still permits it. Revocation normally revokes the permit itself; this is the check at the
     /// boundary that holds even if that did not happen.
-    fn still_executable(
+    pub(crate) fn still_executable(
         &self,
         st: &LedgerState,
         policy: &crate::policy::CompiledPolicy,
@@ -407,7 +440,7 @@ impl Runtime {
     }
 
     /// `EffectStarted` (and the run's move to EXECUTING when it is CONTEXT_READY), checked against caught-up state.
-    fn start_drafts(
+    pub(crate) fn start_drafts(
         &self,
         st: &LedgerState,
         run: Option<RunId>,
@@ -507,6 +540,9 @@ impl Runtime {
                     d.causes = vec![oid];
                     drafts.push(d);
                 }
+                if let (EventKind::EffectCompleted, Some(undone)) = (kind, payload.compensates) {
+                    drafts.extend(self.invalidation_drafts(st, undone, oid)?);
+                }
                 Ok(drafts)
             },
             &|| json!({"kind": kind.as_str(), "run_id": run.map(|r| r.to_string()), "started_id": started_id.to_string()}),
@@ -553,6 +589,7 @@ impl Runtime {
         }
         recorded.extend(self.expire_approvals()?);
         recorded.extend(self.release_expired_permits()?);
+        recorded.extend(self.expire_memory()?);
         Ok(recorded)
     }
 

@@ -76,6 +76,23 @@ pub struct Config {
     /// `ice serve`: listen address and limits.
     #[serde(default)]
     pub server: crate::server_config::ServerConfig,
+    /// Memory search: which embedder.
+    #[serde(default)]
+    pub memory: MemoryConfig,
+}
+
+/// The `[memory]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// `hash` (default: deterministic, no model) or `minilm` (all-MiniLM-L6-v2; needs an `ice` built with the
+    /// `minilm` feature and the weights from `scripts/fetch-minilm`). Changing it re-embeds every item at the next
+    /// search; recorded reads name the embedder in their index version.
+    #[serde(default)]
+    pub embedder: Option<String>,
+    /// The folder holding the model files (relative to `.ice/`; default `models/all-minilm-l6-v2`).
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
 }
 
 /// The `[store]` table.
@@ -181,6 +198,7 @@ impl Config {
             effects: ice_effects::EffectsConfig::default(),
             users: Vec::new(),
             server: crate::server_config::ServerConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -380,6 +398,9 @@ impl IceHome {
         let mut rt = Runtime::open_with_snapshot(store, clock, ids, start)?.with_effectors(Arc::new(effectors));
         rt.set_local_users(self.config.users.clone());
         rt.set_outcome_deadline_secs(self.config.runtime.outcome_deadline_secs);
+        if let Some(embedder) = self.embedder()? {
+            rt.set_embedder(embedder);
+        }
         if let Some(key) = self.token_key()? {
             rt.set_token_key(key);
         }
@@ -393,6 +414,37 @@ impl IceHome {
             });
         }
         Ok(rt)
+    }
+
+    /// The embedder `[memory] embedder` names (`None`: the default deterministic one). The model loads on first use,
+    /// so commands that never search do not pay for it.
+    fn embedder(&self) -> Result<Option<Arc<dyn ice_memory::Embedder>>, HomeError> {
+        match self.config.memory.embedder.as_deref() {
+            None | Some("hash") => Ok(None),
+            Some("minilm") => self.minilm(),
+            Some(other) => Err(HomeError::new(
+                ErrorCode::BadConfig,
+                format!("[memory] embedder = \"{other}\": expected \"hash\" or \"minilm\""),
+            )),
+        }
+    }
+
+    #[cfg(feature = "minilm")]
+    fn minilm(&self) -> Result<Option<Arc<dyn ice_memory::Embedder>>, HomeError> {
+        let dir =
+            self.dir.join(self.config.memory.model_dir.clone().unwrap_or_else(|| "models/all-minilm-l6-v2".into()));
+        Ok(Some(Arc::new(ice_memory::Lazy::new("all-minilm-l6-v2", 384, move || {
+            ice_memory::MiniLm::load(&dir).map(|m| Arc::new(m) as Arc<dyn ice_memory::Embedder>)
+        }))))
+    }
+
+    #[cfg(not(feature = "minilm"))]
+    fn minilm(&self) -> Result<Option<Arc<dyn ice_memory::Embedder>>, HomeError> {
+        Err(HomeError::new(
+            ErrorCode::BadConfig,
+            "[memory] embedder = \"minilm\" needs an ice built with the `minilm` feature \
+             (cargo build --release --features minilm); or set embedder = \"hash\"",
+        ))
     }
 
     /// A home belongs to one ledger: the one whose `LedgerInitialized` names the key this home pins

@@ -187,6 +187,11 @@ scope = "internal"
 access = "read"
 risk = "low"
 
+[actions."memory.promote"]    # a governed write to memory (agents read memory through grants of memory.read)
+scope = "internal"
+access = "write"
+risk = "medium"
+
 [actions."fs.restore"]
 scope = "external"
 access = "write"

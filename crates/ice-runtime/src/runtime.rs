@@ -96,6 +96,8 @@ pub struct Runtime {
     /// How long after its start an effect of this instance without an outcome may be presumed unknown by
     /// instances that cannot check whether this one is alive (recorded in each `EffectStarted`).
     outcome_deadline_micros: i64,
+    /// The vector index over ACTIVE memory items (see [`crate::memory_read`]).
+    memory_index: crate::memory_read::IndexCell,
 }
 
 impl Runtime {
@@ -127,6 +129,7 @@ impl Runtime {
             local_users: Vec::new(),
             token_key: None,
             outcome_deadline_micros: crate::boundary::DEFAULT_OUTCOME_DEADLINE_SECS * 1_000_000,
+            memory_index: Mutex::new(crate::memory_read::MemoryIndex::default_embedder()),
         };
         {
             let mut st = rt.lock();
@@ -154,6 +157,10 @@ impl Runtime {
     /// The key token secrets are hashed under.
     pub fn set_token_key(&mut self, key: [u8; 32]) {
         self.token_key = Some(key);
+    }
+
+    pub(crate) fn memory_index_cell(&self) -> &crate::memory_read::IndexCell {
+        &self.memory_index
     }
 
     pub(crate) fn local_users(&self) -> &[crate::caller::LocalUser] {

@@ -3,6 +3,7 @@
 //! request passes (concurrency, timeout, metrics).
 
 mod admin;
+mod memory;
 mod policy;
 pub(crate) mod proposals;
 pub(crate) mod reads;
@@ -63,6 +64,12 @@ fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(admin::issue_token))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::list_checkpoints, admin::checkpoint))
+        .routes(routes!(memory::propose))
+        .routes(routes!(memory::list))
+        .routes(routes!(memory::search))
+        .routes(routes!(memory::show))
+        .routes(routes!(memory::change))
+        .routes(routes!(memory::reads))
         .routes(routes!(stream::stream))
 }
 

@@ -76,7 +76,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::NoRoute
         | C::UnknownAction
         | C::NoEffector
-        | C::UnknownSecret => StatusCode::NOT_FOUND,
+        | C::UnknownSecret
+        | C::UnknownMemoryItem => StatusCode::NOT_FOUND,
         C::IllegalTransition
         | C::RunTerminated
         | C::HeadConflict
@@ -95,7 +96,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::AlreadyInitialized
         | C::NoActivePolicy
         | C::ToolChanged
-        | C::AgentRunning => StatusCode::CONFLICT,
+        | C::AgentRunning
+        | C::MemoryNotActive => StatusCode::CONFLICT,
         C::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         C::RateLimited => StatusCode::TOO_MANY_REQUESTS,

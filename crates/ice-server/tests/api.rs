@@ -69,6 +69,9 @@ async fn a_flood_of_bad_tokens_is_recorded_at_a_bounded_rate() {
     assert!(metrics.as_str().unwrap().contains("ice_auth_refusals_unrecorded_total"), "{metrics}");
 }
 
+/// An event id that names nothing.
+const NO_ITEM: &str = "01900000-0000-7000-8000-0000000000ff";
+
 /// Who may call what: (method, path, body) × (agent, approver, operator, auditor) → status.
 #[tokio::test]
 async fn every_endpoint_checks_the_role_in_the_runtime() {
@@ -116,6 +119,22 @@ async fn every_endpoint_checks_the_role_in_the_runtime() {
         // Operators may propose (for agents, as `ice propose --as`); this one holds no grant: a recorded deny.
         ("POST", "/v1/proposals".into(), Some(f.write_body("m.txt")), [ok, forbidden, ok, forbidden]),
         ("POST", "/v1/checkpoints".into(), None, [forbidden, forbidden, ok, forbidden]),
+        ("GET", "/v1/memory".into(), None, [forbidden, ok, ok, ok]),
+        ("POST", "/v1/memory/search".into(), Some(r#"{"query":"deploy key"}"#.into()), [ok; 4]),
+        ("GET", format!("/v1/memory/{NO_ITEM}/reads"), None, [forbidden, forbidden, ok, ok]),
+        // The operator passes the role check; there is no such item.
+        (
+            "POST",
+            format!("/v1/memory/{NO_ITEM}/deprecate"),
+            Some(r#"{"reason":"stale"}"#.into()),
+            [forbidden, forbidden, StatusCode::NOT_FOUND, forbidden],
+        ),
+        (
+            "POST",
+            "/v1/memory/candidates".into(),
+            Some(json!({"run": run, "namespace": "team", "text": "x", "sources": [NO_ITEM]}).to_string()),
+            [StatusCode::BAD_REQUEST, forbidden, StatusCode::BAD_REQUEST, forbidden],
+        ),
         (
             "POST",
             "/v1/tokens".into(),
@@ -541,4 +560,70 @@ async fn a_proposer_withdraws_its_waiting_proposal_and_nobody_else_may() {
     assert_eq!(list["approvals"].as_array().map(Vec::len), Some(0), "{list}");
     let (s, v) = call(&app, "POST", &path, Some(&f.tokens.agent), Some(&why)).await;
     assert_eq!(s, StatusCode::CONFLICT, "nothing open any more: {v}");
+}
+
+/// Memory over HTTP: a candidate, promotion as an ordinary proposal and permit, a scoped and recorded search, the
+/// audit of who read it, and an operator's lifecycle change.
+#[tokio::test]
+async fn memory_is_promoted_by_permit_searched_within_grants_and_audited() {
+    let f = Fixture::new();
+    let app = f.server().router();
+    let agent = Some(f.tokens.agent.as_str());
+    let (_, d) = call(&app, "POST", "/v1/proposals", agent, Some(&f.write_body("keys.txt"))).await;
+    let permit = d["permit_id"].as_str().unwrap().to_owned();
+    let (_, out) = call(&app, "POST", &format!("/v1/permits/{permit}/exec"), agent, None).await;
+    let source = out["outcome_id"].as_str().unwrap().to_owned();
+    let body = json!({"run": f.run, "namespace": "team/deploys", "text": "The deploy key rotates every Monday.",
+        "fields": {"day": "monday"}, "sources": [source]});
+    let (s, c) = call(&app, "POST", "/v1/memory/candidates", agent, Some(&body.to_string())).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let candidate = c["candidate_id"].as_str().unwrap().to_owned();
+    let promote = json!({"run": f.run, "action": "memory.promote", "resource": "memory:team/deploys",
+        "args": {"candidate": candidate, "namespace": "team/deploys"}});
+    // No grant: a recorded deny.
+    let (_, d) = call(&app, "POST", "/v1/proposals", agent, Some(&promote.to_string())).await;
+    assert_eq!(d["verdict"], "deny", "{d}");
+    let op = Some(f.tokens.operator.as_str());
+    for (actions, resource) in [(json!(["memory.promote", "memory.read"]), "memory:team")] {
+        let g = json!({"principal": "agent:a", "actions": actions, "resource": resource});
+        let (s, v) = call(&app, "POST", "/v1/grants", op, Some(&g.to_string())).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, d) = call(&app, "POST", "/v1/proposals", agent, Some(&promote.to_string())).await;
+    assert_eq!(d["verdict"], "allow", "{d}");
+    let permit = d["permit_id"].as_str().unwrap().to_owned();
+    let (s, out) = call(&app, "POST", &format!("/v1/permits/{permit}/exec"), agent, None).await;
+    assert_eq!((s, out["status"].as_str()), (StatusCode::OK, Some("completed")), "{out}");
+    let item = out["evidence"]["detail"]["item_id"].as_str().unwrap().to_owned();
+
+    // The agent finds it within its grant; agent:b (no grant) does not.
+    let q = json!({"query": "when is the deploy key rotated", "run": f.run}).to_string();
+    let (s, r) = call(&app, "POST", "/v1/memory/search", agent, Some(&q)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["items"][0]["item_id"], item.as_str(), "{r}");
+    assert_eq!(r["items"][0]["fields"]["day"], "monday");
+    let (_, r) = call(&app, "POST", "/v1/memory/search", Some(&f.tokens.agent_b), Some(&q)).await;
+    assert_eq!(r["items"], json!([]), "{r}");
+    let (s, v) = call(&app, "GET", &format!("/v1/memory/{item}"), Some(&f.tokens.agent_b), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "ICE-E1002"), "{v}");
+    let (_, next) = call(&app, "POST", "/v1/proposals", agent, Some(&f.write_body("plan.txt"))).await;
+
+    // The auditor sees the read and the proposal that followed it.
+    let (s, v) = call(&app, "GET", &format!("/v1/memory/{item}/reads"), Some(&f.tokens.auditor), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["reads"][0]["reader"], "agent:a");
+    assert_eq!(v["reads"][0]["followed_by"]["proposal_id"], next["proposal_id"], "{v}");
+    let (_, v) = call(&app, "GET", "/v1/memory?status=active", Some(&f.tokens.auditor), None).await;
+    assert_eq!(v["items"][0]["promoted_by"], "agent:a");
+    assert_eq!(v["items"][0]["sources"][0]["event_id"], source.as_str());
+
+    // An operator deprecates it, once; search no longer returns it.
+    let (s, v) = call(&app, "POST", &format!("/v1/memory/{item}/deprecate"), op, Some(r#"{"reason":"moved"}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = call(&app, "POST", &format!("/v1/memory/{item}/invalidate"), op, Some(r#"{"reason":"x"}"#)).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "ICE-E1003"), "{v}");
+    let (_, r) = call(&app, "POST", "/v1/memory/search", agent, Some(&q)).await;
+    assert_eq!(r["items"], json!([]), "{r}");
+    let (s, v) = call(&app, "POST", &format!("/v1/memory/{item}/forget"), op, Some(r#"{"reason":"x"}"#)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 }

@@ -52,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
             let dir = std::env::current_dir().map_err(bench_err)?;
             crate::bench_instances::worker(&dir, &run, first, agents, seconds)
         }
+        BenchCommand::Memory { items, promotions, queries } => crate::bench_memory::run(&items, promotions, queries),
         BenchCommand::Serve { rates, seconds, clients } => crate::bench_serve::run(&rates, seconds, clients),
         BenchCommand::Mcp { calls, server_everything } => crate::bench_mcp::run(calls, server_everything.as_deref()),
         BenchCommand::Verify { events } => crate::bench_proof::verify(events),

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod effects;
+mod memory;
 mod ops;
 
 pub use effects::{AnswerArgs, ApprovalsCommand, EffectsCommand, ExecArgs};
+pub use memory::MemoryCommand;
 pub use ops::{BenchCommand, DebugCommand, TlogCommand};
 
 /// ICE: a governed execution runtime for AI agents. Inference proposes; execution decides.
@@ -112,6 +114,9 @@ pub enum Command {
         #[arg(long, default_value = "withdrawn by the proposer")]
         reason: String,
     },
+    /// Memory: candidates, governed promotion, search and reads (recorded), lifecycle, and who read what.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
     /// Undo the completed effects of a run (or one effect) by governed compensations.
     Rollback {
         /// Run id (or unique prefix) or an EffectStarted / EffectCompleted event id.

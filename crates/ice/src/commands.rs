@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Approve(args) => effect_cmds::answer(&home()?, &args, true),
         Command::Deny(args) => effect_cmds::answer(&home()?, &args, false),
         Command::Withdraw { proposal, reason } => effect_cmds::withdraw(&home()?, &proposal, &reason),
+        Command::Memory(cmd) => crate::memory_cmds::run(&home()?, cmd),
         Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),

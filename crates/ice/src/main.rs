@@ -7,6 +7,7 @@ mod bench;
 mod bench_history;
 mod bench_instances;
 mod bench_mcp;
+mod bench_memory;
 #[cfg(feature = "postgres")]
 mod bench_pg;
 mod bench_proof;
@@ -19,6 +20,7 @@ mod demo;
 mod demo_agent;
 mod effect_cmds;
 mod mcp;
+mod memory_cmds;
 mod migrate;
 mod proof_cmds;
 mod remote;

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::authority_cmds::verdict_exit;
 use crate::cli::{
-    AgentCommand, ApprovalsCommand, BudgetCommand, Command, GrantCommand, PolicyCommand, RunCommand, TokenCommand,
+    AgentCommand, ApprovalsCommand, BudgetCommand, Command, GrantCommand, MemoryCommand, PolicyCommand, RunCommand,
+    TokenCommand,
 };
 use crate::commands::{parse_age_micros, read_payload};
 use crate::exit;
@@ -376,6 +377,7 @@ pub fn run(remote: &Remote, command: Command) -> Result<u8, CliError> {
             Ok(exit::OK)
         }
         Command::Grant(cmd) => grant_cmd(remote, cmd),
+        Command::Memory(cmd) => memory_cmd(remote, cmd),
         Command::Budget(BudgetCommand::Show { .. }) => {
             print_items(&remote.get("/v1/budgets")?, "budgets");
             Ok(exit::OK)
@@ -449,7 +451,8 @@ fn unsupported(what: &str) -> CliError {
     bad(format!(
         "`ice {name}` is not available with --server (local ledger files needed); remote commands: run, propose, \
          exec, approvals list, approve, deny, log, verify, checkpoint, grant issue|revoke|list, budget show|set, \
-         policy show|validate DIR|activate DIR, what-if, agent suspend|reconfigure|resume, token create|revoke"
+         policy show|validate DIR|activate DIR, what-if, agent suspend|reconfigure|resume, token create|revoke, \
+         memory"
     ))
 }
 
@@ -495,5 +498,76 @@ fn grant_cmd(remote: &Remote, cmd: GrantCommand) -> Result<u8, CliError> {
         }
         GrantCommand::List { .. } => print_items(&remote.get("/v1/grants")?, "grants"),
     }
+    Ok(exit::OK)
+}
+
+fn memory_cmd(remote: &Remote, cmd: MemoryCommand) -> Result<u8, CliError> {
+    let v = match cmd {
+        MemoryCommand::Propose { run, namespace, text, fields, sources, ttl, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            let fields: serde_json::Map<String, Value> = fields
+                .iter()
+                .filter_map(|f| f.split_once('='))
+                .map(|(k, v)| (k.to_owned(), serde_json::from_str(v).unwrap_or_else(|_| json!(v))))
+                .collect();
+            let body = json!({"run": run, "namespace": namespace, "text": text, "fields": fields, "sources": sources,
+                "ttl_secs": ttl});
+            remote.post("/v1/memory/candidates", body)?
+        }
+        MemoryCommand::Promote { candidate, supersedes, run, namespace, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            let (Some(run), Some(ns)) = (run, namespace) else {
+                return Err(bad("with --server, `ice memory promote` needs --run and --namespace (the candidate's)"));
+            };
+            let body = json!({"run": run, "action": "memory.promote", "resource": format!("memory:{ns}"),
+                "args": {"candidate": candidate, "namespace": ns, "supersedes": supersedes},
+                "purpose": format!("promote memory candidate {candidate}")});
+            let mut body = body;
+            if body["args"]["supersedes"].is_null() {
+                body["args"].as_object_mut().map(|a| a.remove("supersedes"));
+            }
+            let d = remote.post("/v1/proposals", body)?;
+            let Some(permit) = d["permit_id"].as_str() else {
+                print(&d);
+                let verdict = serde_json::from_value(d["verdict"].clone())
+                    .map_err(|_| bad("the server's decision has no verdict"))?;
+                return Ok(verdict_exit(verdict));
+            };
+            remote.post(&format!("/v1/permits/{}/exec", q(permit)), json!({}))?
+        }
+        MemoryCommand::List { namespace, status, all, .. } => {
+            let mut path = format!("/v1/memory?all={all}");
+            for (k, v) in [("namespace", namespace), ("status", status)] {
+                if let Some(v) = v {
+                    path.push_str(&format!("&{k}={}", q(&v)));
+                }
+            }
+            print_items(&remote.get(&path)?, "items");
+            return Ok(exit::OK);
+        }
+        MemoryCommand::Show { item, run, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            let run = run.map(|r| format!("?run={}", q(&r))).unwrap_or_default();
+            remote.get(&format!("/v1/memory/{}{run}", q(&item)))?
+        }
+        MemoryCommand::Search { query, namespace, k, run, actor, .. } => {
+            no_act_as(actor.as_ref())?;
+            remote.post("/v1/memory/search", json!({"query": query, "namespace": namespace, "k": k, "run": run}))?
+        }
+        MemoryCommand::Deprecate { item, reason } => {
+            remote.post(&format!("/v1/memory/{}/deprecate", q(&item)), json!({ "reason": reason }))?
+        }
+        MemoryCommand::Invalidate { item, reason } => {
+            remote.post(&format!("/v1/memory/{}/invalidate", q(&item)), json!({ "reason": reason }))?
+        }
+        MemoryCommand::Supersede { item, by, reason } => {
+            remote.post(&format!("/v1/memory/{}/supersede", q(&item)), json!({"reason": reason, "by": by}))?
+        }
+        MemoryCommand::Reads { item, .. } => {
+            print_items(&remote.get(&format!("/v1/memory/{}/reads", q(&item)))?, "reads");
+            return Ok(exit::OK);
+        }
+    };
+    print(&v);
     Ok(exit::OK)
 }

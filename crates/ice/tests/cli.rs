@@ -10,6 +10,7 @@ mod cli {
     mod effects;
     mod flow;
     mod mcp;
+    mod memory;
     mod postgres;
     mod proof;
     mod roles;

@@ -8,6 +8,7 @@
 //!   with it;
 //! - an **effect** once it has its outcome and its run (if any) is TERMINATED — until then a rollback may still
 //!   compensate it;
+//! - a **memory item** once it has left ACTIVE (expired, deprecated, superseded or invalidated);
 //! - a **run** once it is TERMINATED and nothing of it is live; its id is kept (16 bytes) so that it can never be
 //!   created again and events naming it are refused as naming a terminated run.
 //!
@@ -60,7 +61,7 @@ impl LedgerState {
             self.run_roots.retire(&id)?;
             self.retired_runs.insert(id);
         }
-        Ok(())
+        self.memory.retire_ended()
     }
 
     /// Whether no event can change the proposal any more.

@@ -62,6 +62,19 @@ pub enum BenchCommand {
         #[arg(long, value_name = "PATH")]
         server_everything: Option<std::path::PathBuf>,
     },
+    /// Memory: durable promotions/s through the governed path against durable decisions/s, and search p50/p99 of
+    /// the index over N items against brute-force cosine over the same vectors, in the same run.
+    Memory {
+        /// Index sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        items: Vec<usize>,
+        /// Promotions measured (each: candidate, decision, executed permit).
+        #[arg(long, default_value_t = 300)]
+        promotions: usize,
+        /// Queries per index size.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
     /// (internal) One instance of `ice bench propose --instances`.
     #[command(hide = true)]
     ProposeWorker {
