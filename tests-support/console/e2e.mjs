@@ -170,6 +170,23 @@ async function scenario() {
   await ops.fill("#token", env.OPERATOR_TOKEN);
   await ops.click("#login-form button[type=submit]");
   await ops.waitForSelector("#who:has-text('human:olga')", { timeout: 30000 });
+  step("the operator reads memory with its provenance and who read it, and deprecates it");
+  const search = await api(env.AGENT_TOKEN, "POST", "/v1/memory/search", { query: "where do release notes go" });
+  check(search.status === 200 && search.body.items.length === 1 && search.body.items[0].item_id === env.MEMORY_ITEM,
+    `the agent finds the item within its grant: ${JSON.stringify(search.body)}`);
+  await ops.click("#tab-memory");
+  const memRow = ops.locator(`#memory tr[data-item='${env.MEMORY_ITEM}']`);
+  await memRow.waitFor({ timeout: 30000 });
+  check((await memRow.locator("td.status").innerText()).startsWith("ACTIVE"), "the item is ACTIVE");
+  await memRow.locator("button.memory-event", { hasText: "EffectCompleted" }).click();
+  await ops.waitForSelector(`#memory tr[data-item='${env.MEMORY_ITEM}'] pre.memory-event:has-text('EffectCompleted')`, { timeout: 20000 });
+  await memRow.locator("button.memory-reads").click();
+  await ops.waitForSelector(`#memory tr[data-item='${env.MEMORY_ITEM}'] pre.memory-reads:has-text('agent:writer search')`, { timeout: 20000 });
+  await memRow.locator("input").fill("the notes moved");
+  await memRow.locator("button.memory-deprecate").click();
+  await ops.waitForSelector(`#memory tr[data-item='${env.MEMORY_ITEM}'] td.status:has-text('DEPRECATED')`, { timeout: 20000 });
+  const gone = await api(env.AGENT_TOKEN, "POST", "/v1/memory/search", { query: "where do release notes go" });
+  check(gone.body.items.length === 0, `a deprecated item is no longer found: ${JSON.stringify(gone.body)}`);
   await ops.click("#tab-grants");
   await ops.waitForSelector("#grants tr:has-text('agent:writer'):has-text('fs.delete')", { timeout: 30000 });
   await ops.click("#tab-agents");
@@ -222,7 +239,7 @@ async function accessibility() {
   await page.click("#login-form button[type=submit]");
   await page.waitForSelector("#live:has-text('live')", { timeout: 30000 });
   const found = [];
-  for (const tab of ["timeline", "approvals", "runs", "budgets", "grants", "agents", "policy", "proof"]) {
+  for (const tab of ["timeline", "approvals", "runs", "budgets", "grants", "agents", "memory", "policy", "proof"]) {
     await page.click(`#tab-${tab}`);
     if (tab === "runs") await page.locator("#runs tr").first().click();
     await page.waitForTimeout(300);

@@ -150,6 +150,7 @@ impl Agent {
                         return Ok(stop);
                     }
                 }
+                Next::Recall => self.recall()?,
                 Next::Propose { tool, args } => self.propose_call(&tool, args)?,
                 Next::Execute { permit } => self.execute_call(permit)?,
                 Next::AwaitApproval { proposal, approval } => {
@@ -159,6 +160,21 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Searches memory for the task as this agent, in its run: the runtime records the read (`MemoryRead`), which
+    /// is what the next plan shows the model.
+    fn recall(&self) -> Result<(), AgentError> {
+        let Some(m) = &self.config.agent.memory else { return Ok(()) };
+        let q = ice_runtime::MemoryQuery {
+            query: self.config.agent.task.clone(),
+            namespace: m.namespace.clone(),
+            k: m.k,
+            run: Some(self.run.to_string()),
+        };
+        let out = self.rt.memory_search(&self.caller, &q)?;
+        (self.say)(&format!("recalled {} memory item(s) (read {})", out.items.len(), out.read.event_id));
+        Ok(())
     }
 
     fn history(&self) -> Result<History, AgentError> {

@@ -10,6 +10,10 @@
 //! approval_timeout_secs = 300   # how long a call waits for a human before it is answered "not approved"
 //! store_prompts = false         # also keep every prompt as a blob (its hash is always recorded)
 //!
+//! [agent.memory]                # optional: recall memory once, searching for the task (a recorded MemoryRead)
+//! namespace = "team"            # the agent needs a grant of memory.read on memory:team
+//! k = 5
+//!
 //! [provider]
 //! kind = "openai"               # openai | scripted
 //! base_url = "http://127.0.0.1:8080/v1"
@@ -65,6 +69,26 @@ pub struct AgentSection {
     /// Keep every prompt as a blob as well as its hash.
     #[serde(default)]
     pub store_prompts: bool,
+    /// Recall memory once at the start of the run: a search for the task (recorded as `MemoryRead` in the run),
+    /// whose items the model is shown as a system message in every request.
+    #[serde(default)]
+    pub memory: Option<MemorySection>,
+}
+
+/// `[agent.memory]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    /// Only this namespace and those below it (the agent needs a grant of `memory.read` on it).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Items recalled (1-50, default 5).
+    #[serde(default = "default_recall")]
+    pub k: usize,
+}
+
+fn default_recall() -> usize {
+    5
 }
 
 fn default_max_steps() -> u32 {

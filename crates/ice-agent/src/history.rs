@@ -87,6 +87,8 @@ pub(crate) struct History {
     pub fates: Vec<Fate>,
     /// The `lifecycle` of this agent's last lifecycle observation.
     pub last_lifecycle: Option<String>,
+    /// The memory this agent recalled in the run (its first `MemoryRead` there): item id and text, in rank order.
+    pub recall: Option<Vec<(EventId, String)>>,
 }
 
 impl History {
@@ -104,6 +106,17 @@ impl History {
             after = last.seq;
             for e in &page {
                 h.fold(e, me, &mut index, &mut by_link)?;
+            }
+        }
+        if let Some(recall) = &mut h.recall {
+            // Items are immutable: the text shown is the promoted text, read back by the item's (event) id.
+            for (id, text) in recall.iter_mut() {
+                let e = store.get(*id).map_err(|e| AgentError::new(e.code(), e.to_string()))?;
+                let p =
+                    e.and_then(|e| serde_json::from_str::<ice_core::memory::MemoryPromoted>(e.payload.as_str()).ok());
+                *text = p.map(|p| p.text).ok_or_else(|| {
+                    AgentError::new(ErrorCode::LedgerCorrupt, format!("recalled memory item {id} is not in the ledger"))
+                })?;
             }
         }
         Ok(h)
@@ -142,6 +155,13 @@ impl History {
                     let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
                     let refused = Some((field("code"), field("message")));
                     self.fates.push(Fate { refused, ..Fate::new(e.event_id, field("action"), field("args_hash")) });
+                }
+            }
+            EventKind::MemoryRead if self.recall.is_none() => {
+                let r: ice_core::memory::MemoryRead =
+                    serde_json::from_str(text).map_err(|x| corrupt("MemoryRead", x))?;
+                if &r.reader == me {
+                    self.recall = Some(r.items.iter().map(|i| (i.item, String::new())).collect());
                 }
             }
             // The agent took its proposal back: a pending approval is given up, an unused permit will not be used.
@@ -240,6 +260,8 @@ pub(crate) enum Next {
     AwaitApproval { proposal: EventId, approval: EventId },
     /// The model answered without calling a tool.
     Finished { answer: String },
+    /// Recall memory (search for the task) before the first model call.
+    Recall,
 }
 
 /// The conversation so far and what comes next.
@@ -255,6 +277,20 @@ pub(crate) fn plan(config: &AgentConfig, history: &History, blobs: &BlobStore) -
     let mut messages = Vec::new();
     if let Some(system) = &config.agent.system {
         messages.push(Message::text("system", system.clone()));
+    }
+    match (&config.agent.memory, &history.recall) {
+        (Some(_), None) if history.fates.is_empty() => return Ok(Plan { next: Next::Recall, model_calls: 0 }),
+        (_, Some(items)) if !items.is_empty() => {
+            let lines: Vec<String> = items.iter().map(|(id, text)| format!("- [{id}] {text}")).collect();
+            messages.push(Message::text(
+                "system",
+                format!(
+                    "Memory (validated facts promoted in this organisation; read-only, cite the [id] you rely on):\n{}",
+                    lines.join("\n")
+                ),
+            ));
+        }
+        _ => {}
     }
     messages.push(Message::text("user", config.agent.task.clone()));
     let request = |messages: &Vec<Message>| Request {

@@ -143,18 +143,28 @@ impl Runtime {
             sources.push(get(*id)?.ok_or_else(|| not_validated(format!("source {id} is not in the ledger")))?);
         }
         // An effect that has left derived state (its run ended) can no longer be compensated, but may have been
-        // before it left: look for a compensation in the ledger after the earliest source.
-        let first = sources.iter().map(|e| e.seq).min().unwrap_or_default();
-        let compensations = (self.read_all(&EventQuery {
-            after: first,
-            kind: Some(EventKind::EffectStarted),
-            ..EventQuery::default()
-        }))
-        .map_err(|e| Rejection::new(ErrorCode::StoreUnavailable, e.to_string()))?;
-        let later_compensations = compensations
-            .iter()
-            .filter_map(|e| serde_json::from_str::<EffectStarted>(e.payload.as_str()).ok()?.compensates)
-            .collect();
+        // before it left: for those sources only, look for a compensation in the ledger after the source.
+        let effect_of = |e: &Event| {
+            (e.kind == EventKind::EffectCompleted)
+                .then(|| serde_json::from_str::<EffectCompleted>(e.payload.as_str()).ok().map(|c| c.started_id))
+                .flatten()
+        };
+        let oldest_retired = self
+            .with_state(|st| {
+                let retired = |e: &&Event| effect_of(e).is_some_and(|id| !st.effects().effects().contains_key(&id));
+                sources.iter().filter(retired).map(|e| e.seq).min()
+            })
+            .map_err(|e| Rejection::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+        let mut later_compensations = Vec::new();
+        if let Some(after) = oldest_retired {
+            let query = EventQuery { after, kind: Some(EventKind::EffectStarted), ..EventQuery::default() };
+            let started =
+                self.read_all(&query).map_err(|e| Rejection::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+            later_compensations = started
+                .iter()
+                .filter_map(|e| serde_json::from_str::<EffectStarted>(e.payload.as_str()).ok()?.compensates)
+                .collect();
+        }
         Ok(Promotion { args, candidate, proposed_by: event.origin, sources, later_compensations })
     }
 

@@ -1,7 +1,8 @@
 //! Reading memory: scoped views, semantic search over ACTIVE items, and the record of every read.
 //!
 //! Who sees what: operators, auditors and approvers see every namespace; an agent sees a namespace only while it
-//! holds a live grant of `memory.read` on `memory:<namespace>` (a grant on `memory:team` covers `team/deploys`).
+//! holds a live grant of `memory.read` on `memory:<namespace>` (a grant on `memory:team` covers `team/deploys`) and
+//! is not suspended.
 //! Every `search` and `show` is recorded as `MemoryRead` — the reader, the query's hash, the index version and the
 //! items returned with their content hashes — so an audit can say exactly what a model was shown before it
 //! proposed something (`memory_reads`).
@@ -153,7 +154,11 @@ impl Runtime {
         }
         let now = self.now();
         let who = caller.principal().clone();
+        // A suspended agent is fed nothing until it is resumed.
         let grants = self.with_state(|st| {
+            if st.authority().suspended(&who).is_some() {
+                return Vec::new();
+            }
             st.authority()
                 .grants()
                 .values()
@@ -347,18 +352,18 @@ impl Runtime {
     /// Brings the index in step with derived state: drops what is no longer ACTIVE, embeds what is new (texts are
     /// copied out under the state lock and embedded after it is released).
     fn sync_index(&self, index: &mut MemoryIndex) -> Result<(), RuntimeError> {
-        let known: Vec<EventId> = index.meta.keys().copied().collect();
+        let seen = &*index;
         let (changed_at, gone, new) = self.with_state(|st: &LedgerState| {
             let memory = st.memory();
-            if index.synced == Some(memory.changed_at()) {
+            if seen.synced == Some(memory.changed_at()) {
                 return (memory.changed_at(), Vec::new(), Vec::new());
             }
             let active = |id: &EventId| memory.get(*id).is_some_and(|i| i.status == MemoryStatus::Active);
-            let gone: Vec<EventId> = known.iter().copied().filter(|id| !active(id)).collect();
+            let gone: Vec<EventId> = seen.meta.keys().copied().filter(|id| !active(id)).collect();
             let new: Vec<(EventId, String, Meta)> = memory
                 .items()
                 .values()
-                .filter(|i| i.status == MemoryStatus::Active && !index.meta.contains_key(&i.id))
+                .filter(|i| i.status == MemoryStatus::Active && !seen.meta.contains_key(&i.id))
                 .map(|i| {
                     let meta = Meta { namespace: i.promoted.namespace.clone(), expires_at: i.promoted.expires_at };
                     (i.id, i.promoted.text.clone(), meta)

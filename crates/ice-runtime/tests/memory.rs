@@ -298,6 +298,9 @@ fn lifecycle_changes_are_single_and_retire_without_moving_the_root() {
     let live = l.rt.memory_list(&l.alice, None, Some(MemoryStatus::Active), false).unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(l.rt.memory_show(&scout, old, None).unwrap().items[0]["status"], "SUPERSEDED");
+    // A suspended agent is fed nothing.
+    l.rt.suspend_agent(&l.alice, &"agent:scout".parse().unwrap(), "under review").unwrap();
+    assert!(search(&l, &scout, "on-call rota", None).is_empty());
     l.fold_from_scratch();
     let report = l.rt.replay(&mut |_, _| {}).unwrap();
     assert_eq!(report.state_root, report.live_root);

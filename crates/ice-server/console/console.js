@@ -72,7 +72,7 @@ function logout() {
 
 // ---------- tabs ----------
 
-const TABS = ["timeline", "approvals", "runs", "budgets", "grants", "agents", "policy", "proof"];
+const TABS = ["timeline", "approvals", "runs", "budgets", "grants", "agents", "memory", "policy", "proof"];
 
 function select(name) {
   for (const t of TABS) {
@@ -86,6 +86,7 @@ function select(name) {
   if (name === "approvals") loadApprovalHistory().then(refreshApprovals).catch(show);
   if (name === "grants") loadGrants().catch(show);
   if (name === "agents") loadAgents().catch(show);
+  if (name === "memory") loadMemory().catch(show);
   if (name === "policy") loadPolicy().catch(show);
 }
 
@@ -438,6 +439,49 @@ async function loadAgents() {
   $("#agents").replaceChildren(...agents.map(row));
 }
 
+// ---------- memory ----------
+
+// A button that replaces itself with what `load` returns (an event, the reads of an item).
+function reveal(label, cls, load) {
+  return el("button", { type: "button", class: cls, onclick: async (ev) => {
+    try { ev.target.replaceWith(el("pre", { class: cls }, pretty(await load()))); }
+    catch (err) { ev.target.textContent = err.message; }
+  } }, label);
+}
+
+async function loadMemory() {
+  const f = Object.fromEntries([...new FormData($("#memory-form")).entries()].filter(([, v]) => v));
+  const { items } = await api("GET", `/v1/memory?${new URLSearchParams(f)}`);
+  const row = (m) => {
+    const event = (label, id) => reveal(`${label} ${short(id)}`, "memory-event", () => api("GET", `/v1/events/${id}`));
+    const provenance = [
+      ...(m.sources || []).map((s) => event(s.kind, s.event_id)),
+      event("proposal", m.proposal_id), event("candidate", m.candidate),
+      m.approval_id ? event("approval", m.approval_id) : "",
+      can("auditor", "operator") ? reveal("reads", "memory-reads", async () => (await api("GET", `/v1/memory/${m.item_id}/reads`)).reads
+        .map((r) => `${r.time} ${r.reader} ${r.mode} (index ${r.index})` + (r.followed_by
+          ? ` → proposed ${r.followed_by.action} ${r.followed_by.resource}` : " → no proposal followed"))) : "",
+    ];
+    const reason = el("input", { "aria-label": `reason for ${m.item_id}`, placeholder: "reason", size: 18 });
+    const change = (verb) => el("button", { type: "button", class: `memory-${verb}`, onclick: async () => {
+      try {
+        await api("POST", `/v1/memory/${m.item_id}/${verb}`, { reason: reason.value || `${verb}d from the console` });
+        $("#memory-result").textContent = `${short(m.item_id)}: ${verb} recorded`;
+      } catch (err) { $("#memory-result").textContent = err.message; }
+      loadMemory().catch(show);
+    } }, verb[0].toUpperCase() + verb.slice(1));
+    const controls = can("operator") && m.status === "ACTIVE" ? [reason, change("deprecate"), change("invalidate")] : [];
+    const ended = m.ended ? ` — ${m.ended.reason}` : "";
+    return el("tr", { "data-item": m.item_id }, el("td", { title: m.item_id }, short(m.item_id)),
+      el("td", { class: "status", title: m.ended ? m.ended.reason : "" }, m.status + ended),
+      el("td", {}, m.namespace), el("td", {}, m.text),
+      el("td", {}, `${m.proposed_by} / ${m.promoted_by}`), el("td", { class: "provenance" }, provenance),
+      el("td", { class: "controls" }, controls));
+  };
+  $("#memory").replaceChildren(...items.map(row));
+  if (!items.length) $("#memory-result").textContent = "no memory items match";
+}
+
 let policySource = null;
 
 async function loadPolicy() {
@@ -518,6 +562,10 @@ $("#filters").addEventListener("submit", (ev) => {
   const f = new FormData(ev.target);
   state.filters = Object.fromEntries([...f.entries()].filter(([, v]) => v));
   loadTimeline().catch(show);
+});
+$("#memory-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  loadMemory().catch((err) => { $("#memory-result").textContent = err.message; });
 });
 $("#verify").addEventListener("click", () => banner());
 $("#held").addEventListener("click", showHeld);

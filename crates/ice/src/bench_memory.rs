@@ -100,23 +100,34 @@ pub fn run(sizes: &[usize], promotions: usize, queries: usize) -> Result<u8, Cli
 fn promote(promotions: usize) -> Result<(), CliError> {
     let bench = Fixture::new("full", 1)?;
     let (rt, agent) = (&bench.rt, &bench.agents[0]);
-    // The validated source: one executed fs.write.
-    let d = rt.propose(agent, &bench.input(0))?;
+    // The validated source: one executed fs.write in the sandbox.
+    let grant = |actions: &[&str], resource: &str| {
+        rt.issue_grant(
+            &bench.operator,
+            &GrantInput {
+                principal: agent.principal().clone(),
+                run: None,
+                actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+                resource: resource.into(),
+                ttl_micros: None,
+                max_uses: None,
+                revocable: true,
+            },
+        )
+    };
+    grant(&["fs.write"], "file:notes/")?;
+    grant(&["memory.promote", "memory.read"], "memory:bench")?;
+    let write = ProposalInput {
+        run: Some(bench.run.to_string()),
+        action: "fs.write".into(),
+        resource: "file:notes/source.md".into(),
+        args: r#"{"path":"notes/source.md","content":"the source"}"#.into(),
+        ..ProposalInput::default()
+    };
+    let d = rt.propose(agent, &write)?;
     let permit = d.events.iter().find(|e| e.kind == EventKind::PermitIssued).map(|e| e.event_id);
     let permit = permit.ok_or_else(|| bench_err("the bench proposal was not allowed"))?;
     let source = rt.execute(agent, &ExecInput { permit: permit.to_string(), args: None })?.outcome.event_id;
-    rt.issue_grant(
-        &bench.operator,
-        &GrantInput {
-            principal: agent.principal().clone(),
-            run: None,
-            actions: vec!["memory.promote".into(), "memory.read".into()],
-            resource: "memory:bench".into(),
-            ttl_micros: None,
-            max_uses: None,
-            revocable: true,
-        },
-    )?;
     // Baseline: durable decisions (one commit each) of the same runtime.
     let start = Instant::now();
     for i in 0..promotions as u64 {

@@ -388,3 +388,42 @@ fn an_unanswered_call_is_withdrawn_and_told_to_the_model_as_not_approved() {
     let withdrawn: Vec<Value> = ice.events().into_iter().filter(|e| e["kind"] == "ProposalWithdrawn").collect();
     assert_eq!((withdrawn.len(), withdrawn[0]["origin"].as_str()), (1, Some("agent:writer")));
 }
+
+/// With `[agent.memory]` the agent recalls memory once, as a read recorded in its run, and every request shows
+/// the model those items; the audit of the item links the read to the model call that followed it. A restart
+/// shows the same items without searching again.
+#[test]
+fn an_agent_recalls_memory_as_a_recorded_read_and_the_model_sees_it() {
+    let (url, seen) = fake_model(vec![json!({"content": "Standup is at 10:00; noted."})], None);
+    let (ice, token, run) = agent_home(&url, 64);
+    // A promoted item, from an append the agent made in an earlier run.
+    let json = |out: String| -> Value { serde_json::from_str(out.trim()).unwrap() };
+    let earlier = ice.executing_run();
+    let args = r#"{"path":"notes/log.md","content":"standup 10:00\n"}"#;
+    let propose = ["propose", "--as", "agent:writer", "--run", &earlier, "--action", "fs.append"];
+    let d = json(ice.ok(&[&propose[..], &["--resource", "file:notes/log.md", "--args", args, "--json"]].concat()));
+    let out = json(ice.ok(&["exec", "--as", "agent:writer", d["permit_id"].as_str().unwrap(), "--json"]));
+    let grant = ["grant", "issue", "--to", "agent:writer", "--action", "memory.promote,memory.read"];
+    ice.ok(&[&grant[..], &["--resource", "memory:team"]].concat());
+    let source = out["outcome_id"].as_str().unwrap();
+    let text = "The daily standup starts at 10:00.";
+    let candidate = ["memory", "propose", "--as", "agent:writer", "--run", &earlier, "--namespace", "team"];
+    let c = json(ice.ok(&[&candidate[..], &["--text", text, "--source", source, "--json"]].concat()));
+    let promote = ["memory", "promote", c["candidate_id"].as_str().unwrap(), "--as", "agent:writer", "--json"];
+    let item = json(ice.ok(&promote))["item_id"].as_str().unwrap().to_owned();
+    let config = ice.path().join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[provider]", "[agent.memory]\nnamespace = \"team\"\n\n[provider]")).unwrap();
+
+    let out = agent_run(&ice, &token, &run);
+    assert_eq!(out.status.code(), Some(0), "{}{}", crate::stdout(&out), crate::stderr(&out));
+    let sent = seen.lock().unwrap().clone();
+    let shown = sent[0]["messages"].to_string();
+    assert!(shown.contains("The daily standup starts at 10:00.") && shown.contains(&item), "{shown}");
+    let reads = ice.ok(&["memory", "reads", &item]);
+    assert!(reads.contains("agent:writer search") && reads.contains("model.call"), "{reads}");
+    // Run again: the conversation is rebuilt from the ledger; the recall is not repeated.
+    agent_run(&ice, &token, &run);
+    let count = ice.events().iter().filter(|e| e["kind"] == "MemoryRead").count();
+    assert_eq!(count, 1, "one recall per run");
+}

@@ -62,6 +62,47 @@ fn browse(ice: &Ice, env: &[(&str, &str)]) -> String {
     crate::stdout(&out)
 }
 
+/// A memory item promoted by `agent:writer` (in a run of its own) from an executed write; `agent:writer` may read
+/// the namespace. Returns the item id.
+fn promoted_memory(ice: &Ice) -> String {
+    ice.ok(&["grant", "issue", "--to", "agent:writer", "--action", "fs.write", "--resource", "file:notes/"]);
+    ice.ok(&["grant", "issue", "--to", "agent:writer", "--action", "memory.*", "--resource", "memory:team"]);
+    let run = ice.executing_run();
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(out.trim()).unwrap() };
+    let d = json(ice.ok(&[
+        "propose",
+        "--as",
+        "agent:writer",
+        "--run",
+        &run,
+        "--action",
+        "fs.write",
+        "--resource",
+        "file:notes/where.md",
+        "--args",
+        r#"{"path":"notes/where.md","content":"release notes: wiki"}"#,
+        "--json",
+    ]));
+    let out = json(ice.ok(&["exec", "--as", "agent:writer", d["permit_id"].as_str().unwrap(), "--json"]));
+    let c = json(ice.ok(&[
+        "memory",
+        "propose",
+        "--as",
+        "agent:writer",
+        "--run",
+        &run,
+        "--namespace",
+        "team/docs",
+        "--text",
+        "Release notes go to the team wiki.",
+        "--source",
+        out["outcome_id"].as_str().unwrap(),
+        "--json",
+    ]));
+    let p = json(ice.ok(&["memory", "promote", c["candidate_id"].as_str().unwrap(), "--as", "agent:writer", "--json"]));
+    p["item_id"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn the_console_answers_approvals_on_the_exact_args_in_a_real_browser() {
     let ice = Ice::init();
@@ -77,6 +118,7 @@ fn the_console_answers_approvals_on_the_exact_args_in_a_real_browser() {
     // The operator's rollback proposes the compensations as its own proposals: it needs a grant like anyone.
     ice.ok(&["grant", "issue", "--to", "human:olga", "--action", "fs.restore", "--resource", "file:notes/"]);
     let run = ice.executing_run();
+    let item = promoted_memory(&ice);
     // A witness has cosigned the latest checkpoint; the server is told where its state is.
     let witness = tempfile::tempdir().unwrap();
     let state = witness.path().join("witness.json");
@@ -91,6 +133,7 @@ fn the_console_answers_approvals_on_the_exact_args_in_a_real_browser() {
         ("AUDITOR_TOKEN", &auditor),
         ("OPERATOR_TOKEN", &operator),
         ("RUN", &run),
+        ("MEMORY_ITEM", &item),
     ];
     browse(&ice, &args);
     let shots = shots();
