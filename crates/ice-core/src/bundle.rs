@@ -3,11 +3,12 @@
 //! `docs/audit-bundle.md`.
 //!
 //! A bundle is JSON lines in a fixed order: the header (line 1), then one line per covering checkpoint in
-//! ascending seq, then one line per exported event in ascending seq. Because the order is fixed, a position in
+//! ascending seq, then one line per exported event in ascending seq, then any witness cosignatures of its
+//! checkpoints. Because the order is fixed, a position in
 //! [`Bundle`] maps to a line number, which every [`BundleError`] reports. [`build_bundle`] assembles a bundle from
 //! what the caller's store provides; [`verify_bundle`] checks it against trusted keys and needs nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use crate::event::Event;
 use crate::ids::{EventHash, Timestamp};
 use crate::kind::EventKind;
 use crate::merkle::{InclusionProof, MerkleTree, verify_inclusion};
+use crate::witness::{WitnessedCheckpoint, check_cosignature};
 
 /// The `format` value of the header line this module reads and writes.
 pub const FORMAT: &str = "ice-audit-bundle/1";
@@ -46,6 +48,20 @@ pub struct BundleEvent {
     pub proof: InclusionProof,
 }
 
+/// A witness's cosignature of one of the bundle's checkpoints (see [`crate::witness`]): the witness checked that
+/// the ledger up to that checkpoint extends everything it had cosigned before. An exported event is *witnessed*
+/// when its covering checkpoint is the cosigned one, or is itself exported as an event line whose covering
+/// checkpoint is witnessed (checkpoints chain to later ones through their own inclusion proofs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleCosignature {
+    /// The log: hex public key its checkpoints are signed with.
+    pub log: String,
+    /// Hex ed25519 public key of the witness.
+    pub witness_key: String,
+    /// What the witness cosigned, with its cosignature.
+    pub checkpoint: WitnessedCheckpoint,
+}
+
 /// A parsed or freshly built audit bundle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bundle {
@@ -55,6 +71,8 @@ pub struct Bundle {
     pub checkpoints: Vec<Event>,
     /// The exported events, ascending by seq.
     pub events: Vec<BundleEvent>,
+    /// Witness cosignatures of checkpoints in `checkpoints`.
+    pub cosignatures: Vec<BundleCosignature>,
 }
 
 /// Why a bundle could not be built, parsed or verified. `line` is 1-based in the [`Bundle::to_jsonl`] layout.
@@ -122,6 +140,12 @@ pub struct BundleReport {
     pub keys_from: KeySource,
     /// The distinct keys (lowercase hex) that signed the verified checkpoints.
     pub signing_keys: Vec<String>,
+    /// Witness cosignatures verified (each of a checkpoint the bundle holds, unchanged).
+    pub cosignatures_verified: usize,
+    /// Where the trusted witness keys came from (`None` without cosignatures).
+    pub witness_keys_from: Option<KeySource>,
+    /// Exported events under a witnessed checkpoint (see [`BundleCosignature`]).
+    pub events_witnessed: usize,
 }
 
 impl Bundle {
@@ -133,6 +157,11 @@ impl Bundle {
     /// Line number of `events[j]`.
     fn event_line(&self, j: usize) -> usize {
         2 + self.checkpoints.len() + j
+    }
+
+    /// Line number of `cosignatures[k]`.
+    fn cosignature_line(&self, k: usize) -> usize {
+        2 + self.checkpoints.len() + self.events.len() + k
     }
 
     /// The JSON-lines text: one object per line, each ending in `\n`, `"type"` first.
@@ -162,11 +191,20 @@ impl Bundle {
                 proof
             );
         }
+        for c in &self.cosignatures {
+            let _ = writeln!(
+                out,
+                "{{\"type\":\"cosignature\",\"log\":{},\"witness_key\":{},\"checkpoint\":{}}}",
+                Value::from(c.log.as_str()),
+                Value::from(c.witness_key.as_str()),
+                serde_json::to_value(&c.checkpoint).unwrap_or(Value::Null)
+            );
+        }
         out
     }
 
-    /// Parses the JSON-lines text. Checks syntax and layout only (header first, checkpoints before events, no
-    /// unknown fields, each event object exactly as [`Event::to_json`] writes it); [`verify_bundle`] checks
+    /// Parses the JSON-lines text. Checks syntax and layout only (header first, checkpoints before events,
+    /// cosignatures last, no unknown fields, each event object exactly as [`Event::to_json`] writes it); [`verify_bundle`] checks
     /// everything else.
     pub fn from_jsonl(text: &str) -> Result<Bundle, BundleError> {
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
@@ -176,9 +214,15 @@ impl Bundle {
         };
         let mut checkpoints = Vec::new();
         let mut events = Vec::new();
+        let mut cosignatures = Vec::new();
         for (n, line) in lines {
             let v = parse_line(n, line)?;
-            match v.get("type").and_then(Value::as_str) {
+            let kind = v.get("type").and_then(Value::as_str);
+            if !cosignatures.is_empty() && kind != Some("cosignature") {
+                return Err(bad(n, None, "cosignature lines must come last"));
+            }
+            match kind {
+                Some("cosignature") => cosignatures.push(parse_cosignature(n, &v)?),
                 Some("checkpoint") if events.is_empty() => {
                     let event = parse_event(n, &v)?;
                     only_keys(n, Some(event.seq.0), &v, &["type", "event"])?;
@@ -191,7 +235,7 @@ impl Bundle {
                 None => return Err(bad(n, None, "the line has no string field `type`")),
             }
         }
-        Ok(Bundle { header, checkpoints, events })
+        Ok(Bundle { header, checkpoints, events, cosignatures })
     }
 }
 
@@ -278,6 +322,26 @@ fn parse_bundle_event(n: usize, v: &Value) -> Result<BundleEvent, BundleError> {
     let proof = InclusionProof::deserialize(proof).map_err(|e| bad(n, seq, format!("invalid `proof`: {e}")))?;
     only_keys(n, seq, v, &["type", "event", "checkpoint_seq", "proof"])?;
     Ok(BundleEvent { event, checkpoint_seq, proof })
+}
+
+fn parse_cosignature(n: usize, v: &Value) -> Result<BundleCosignature, BundleError> {
+    only_keys(n, None, v, &["type", "log", "witness_key", "checkpoint"])?;
+    let text = |name: &str| {
+        v.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| EventHash::from_hex(s).is_ok())
+            .map(str::to_owned)
+            .ok_or_else(|| bad(n, None, format!("the cosignature has no `{name}` of 64 hex digits")))
+    };
+    let (log, witness_key) = (text("log")?, text("witness_key")?);
+    let raw = v.get("checkpoint").ok_or_else(|| bad(n, None, "the cosignature has no `checkpoint` object"))?;
+    let checkpoint = WitnessedCheckpoint::deserialize(raw)
+        .map_err(|e| bad(n, None, format!("invalid cosigned `checkpoint`: {e}")))?;
+    // As for events: nothing in the line may go unchecked, so it must be exactly what the fields rebuild.
+    if serde_json::to_value(&checkpoint).ok().as_ref() != Some(raw) {
+        return Err(bad(n, Some(checkpoint.seq), "the cosigned checkpoint has unknown or non-canonical fields"));
+    }
+    Ok(BundleCosignature { log, witness_key, checkpoint })
 }
 
 /// A checkpoint's payload with its hex fields decoded.
@@ -392,7 +456,7 @@ pub fn build_bundle(
         events.push(BundleEvent { event: e.clone(), checkpoint_seq: p.event.seq.0, proof });
     }
     let checkpoints = prepared.into_iter().filter(|p| p.used).map(|p| p.event.clone()).collect();
-    Ok(Bundle { header, checkpoints, events })
+    Ok(Bundle { header, checkpoints, events, cosignatures: Vec::new() })
 }
 
 /// The seq range a selection promises in full, if it is a range selection.
@@ -401,13 +465,26 @@ fn selected_range(selection: &Value) -> Option<(u64, u64)> {
 }
 
 /// Verifies a bundle offline. `trusted_keys` are pinned hex ed25519 keys; if empty, the header's `public_keys`
-/// are used instead and the report says `keys_from: bundle` (integrity without authorship).
+/// are used instead and the report says `keys_from: bundle` (integrity without authorship). Witness
+/// cosignatures are checked against their own keys; [`verify_bundle_witnessed`] pins witnesses.
 ///
 /// Checks, failing on the first problem: every checkpoint's hash, payload, signature and key trust; every event's
 /// hash, covering checkpoint, range, inclusion proof (leaf index `seq - from_seq` of `to_seq - from_seq + 1`) and
 /// `to_hash` when it is the range's last event; prev_hash links between exported events with consecutive seqs;
 /// ascending order; and, for a `{"from_seq":A,"to_seq":B}` selection, that every event of `A..=B` is present.
 pub fn verify_bundle(bundle: &Bundle, trusted_keys: &[String]) -> Result<BundleReport, BundleError> {
+    verify_bundle_witnessed(bundle, trusted_keys, &[])
+}
+
+/// [`verify_bundle`], and with `trusted_witnesses` (hex ed25519 keys) non-empty: every cosignature must be by one
+/// of them (`UntrustedKey`) and every exported event must be witnessed (`NotWitnessed`, naming the first that is
+/// not). Any cosignature that does not verify, or names a checkpoint the bundle does not hold exactly as cosigned,
+/// fails with `CosignatureInvalid`.
+pub fn verify_bundle_witnessed(
+    bundle: &Bundle,
+    trusted_keys: &[String],
+    trusted_witnesses: &[String],
+) -> Result<BundleReport, BundleError> {
     let (keys_from, trusted): (KeySource, &[String]) = if trusted_keys.is_empty() {
         (KeySource::Bundle, &bundle.header.public_keys)
     } else {
@@ -508,24 +585,37 @@ pub fn verify_bundle(bundle: &Bundle, trusted_keys: &[String]) -> Result<BundleR
         }
     }
 
+    let witnessed = verify_cosignatures(bundle, &covers, trusted_witnesses)?;
     let first_seq = bundle.events.first().map(|e| e.event.seq.0);
     let last_seq = bundle.events.last().map(|e| e.event.seq.0);
     let range = selected_range(&bundle.header.selection);
     if let Some((from, to)) = range {
-        // Events are ascending and unique here, so count and ends decide completeness.
-        let complete = first_seq == Some(from)
-            && last_seq == Some(to)
-            && to.checked_sub(from).and_then(|d| d.checked_add(1)) == Some(bundle.events.len() as u64);
+        // Events are ascending and unique here, so count and ends decide completeness. Outside the range a bundle
+        // may hold only checkpoints, exported to chain the range's checkpoints to a witnessed one.
+        let inside: Vec<u64> =
+            bundle.events.iter().map(|e| e.event.seq.0).filter(|s| (from..=to).contains(s)).collect();
+        let complete = inside.first() == Some(&from)
+            && inside.last() == Some(&to)
+            && to.checked_sub(from).and_then(|d| d.checked_add(1)) == Some(inside.len() as u64);
         if !complete {
             let msg = format!(
-                "the selection promises every event of {from}..={to}, but the bundle holds {} event(s) spanning {}",
-                bundle.events.len(),
-                match (first_seq, last_seq) {
-                    (Some(a), Some(b)) => format!("{a}..={b}"),
-                    _ => "nothing".to_owned(),
+                "the selection promises every event of {from}..={to}, but the bundle holds {} event(s) of it{}",
+                inside.len(),
+                match (inside.first(), inside.last()) {
+                    (Some(a), Some(b)) => format!(", spanning {a}..={b}"),
+                    _ => String::new(),
                 }
             );
             return Err(BundleError::new(ErrorCode::SequenceGap, Some(1), None, msg));
+        }
+        if let Some((j, e)) = bundle
+            .events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| !(from..=to).contains(&e.event.seq.0) && e.event.kind != EventKind::Checkpoint)
+        {
+            let msg = format!("the event lies outside the selected range {from}..={to} and is not a checkpoint");
+            return Err(BundleError::new(ErrorCode::SequenceGap, Some(bundle.event_line(j)), Some(e.event.seq.0), msg));
         }
     }
     Ok(BundleReport {
@@ -537,5 +627,75 @@ pub fn verify_bundle(bundle: &Bundle, trusted_keys: &[String]) -> Result<BundleR
         range_complete: range.is_some(),
         keys_from,
         signing_keys,
+        cosignatures_verified: bundle.cosignatures.len(),
+        witness_keys_from: witnessed.keys_from,
+        events_witnessed: witnessed.events,
+    })
+}
+
+/// What [`verify_cosignatures`] found.
+struct Witnessing {
+    keys_from: Option<KeySource>,
+    events: usize,
+}
+
+/// Checks every cosignature (its signature, the witness's trust, and that the bundle holds the cosigned checkpoint
+/// unchanged), then which events are witnessed. `covers` are the bundle's verified checkpoints by seq.
+fn verify_cosignatures(
+    bundle: &Bundle,
+    covers: &BTreeMap<u64, (Covering, EventHash)>,
+    trusted_witnesses: &[String],
+) -> Result<Witnessing, BundleError> {
+    let pinned: Vec<String> = trusted_witnesses.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let mut anchored: BTreeSet<u64> = BTreeSet::new();
+    for (k, c) in bundle.cosignatures.iter().enumerate() {
+        let (line, w) = (bundle.cosignature_line(k), &c.checkpoint);
+        let fail = |code, message: String| BundleError::new(code, Some(line), Some(w.seq), message);
+        check_cosignature(&c.log, &c.witness_key, w).map_err(|m| fail(ErrorCode::CosignatureInvalid, m))?;
+        if !pinned.is_empty() && !pinned.contains(&c.witness_key.to_ascii_lowercase()) {
+            let msg = format!("cosigned by witness {}, which is not among the pinned witnesses", c.witness_key);
+            return Err(fail(ErrorCode::UntrustedKey, msg));
+        }
+        let Some((cov, hash)) = covers.get(&w.seq) else {
+            let msg = format!("the cosigned checkpoint seq {} is not among the bundle's checkpoints", w.seq);
+            return Err(fail(ErrorCode::CosignatureInvalid, msg));
+        };
+        let p = &cov.payload;
+        let same = hash.to_hex() == w.event_hash.to_ascii_lowercase()
+            && cov.to_seq == w.to_seq
+            && p.to_hash.eq_ignore_ascii_case(&w.to_hash)
+            && p.merkle_root.eq_ignore_ascii_case(&w.merkle_root)
+            && p.state_root.eq_ignore_ascii_case(&w.state_root)
+            && cov.public_key == c.log.to_ascii_lowercase();
+        if !same {
+            let msg = "the bundle's checkpoint at this seq is not the one the witness cosigned (hash, range, roots \
+                       or log key differ)";
+            return Err(fail(ErrorCode::CosignatureInvalid, msg.to_owned()));
+        }
+        anchored.insert(w.seq);
+    }
+    // A checkpoint exported as an event line is witnessed when the checkpoint covering it is; covering
+    // checkpoints come later than what they cover, so one pass from the highest seq down settles every chain.
+    for be in bundle.events.iter().rev() {
+        if be.event.kind == EventKind::Checkpoint && anchored.contains(&be.checkpoint_seq) {
+            anchored.insert(be.event.seq.0);
+        }
+    }
+    let unwitnessed = bundle.events.iter().enumerate().find(|(_, be)| !anchored.contains(&be.checkpoint_seq));
+    if let (false, Some((j, be))) = (pinned.is_empty(), unwitnessed) {
+        let msg = format!(
+            "no checkpoint the pinned witness cosigned covers this event (its checkpoint is seq {})",
+            be.checkpoint_seq
+        );
+        return Err(BundleError::new(ErrorCode::NotWitnessed, Some(bundle.event_line(j)), Some(be.event.seq.0), msg));
+    }
+    let keys_from = match (bundle.cosignatures.is_empty(), pinned.is_empty()) {
+        (true, true) => None,
+        (_, false) => Some(KeySource::Pinned),
+        (false, true) => Some(KeySource::Bundle),
+    };
+    Ok(Witnessing {
+        keys_from,
+        events: bundle.events.iter().filter(|be| anchored.contains(&be.checkpoint_seq)).count(),
     })
 }

@@ -192,11 +192,17 @@ pub enum ErrorCode {
     UnknownMemoryItem,
     /// The memory item is no longer ACTIVE (expired, deprecated, superseded or invalidated): its lifecycle is over.
     MemoryNotActive,
+    /// A witness cosignature carried by an audit bundle does not verify with its witness key, or does not match the
+    /// bundle's checkpoint it names.
+    CosignatureInvalid,
+    /// A witness was pinned (`--trust-witness`) but an exported event is not under a checkpoint that witness
+    /// cosigned.
+    NotWitnessed,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the unit tests check the list is complete and the strings unique).
-    pub const ALL: [ErrorCode; 89] = [
+    pub const ALL: [ErrorCode; 91] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadPayloadStructure,
         ErrorCode::BadEnvelopeField,
@@ -286,6 +292,8 @@ impl ErrorCode {
         ErrorCode::MemorySourceNotValidated,
         ErrorCode::UnknownMemoryItem,
         ErrorCode::MemoryNotActive,
+        ErrorCode::CosignatureInvalid,
+        ErrorCode::NotWitnessed,
     ];
 }
 
@@ -375,6 +383,8 @@ impl ErrorCode {
             Self::MemorySourceNotValidated => "ICE-E1001",
             Self::UnknownMemoryItem => "ICE-E1002",
             Self::MemoryNotActive => "ICE-E1003",
+            Self::CosignatureInvalid => "ICE-E0514",
+            Self::NotWitnessed => "ICE-E0515",
             Self::HashMismatch => "ICE-E0501",
             Self::BrokenLink => "ICE-E0502",
             Self::SequenceGap => "ICE-E0503",
@@ -561,6 +571,14 @@ impl ErrorCode {
                 "a memory item's lifecycle ends once it leaves ACTIVE and items are immutable: promote a new item \
                  (with `--supersedes` naming this one) instead"
             }
+            Self::CosignatureInvalid => {
+                "a witness cosignature in the bundle does not verify with its witness key or names a checkpoint the \
+                 bundle does not hold unchanged: the bundle was edited after export; ask for a fresh export"
+            }
+            Self::NotWitnessed => {
+                "the pinned witness cosigned no checkpoint covering these events: export after the witness has \
+                 cosigned a checkpoint at or past them (`ice witness`, then `ice export --witness STATE`)"
+            }
             Self::AgentRunning => {
                 "one `ice agent run` per agent and run: wait for the running one to stop (or stop it), then run again \
                  to resume"
@@ -723,6 +741,8 @@ mod code_table {
             ErrorCode::MemorySourceNotValidated => 86,
             ErrorCode::UnknownMemoryItem => 87,
             ErrorCode::MemoryNotActive => 88,
+            ErrorCode::CosignatureInvalid => 89,
+            ErrorCode::NotWitnessed => 90,
         }
     }
 

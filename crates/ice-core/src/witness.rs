@@ -104,15 +104,21 @@ impl WitnessState {
     /// The checkpoint cosigned for `log`, once its cosignature verifies with this state's witness key.
     pub fn verified(&self, log: &str) -> Result<Option<&WitnessedCheckpoint>, Rejection> {
         let Some(c) = self.logs.get(log) else { return Ok(None) };
-        let witness = key(&self.witness_key, "the witness key")?;
-        let sig: [u8; 64] = from_hex(&c.cosignature)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| invalid("the cosignature is not 64 hex bytes".into()))?;
-        witness
-            .verify(&cosign_message(log, c), &Signature::from_bytes(&sig))
-            .map_err(|_| invalid(format!("the cosignature of seq {} does not verify with the witness key", c.seq)))?;
+        check_cosignature(log, &self.witness_key, c).map_err(invalid)?;
         Ok(Some(c))
     }
+}
+
+/// Checks that `c.cosignature` is `witness_key`'s (hex) signature over [`cosign_message`] for `log`; the error says
+/// what is wrong, for the caller to give a code.
+pub fn check_cosignature(log: &str, witness_key: &str, c: &WitnessedCheckpoint) -> Result<(), String> {
+    let witness = key(witness_key, "the witness key").map_err(|r| r.message)?;
+    let sig: [u8; 64] = from_hex(&c.cosignature)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "the cosignature is not 64 hex bytes".to_owned())?;
+    witness
+        .verify(&cosign_message(log, c), &Signature::from_bytes(&sig))
+        .map_err(|_| format!("the cosignature of seq {} does not verify with the witness key", c.seq))
 }
 
 #[cfg(test)]

@@ -4,9 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
 use ed25519_dalek::{Signer, SigningKey};
-use ice_core::bundle::{Bundle, BundleError, BundleHeader, KeySource, build_bundle, verify_bundle};
+use ice_core::bundle::{
+    Bundle, BundleCosignature, BundleError, BundleHeader, KeySource, build_bundle, verify_bundle,
+    verify_bundle_witnessed,
+};
 use ice_core::checkpoint::{CheckpointPayload, to_hex};
 use ice_core::merkle::merkle_root;
+use ice_core::witness::{WitnessedCheckpoint, cosign_message};
 use ice_core::{
     CanonicalJson, ErrorCode, Event, EventHash, EventId, EventKind, IdSource, Principal, PrincipalKind, RunId, Seq,
     SequentialIds, Timestamp,
@@ -413,4 +417,118 @@ fn unparseable_lines_name_their_line() {
     lines.push(cp);
     assert_eq!(Bundle::from_jsonl(&lines.join("\n")).unwrap_err().line, Some(lines.len()));
     assert_eq!(Bundle::from_jsonl("").unwrap_err().line, Some(1));
+}
+
+/// Witness `w`'s cosignature of checkpoint `seq` of `l`, as `ice witness` writes it.
+fn cosign(l: &Ledger, seq: u64, w: &SigningKey) -> BundleCosignature {
+    let cp = l.event(seq);
+    let p = payload_of(cp);
+    let log = public_hex(&key(7));
+    let mut c = WitnessedCheckpoint {
+        seq,
+        event_hash: cp.hash.to_hex(),
+        to_seq: p.to_seq,
+        to_hash: p.to_hash,
+        merkle_root: p.merkle_root,
+        state_root: p.state_root,
+        witnessed_at: Timestamp::from_secs(1_795_000_200),
+        cosignature: String::new(),
+    };
+    c.cosignature = to_hex(&w.sign(&cosign_message(&log, &c)).to_bytes());
+    BundleCosignature { log, witness_key: public_hex(w), checkpoint: c }
+}
+
+/// Run A's events and, as `ice export --witness` adds them, the checkpoints chaining them to the cosigned seq 13.
+fn witnessed_run_bundle(l: &Ledger, w: &SigningKey) -> Bundle {
+    let run = l.export(json!({"run": run_a().to_string()}), |e| {
+        e.run_id == Some(run_a()) || (e.kind == EventKind::Checkpoint && e.seq.0 < 13)
+    });
+    Bundle { cosignatures: vec![cosign(l, 13, w)], ..run }
+}
+
+fn witness_fails(b: &Bundle, witnesses: &[String], code: ErrorCode) -> BundleError {
+    let err = verify_bundle_witnessed(b, &pinned(), witnesses).expect_err("verification should fail");
+    assert_eq!(err.code, code, "{err}");
+    err
+}
+
+#[test]
+fn a_cosigned_checkpoint_witnesses_every_event_it_chains_to() {
+    let (l, w) = (ledger(), key(9));
+    let b = witnessed_run_bundle(&l, &w);
+    assert_eq!(b.events.iter().map(|e| e.event.seq.0).collect::<Vec<_>>(), [2, 3, 4, 6, 8, 9, 10, 12]);
+    let r = verify_bundle_witnessed(&b, &pinned(), &[public_hex(&w)]).unwrap();
+    assert_eq!((r.cosignatures_verified, r.events_witnessed, r.events_verified), (1, 8, 8));
+    assert_eq!(r.witness_keys_from, Some(KeySource::Pinned));
+    assert_eq!(verify_bundle(&b, &pinned()).unwrap().witness_keys_from, Some(KeySource::Bundle));
+
+    // The text round-trips, the cosignature last.
+    let text = b.to_jsonl();
+    assert!(text.lines().last().unwrap().starts_with("{\"type\":\"cosignature\""), "{text}");
+    assert_eq!(Bundle::from_jsonl(&text).unwrap(), b);
+
+    // Without the chain only the events seq 13 covers directly are witnessed; a pinned witness then refuses.
+    let direct = Bundle { cosignatures: vec![cosign(&l, 13, &w)], ..run_bundle(&l) };
+    assert_eq!(verify_bundle(&direct, &pinned()).unwrap().events_witnessed, 2);
+    let err = witness_fails(&direct, &[public_hex(&w)], ErrorCode::NotWitnessed);
+    assert_eq!(err.seq, Some(2), "{err}");
+    // Nothing cosigned at all, a witness pinned.
+    witness_fails(&run_bundle(&l), &[public_hex(&w)], ErrorCode::NotWitnessed);
+    assert_eq!(verify_bundle(&run_bundle(&l), &pinned()).unwrap().witness_keys_from, None);
+}
+
+#[test]
+fn a_forged_or_misplaced_cosignature_is_refused() {
+    let (l, w) = (ledger(), key(9));
+    let b = witnessed_run_bundle(&l, &w);
+
+    // Another witness than the pinned one.
+    witness_fails(&b, &[public_hex(&key(10))], ErrorCode::UntrustedKey);
+    // The cosigned root edited after the witness signed.
+    let mut edited = b.clone();
+    edited.cosignatures[0].checkpoint.state_root = "00".repeat(32);
+    let err = witness_fails(&edited, &[], ErrorCode::CosignatureInvalid);
+    assert_eq!(err.line, Some(1 + b.checkpoints.len() + b.events.len() + 1), "{err}");
+    // A genuine cosignature, of another checkpoint, relabelled with seq 13 (re-signed, as the witness key would).
+    let mut relabelled = b.clone();
+    let forged = cosign(&l, 9, &w);
+    let mut moved = WitnessedCheckpoint { seq: 13, ..forged.checkpoint.clone() };
+    moved.cosignature = to_hex(&w.sign(&cosign_message(&forged.log, &moved)).to_bytes());
+    relabelled.cosignatures = vec![BundleCosignature { checkpoint: moved, ..forged }];
+    witness_fails(&relabelled, &[], ErrorCode::CosignatureInvalid);
+    // A cosignature of a checkpoint the bundle left out.
+    let mut absent = run_bundle(&l);
+    absent.checkpoints.retain(|c| c.seq.0 != 13);
+    absent.events.retain(|e| e.checkpoint_seq != 13);
+    absent.cosignatures = vec![cosign(&l, 13, &w)];
+    witness_fails(&absent, &[], ErrorCode::CosignatureInvalid);
+    // Dropping a link of the chain leaves the events below it unwitnessed.
+    let mut unlinked = b.clone();
+    unlinked.events.retain(|e| e.event.seq.0 != 9);
+    let err = witness_fails(&unlinked, &[public_hex(&w)], ErrorCode::NotWitnessed);
+    assert_eq!(err.seq, Some(2), "{err}");
+
+    // Layout: an unknown field, and anything after a cosignature line.
+    let text = b.to_jsonl();
+    let extra = text.replacen("\"witness_key\":", "\"note\":1,\"witness_key\":", 1);
+    assert_eq!(Bundle::from_jsonl(&extra).unwrap_err().code, ErrorCode::BadEnvelopeField);
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().unwrap();
+    let moved = format!("{}\n{last}\n{}\n", lines[..lines.len() - 1].join("\n"), lines[lines.len() - 1]);
+    assert_eq!(Bundle::from_jsonl(&moved).unwrap_err().code, ErrorCode::BadEnvelopeField);
+}
+
+#[test]
+fn a_range_bundle_may_carry_the_chain_outside_its_range() {
+    let (l, w) = (ledger(), key(9));
+    let range =
+        l.export(json!({"from_seq": 2, "to_seq": 3}), |e| (2..=3).contains(&e.seq.0) || e.seq.0 == 4 || e.seq.0 == 9);
+    let b = Bundle { cosignatures: vec![cosign(&l, 13, &w)], ..range };
+    let r = verify_bundle_witnessed(&b, &pinned(), &[public_hex(&w)]).unwrap();
+    assert!(r.range_complete);
+    assert_eq!(r.events_witnessed, 4);
+    // An event outside the range that is not a checkpoint is refused.
+    let stray = l.export(json!({"from_seq": 2, "to_seq": 3}), |e| (2..=3).contains(&e.seq.0) || e.seq.0 == 6);
+    let err = fails(&stray, &pinned(), ErrorCode::SequenceGap);
+    assert_eq!(err.seq, Some(6), "{err}");
 }

@@ -26,7 +26,7 @@ mod withdraw;
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};
 pub use boundary::{ExecInput, ExecOutcome, StartedEffect, TEST_PAUSE_ENV};
 pub use caller::{Caller, LocalUser, Presented, process_uid};
-pub use export::ExportSelection;
+pub use export::{ExportSelection, read_witness};
 pub use home::{Config, HomeError, ICE_DIR, IceHome, STORE_ENV};
 pub use memory::{PROMOTE_ACTION, READ_ACTION};
 pub use memory_read::{MAX_K, MemoryQuery, MemoryReadOutcome, MemoryReadRecord};

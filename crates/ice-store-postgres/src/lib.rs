@@ -36,6 +36,7 @@ mod connection;
 mod notify;
 mod rows;
 pub mod schema;
+mod staging;
 mod writer;
 
 use std::future::Future;
@@ -50,6 +51,7 @@ use tokio_postgres::types::ToSql;
 use crate::connection::Db;
 use crate::notify::Appends;
 use crate::rows::{COLUMNS, sql_seq};
+pub use crate::staging::Staging;
 
 /// How to open a PostgreSQL ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! failures, and use from inside an async runtime.
 
 mod multi_writer;
+mod staging;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -163,6 +163,10 @@ pub enum Command {
         /// With --witness: the witness's public key (hex) its cosignature must verify with.
         #[arg(long, value_name = "HEX", requires = "witness")]
         witness_key: Option<String>,
+        /// With --bundle: require every exported event to be under a checkpoint this witness (hex key) cosigned;
+        /// repeatable.
+        #[arg(long = "trust-witness", value_name = "HEX", requires = "bundle")]
+        trust_witnesses: Vec<String>,
     },
     /// The ledger as a standard transparency log: RFC 6962 tree heads as C2SP signed checkpoints, consistency
     /// proofs, and checking a checkpoint note against the ledger.
@@ -237,6 +241,13 @@ pub enum Command {
         /// Output file.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: PathBuf,
+        /// Carry the cosignature from this witness's state file (`ice witness`), with the checkpoints that chain
+        /// the exported events to the cosigned one.
+        #[arg(long, value_name = "STATE")]
+        witness: Option<PathBuf>,
+        /// With --witness: the witness's public key (hex) its cosignature must verify with.
+        #[arg(long, value_name = "HEX", requires = "witness")]
+        witness_key: Option<String>,
     },
     /// Print the runtime's public key (hex), which verifies its checkpoint signatures.
     Key {

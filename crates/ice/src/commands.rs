@@ -64,9 +64,19 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback { target, actor, json } => effect_cmds::rollback(&home()?, &target, actor.as_deref(), json),
         Command::Log(args) => log(&home()?, &args),
         Command::Inspect { id, json } => inspect(&home()?, &id, json),
-        Command::Verify { json, from_checkpoint, bundle, trust_keys, trust_bundle_key, witness, witness_key } => {
+        Command::Verify {
+            json,
+            from_checkpoint,
+            bundle,
+            trust_keys,
+            trust_bundle_key,
+            witness,
+            witness_key,
+            trust_witnesses,
+        } => {
             let witness = witness.as_deref().map(|w| (w, witness_key.as_deref()));
-            proof_cmds::verify(home, json, from_checkpoint, bundle.as_deref(), &trust_keys, trust_bundle_key, witness)
+            let bundle = bundle.as_deref().map(|b| (b, trust_witnesses.as_slice()));
+            proof_cmds::verify(home, json, from_checkpoint, bundle, &trust_keys, trust_bundle_key, witness)
         }
         Command::Tlog(cmd) => crate::tlog_cmds::run(&home()?, cmd),
         Command::TlogWitness { state, key, listen, name, logs } => {
@@ -80,8 +90,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             proof_cmds::what_if(&home()?, &policies, since.as_deref(), run.as_deref(), json)
         }
         Command::Checkpoint => proof_cmds::checkpoint(&home()?),
-        Command::Export { run, range, output } => {
-            bundle_cmds::export(&home()?, run.as_deref(), range.as_deref(), &output)
+        Command::Export { run, range, output, witness, witness_key } => {
+            let witness = witness.as_deref().map(|w| (w, witness_key.as_deref()));
+            bundle_cmds::export(&home()?, run.as_deref(), range.as_deref(), &output, witness)
         }
         Command::Key { ledger } => proof_cmds::key(&home()?, ledger),
         Command::Kinds => {

@@ -25,9 +25,9 @@ pub fn run(home: &IceHome, from: Option<&str>, to: &str) -> Result<u8, CliError>
         Some(url) => home.open_store_url(url)?,
         None => home.open_store()?,
     };
-    let target = Target::new(home, to);
     // Opening a SQLite path creates it: look only at a destination that exists.
-    if target.sqlite.as_ref().is_none_or(|(_, path)| path.exists()) {
+    let sqlite_absent = to.strip_prefix("sqlite:").is_some_and(|p| !home.dir().join(p).exists());
+    if !sqlite_absent {
         let dest = home.open_store_url(to)?;
         if let Some(h) = dest.head()? {
             return Err(CliError::Coded(
@@ -51,60 +51,107 @@ pub fn run(home: &IceHome, from: Option<&str>, to: &str) -> Result<u8, CliError>
         eprintln!("  hint: {}", f.code.hint());
         return Ok(exit::CHECK_FAILED);
     }
-    // A SQLite destination is filled under a temporary name and renamed into place only once proven, so a failed
-    // copy never leaves a half ledger where the real one is expected.
-    let outcome = copy_and_prove(home, &*source, source_head, &target.url());
+    // The copy is filled where nobody looks (a temporary file, a staging schema) and moved into place only once
+    // proven, so a failed or interrupted copy never leaves a half ledger where the real one is expected.
+    let target = Target::new(home, to)?;
+    let outcome = copy_and_prove(home, &*source, source_head, target.url());
     target.finish(outcome)
 }
 
-/// Where the copy is written: for SQLite a temporary file beside the destination, renamed into place on success
-/// and removed on failure; other stores directly.
-struct Target {
-    url: String,
-    sqlite: Option<(std::path::PathBuf, std::path::PathBuf)>,
+/// Where the copy is written until it is proven.
+enum Target {
+    /// A temporary file beside the destination, renamed into place on success and removed on failure.
+    Sqlite { url: String, tmp: std::path::PathBuf, path: std::path::PathBuf },
+    /// A staging schema in the destination database, moved into the destination's schema on success and dropped
+    /// on failure.
+    #[cfg(feature = "postgres")]
+    Postgres { url: String, staging: Box<ice_store_postgres::Staging> },
+    /// Anything else is opened directly (and refused by the store URL's own check).
+    Direct(String),
 }
 
 impl Target {
-    fn new(home: &IceHome, to: &str) -> Self {
-        match to.strip_prefix("sqlite:") {
-            Some(path) => {
-                let path = std::path::Path::new(path);
-                let path = if path.is_absolute() { path.to_path_buf() } else { home.dir().join(path) };
-                let tmp = path.with_file_name(format!(
-                    ".{}.migrating-{}",
-                    path.file_name().map_or_else(|| "ledger".into(), |n| n.to_string_lossy()),
-                    std::process::id()
-                ));
-                Self { url: format!("sqlite:{}", tmp.display()), sqlite: Some((tmp, path)) }
-            }
-            None => Self { url: to.to_owned(), sqlite: None },
+    fn new(home: &IceHome, to: &str) -> Result<Self, CliError> {
+        if let Some(path) = to.strip_prefix("sqlite:") {
+            let path = home.dir().join(path);
+            let tmp = path.with_file_name(format!(
+                ".{}.migrating-{}",
+                path.file_name().map_or_else(|| "ledger".into(), |n| n.to_string_lossy()),
+                std::process::id()
+            ));
+            return Ok(Self::Sqlite { url: format!("sqlite:{}", tmp.display()), tmp, path });
         }
+        #[cfg(feature = "postgres")]
+        if to.starts_with("postgres://") || to.starts_with("postgresql://") || to.contains("dbname=") {
+            let staging = ice_store_postgres::Staging::create(to, std::time::Duration::from_secs(10))?;
+            let url = match staging.url(to) {
+                Ok(url) => url,
+                Err(e) => {
+                    let _ = staging.discard();
+                    return Err(e.into());
+                }
+            };
+            return Ok(Self::Postgres { url, staging: Box::new(staging) });
+        }
+        Ok(Self::Direct(to.to_owned()))
     }
 
-    fn url(&self) -> String {
-        self.url.clone()
+    fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Direct(url) => url,
+            #[cfg(feature = "postgres")]
+            Self::Postgres { url, .. } => url,
+        }
     }
 
     fn finish(self, outcome: Result<u8, CliError>) -> Result<u8, CliError> {
-        let Some((tmp, path)) = self.sqlite else { return outcome };
-        let sidecars =
-            |p: &std::path::Path| ["", "-wal", "-shm"].map(|s| std::path::PathBuf::from(format!("{}{s}", p.display())));
-        if matches!(outcome, Ok(code) if code == exit::OK) {
-            for (from, to) in sidecars(&tmp).into_iter().zip(sidecars(&path)) {
-                if from.exists() {
-                    std::fs::rename(&from, &to).map_err(|e| {
-                        CliError::Coded(ErrorCode::StoreUnavailable, format!("cannot move the copy into place: {e}"))
-                    })?;
+        let proven = matches!(outcome, Ok(code) if code == exit::OK);
+        match self {
+            Self::Direct(_) => outcome,
+            Self::Sqlite { tmp, path, .. } => {
+                let sidecars = |p: &std::path::Path| {
+                    ["", "-wal", "-shm"].map(|s| std::path::PathBuf::from(format!("{}{s}", p.display())))
+                };
+                if proven {
+                    for (from, to) in sidecars(&tmp).into_iter().zip(sidecars(&path)) {
+                        if from.exists() {
+                            std::fs::rename(&from, &to).map_err(|e| {
+                                CliError::Coded(
+                                    ErrorCode::StoreUnavailable,
+                                    format!("cannot move the copy into place: {e}"),
+                                )
+                            })?;
+                        } else {
+                            let _ = std::fs::remove_file(&to);
+                        }
+                    }
                 } else {
-                    let _ = std::fs::remove_file(&to);
+                    for f in sidecars(&tmp) {
+                        let _ = std::fs::remove_file(f);
+                    }
+                }
+                outcome
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres { staging, .. } => {
+                let schema = staging.schema().to_owned();
+                if !proven {
+                    staging.discard()?;
+                    return outcome;
+                }
+                match staging.promote() {
+                    Ok(dest) => {
+                        println!("moved the proven copy from staging schema {schema} into schema {dest}");
+                        outcome
+                    }
+                    Err(e) => {
+                        // A failed move changed nothing at the destination; the copy goes with its schema.
+                        let _ = staging.discard();
+                        Err(e.into())
+                    }
                 }
             }
-        } else {
-            for f in sidecars(&tmp) {
-                let _ = std::fs::remove_file(f);
-            }
         }
-        outcome
     }
 }
 

@@ -17,12 +17,12 @@ pub fn verify(
     home: impl FnOnce() -> Result<IceHome, CliError>,
     json_out: bool,
     from_checkpoint: bool,
-    bundle: Option<&Path>,
+    bundle: Option<(&Path, &[String])>,
     trust: &[String],
     trust_bundle_key: bool,
     witness: Option<(&Path, Option<&str>)>,
 ) -> Result<u8, CliError> {
-    if let Some(path) = bundle {
+    if let Some((path, witnesses)) = bundle {
         if trust.is_empty() && !trust_bundle_key {
             return Err(CliError::Coded(
                 ErrorCode::NoPinnedKey,
@@ -31,7 +31,7 @@ pub fn verify(
                     .into(),
             ));
         }
-        return crate::bundle_cmds::verify_bundle(path, trust, json_out);
+        return crate::bundle_cmds::verify_bundle(path, trust, witnesses, json_out);
     }
     let home = home()?;
     let witnessed = witness.map(|(path, key)| crate::witness_cmds::witnessed_for(&home, path, key)).transpose()?;

@@ -157,20 +157,5 @@ fn witnessed_of(c: &WitnessedCheckpoint) -> Result<Witnessed, CliError> {
 /// The checkpoint a witness's state (at `path`) cosigned for this home's ledger, its cosignature checked (with
 /// `witness_key` when given, else the key the state names).
 pub fn witnessed_for(home: &IceHome, path: &Path, witness_key: Option<&str>) -> Result<Witnessed, CliError> {
-    let state = read_state(path)?.ok_or_else(|| state_error(format!("{} does not exist", path.display())))?;
-    if let Some(expected) = witness_key
-        && !expected.eq_ignore_ascii_case(&state.witness_key)
-    {
-        return Err(state_error(format!(
-            "{} is signed by witness key {}, not by {expected}",
-            path.display(),
-            state.witness_key
-        )));
-    }
-    for log in home.pinned_keys()? {
-        if let Some(c) = state.verified(&log)? {
-            return witnessed_of(c);
-        }
-    }
-    Err(state_error(format!("{} holds no checkpoint of this ledger's key", path.display())))
+    witnessed_of(&ice_runtime::read_witness(path, witness_key, &home.pinned_keys()?)?.checkpoint)
 }

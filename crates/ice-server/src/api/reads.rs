@@ -146,23 +146,11 @@ fn witnessed(
     key: Option<&str>,
     trusted_keys: &[String],
 ) -> Result<(ice_store::Witnessed, (String, String)), Rejection> {
-    let bad = |m: String| Rejection::new(ErrorCode::WitnessStateInvalid, m);
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-    let state = ice_core::witness::WitnessState::parse(&text)?;
-    if let Some(k) = key
-        && !k.eq_ignore_ascii_case(&state.witness_key)
-    {
-        return Err(bad(format!("{} is signed by witness key {}, not {k}", path.display(), state.witness_key)));
-    }
-    for log in trusted_keys {
-        if let Some(c) = state.verified(log)? {
-            let hash = ice_core::EventHash::from_hex(&c.event_hash)
-                .map_err(|_| bad(format!("the event hash of seq {} is not a hash", c.seq)))?;
-            let about = (state.witness_key.clone(), c.witnessed_at.to_rfc3339());
-            return Ok((ice_store::Witnessed { seq: ice_core::Seq(c.seq), hash }, about));
-        }
-    }
-    Err(bad(format!("{} holds no checkpoint of this ledger's key", path.display())))
+    let w = ice_runtime::read_witness(path, key, trusted_keys)?;
+    let c = &w.checkpoint;
+    // read_witness checked the hash decodes.
+    let hash = ice_core::EventHash::from_hex(&c.event_hash).unwrap_or(ice_core::EventHash::GENESIS);
+    Ok((ice_store::Witnessed { seq: ice_core::Seq(c.seq), hash }, (w.witness_key.clone(), c.witnessed_at.to_rfc3339())))
 }
 
 /// Options of `GET /v1/verify`.
@@ -251,9 +239,14 @@ pub async fn export(
     if keys.is_empty() {
         return Err(ApiError::new(ErrorCode::NoPinnedKey, "this server has no pinned key to sign bundles against"));
     }
+    // With `[server] witness_state`, the bundle carries the witness's cosignature (a broken state file fails the
+    // export, as it would fail `ice export --witness`: a configured witness is not dropped silently).
+    let witness = state.proof.witness.clone();
     let text = blocking(&state.rt, move |rt| {
         rt.require_any(&caller, &READERS, "exporting an audit bundle")?;
-        Ok(rt.export_bundle(selection, keys)?.to_jsonl())
+        let cosignature =
+            witness.map(|(path, key)| ice_runtime::read_witness(&path, key.as_deref(), &keys)).transpose()?;
+        Ok(rt.export_bundle(selection, keys, cosignature)?.to_jsonl())
     })
     .await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())

@@ -159,10 +159,16 @@ fn migrate_copies_a_sqlite_ledger_into_postgres_and_proves_it() {
     let run = ice.executing_run();
     ice.ok(&["emit", "--kind", "ReasoningRecorded", "--origin", "agent:a", "--run", &run, "--payload", r#"{"n":1}"#]);
     let c = cluster();
-    let url = c.url(OWNER, &c.create_database());
+    let db = c.create_database();
+    let url = c.url(OWNER, &db);
     let out = ice.run(&["migrate", "--to", &url]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("matches the source"), "{}", stdout(&out));
+    // The copy was made in a staging schema and moved into place once proven; nothing of the staging is left.
+    assert!(stdout(&out).contains("into schema public"), "{}", stdout(&out));
+    let staging_left = "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname LIKE 'ice\\_migrating%') \
+                        THEN RAISE EXCEPTION 'staging left'; END IF; END $$";
+    c.exec(OWNER, &db, staging_left).expect("no staging schema is left");
     let sqlite_events = ice.events();
     let pg = Command::new(crate::bin())
         .arg("--dir")

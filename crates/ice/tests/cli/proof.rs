@@ -396,6 +396,50 @@ fn a_witness_detects_a_rewound_and_re_signed_ledger() {
     assert!(stderr(&out).contains("ICE-E0512"), "{}", stderr(&out));
 }
 
+/// `ice export --witness` puts the witness's cosignature in the bundle, with the checkpoints chaining the run's
+/// events to the cosigned one; a verifier that pins the witness (`--trust-witness`) then knows the witness saw
+/// those events, and refuses a bundle whose cosignature was edited, is another witness's, or is missing.
+#[test]
+fn a_bundle_carries_a_witness_cosignature_that_a_verifier_can_pin() {
+    let (ice, run) = ledger();
+    let state = ice.path().join("witness.json");
+    ice.ok(&["checkpoint"]);
+    ice.ok(&["witness", "--state", state.to_str().unwrap()]);
+    let witness: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let witness_key = witness["witness_key"].as_str().unwrap().to_owned();
+    let (key, bundle) = (ice.ok(&["key"]).trim().to_owned(), ice.path().join("run.jsonl"));
+    let out = ice.ok(&["export", "--run", &run, "-o", bundle.to_str().unwrap(), "--witness", state.to_str().unwrap()]);
+    assert!(out.contains("under a checkpoint a witness cosigned"), "{out}");
+    let verify = |path: &std::path::Path, witness: &str| {
+        let args = ["verify", "--bundle", path.to_str().unwrap(), "--trust-key", &key, "--trust-witness", witness];
+        ice.run(&[&args[..], &["--json"]].concat())
+    };
+    let out = verify(&bundle, &witness_key);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(r["report"]["events_witnessed"], r["report"]["events_verified"], "{r}");
+    assert_eq!(
+        (&r["report"]["cosignatures_verified"], &r["report"]["witness_keys_from"]),
+        (&1.into(), &"pinned".into())
+    );
+
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let sig = witness["logs"].as_object().unwrap().values().next().unwrap()["cosignature"].as_str().unwrap().to_owned();
+    let flipped = format!("{}{}", if sig.starts_with('0') { "1" } else { "0" }, &sig[1..]);
+    let forged = ice.path().join("forged.jsonl");
+    std::fs::write(&forged, text.replace(&sig, &flipped)).unwrap();
+    let refused = |path: &std::path::Path, witness: &str, code: &str| {
+        let out = verify(path, witness);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(stdout(&out).trim()).unwrap()["code"], code);
+    };
+    refused(&forged, &witness_key, "ICE-E0514");
+    refused(&bundle, &"ab".repeat(32), "ICE-E0507");
+    let plain = ice.path().join("plain.jsonl");
+    ice.ok(&["export", "--run", &run, "-o", plain.to_str().unwrap()]);
+    refused(&plain, &witness_key, "ICE-E0515");
+}
+
 /// The signing key can live outside `.ice/`: in a file elsewhere, or behind an external signer (`ice signer`, which
 /// an operator would run as another OS user). A process that cannot use the key still records and verifies; it
 /// just does not sign, and says so when asked to.

@@ -29,7 +29,8 @@ fn http_with(addr: &str, method: &str, path: &str, token: &str, body: &str, head
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    // A body that is not one JSON value (an audit bundle's JSON lines) comes back as a string.
+    (status, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned())))
 }
 
 /// Starts `ice serve` on a free loopback port; returns the child, its address and a thread collecting its logs.
@@ -388,6 +389,15 @@ fn verify_over_the_api_checks_a_configured_witness() {
     assert_eq!((status, &v["ok"]), (200, &Value::Bool(true)), "{v}");
     let seq = v["witness"]["cosigned_seq"].as_u64().expect("the witness is reported");
     assert!(seq >= 1, "{v}");
+    // An exported bundle carries the witness's cosignature of that checkpoint.
+    let (status, bundle) = http(&addr, "GET", "/v1/export?from=1&to=1", &auditor, "");
+    assert_eq!(status, 200, "{bundle}");
+    let last = bundle.as_str().unwrap().lines().last().unwrap().to_owned();
+    let cosignature: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(
+        (&cosignature["type"], &cosignature["checkpoint"]["seq"]),
+        (&Value::from("cosignature"), &Value::from(seq))
+    );
     // A forged cosignature: the witness check fails, with its code.
     let forged = std::fs::read_to_string(&state).unwrap();
     let sig = serde_json::from_str::<Value>(&forged).unwrap()["logs"].as_object().unwrap().values().next().unwrap()
