@@ -123,7 +123,11 @@ impl CanonicalJson {
             ));
         }
         check_structure(value, 0, "$")?;
-        let text = serde_json_canonicalizer::to_string(value).map_err(|e| {
+        let mut bytes = Vec::with_capacity(256);
+        crate::jcs::write_canonical(value, &mut bytes).map_err(|e| {
+            Rejection::new(ErrorCode::BadPayloadStructure, format!("payload cannot be canonicalised: {e}"))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
             Rejection::new(ErrorCode::BadPayloadStructure, format!("payload cannot be canonicalised: {e}"))
         })?;
         if text.len() > MAX_PAYLOAD_BYTES {

@@ -206,12 +206,15 @@ impl Runtime {
                 return Err(self.refuse(r, attempt(), run));
             }
         };
+        // The proposal's own draft depends on no state: it is built (and its payload canonicalised) once, outside
+        // the state lock, and reused if the decision has to be made again.
+        let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, &proposal);
         // The policy is the one active in the state the decision is made on (a policy activated by a decision
         // still in flight counts).
         let events = self.commit_with(
             &|st: &LedgerState| {
                 let policy = self.policy_in(st)?;
-                self.decision_bundle(st, &policy, caller, run, &proposal)
+                self.decision_bundle(st, &policy, caller, run, &proposal, &proposal_draft)
             },
             &attempt,
         )?;
@@ -240,7 +243,8 @@ impl Runtime {
     ) -> Result<Vec<Draft>, Rejection> {
         let (run, proposal) = self.checked_proposal(input)?;
         let policy = self.policy_in(st)?;
-        self.decision_bundle(st, &policy, caller, run, &proposal)
+        let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, &proposal);
+        self.decision_bundle(st, &policy, caller, run, &proposal, &proposal_draft)
     }
 
     /// Classifies, evaluates Cedar and decides (no recording). Shared by [`Runtime::propose`] and
@@ -322,7 +326,8 @@ impl Runtime {
             .map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
     }
 
-    /// Builds the atomic bundle for one proposal from caught-up state.
+    /// Builds the atomic bundle for one proposal from caught-up state; `proposal_draft` is the proposal's own
+    /// draft (or why the caller may not make it), built beforehand.
     fn decision_bundle(
         &self,
         st: &LedgerState,
@@ -330,6 +335,7 @@ impl Runtime {
         caller: &Caller,
         run: Option<RunId>,
         proposal: &Proposal,
+        proposal_draft: &Result<Draft, Rejection>,
     ) -> Result<Vec<Draft>, Rejection> {
         let actor = caller.principal();
         if !policy.catalog.actions.contains_key(&proposal.action) {
@@ -364,7 +370,7 @@ impl Runtime {
                  replaced it; use `ice rollback`",
             ));
         }
-        let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, proposal)?;
+        let proposal_draft = proposal_draft.clone()?;
         let pid = proposal_draft.event_id;
         let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time)?;
         let rt = Principal::runtime();

@@ -66,7 +66,14 @@ impl Runtime {
     /// The checkpoint covers the durable events (`from..=to`, hashed outside the state lock, so deciding goes on
     /// meanwhile) and signs the state root of the state it is appended onto: the decided state, including bundles
     /// still in flight ahead of it, which is exactly the state replay folds up to the checkpoint event.
+    ///
+    /// Asked for explicitly (`ice checkpoint`, a server's final checkpoint), its snapshot is written whatever the
+    /// rationing of periodic ones (see [`Runtime::checkpoint_if_due`]).
     pub fn checkpoint(&self) -> Result<Option<Event>, RuntimeError> {
+        self.checkpoint_then_snapshot(true)
+    }
+
+    fn checkpoint_then_snapshot(&self, always: bool) -> Result<Option<Event>, RuntimeError> {
         let range = self.with_state(|st| {
             let from = st.last_checkpoint().map_or(1, |m| m.to_seq + 1);
             let due = self.checkpoint_key(st).is_some() && st.last_seq().0 >= from;
@@ -90,7 +97,7 @@ impl Runtime {
         )?;
         let event = events.into_iter().next();
         if event.is_some() {
-            self.write_snapshot();
+            self.write_snapshot(always);
         }
         Ok(event)
     }
@@ -164,15 +171,16 @@ impl Runtime {
             return Ok(None);
         }
         self.predigest();
-        let signed = self.checkpoint();
+        let signed = self.checkpoint_then_snapshot(false);
         self.leave_checkpoint();
         signed
     }
 
     /// Folds the shadow state (loaded from the newest valid snapshot the first time) forward to `at`, the seq of a
-    /// `Checkpoint`, and encodes it: the same events folded the same way as the pipeline folded them, so it is the
+    /// `Checkpoint`, and encodes it when a snapshot is due (rationed as the pipeline rations its captures: see
+    /// `pipeline::CAPTURE_RATIO`): the same events folded the same way as the pipeline folded them, so it is the
     /// state the checkpoint signed (a snapshot is proven against that root before it is ever used).
-    fn fold_shadow_to(&self, at: Seq, dir: &Path) -> Result<(Seq, String), Rejection> {
+    fn fold_shadow_to(&self, at: Seq, dir: &Path, always: bool) -> Result<Option<(Seq, String)>, Rejection> {
         let mut shadow = self.shadow();
         let st = shadow.get_or_insert_with(|| crate::snapshot::latest_valid(&**self.store(), dir).unwrap_or_default());
         let unreadable = |e: ice_store::StoreError| Rejection::new(e.code(), e.to_string());
@@ -192,7 +200,13 @@ impl Runtime {
         if st.last_seq() != at {
             return Err(Rejection::new(ice_core::ErrorCode::SequenceGap, "the ledger ends before the checkpoint"));
         }
-        Ok((at, st.to_snapshot()?))
+        let newest = snapshot_files(dir).iter().filter_map(|p| snapshot_seq(p)).max().unwrap_or(0);
+        if !always
+            && at.0.saturating_sub(newest).saturating_mul(crate::pipeline::CAPTURE_RATIO) < st.live_records() as u64
+        {
+            return Ok(None);
+        }
+        Ok(Some((at, st.to_snapshot()?)))
     }
 
     /// Hashes the state entries changed since the last checkpoint a slice at a time, releasing the state lock
@@ -216,18 +230,19 @@ impl Runtime {
 
     /// Writes the state right after the latest checkpoint (kept by the pipeline, however many events landed since)
     /// as that checkpoint's snapshot, outside the state lock, and prunes old ones. Best effort: a missing snapshot
-    /// only means a longer fold at the next start.
-    fn write_snapshot(&self) {
+    /// only means a longer fold at the next start. Periodic snapshots are rationed by how much is live (`always`
+    /// overrides that where the state is folded apart; inline, the pipeline kept a copy only if one was due).
+    fn write_snapshot(&self, always: bool) {
         let Some(dir) = self.checkpoint_policy().and_then(|p| p.snapshot_dir.clone()) else { return };
         let keep = self.checkpoint_policy().map_or(2, |p| p.keep_snapshots.max(1));
         let text = if self.inline_checkpoints() {
             let Some(state) = self.take_checkpoint_state() else { return };
-            state.to_snapshot().map(|t| (state.last_seq(), t))
+            state.to_snapshot().map(|t| Some((state.last_seq(), t)))
         } else {
             let Some(at) = self.with_state_cached(|st| st.last_checkpoint().map(|m| m.seq)) else { return };
-            self.fold_shadow_to(at, &dir)
+            self.fold_shadow_to(at, &dir, always)
         };
-        let Ok((seq, text)) = text else { return };
+        let Ok(Some((seq, text))) = text else { return };
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }
@@ -243,6 +258,11 @@ impl Runtime {
             let _ = std::fs::remove_file(old);
         }
     }
+}
+
+/// The seq a snapshot file is named for (`<seq>.json`).
+fn snapshot_seq(path: &Path) -> Option<u64> {
+    path.file_stem()?.to_str()?.parse().ok()
 }
 
 /// Snapshot files in a directory (`<seq>.json`).

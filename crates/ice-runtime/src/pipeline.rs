@@ -68,10 +68,12 @@ pub struct Pipeline {
     capture: bool,
 }
 
-/// A snapshot costs a copy of the live state; it is captured at a checkpoint once at least a tenth as many events
-/// as there are live records have passed since the last one, so its cost per event stays bounded however much
-/// work is live (with little live, that is every checkpoint).
-const CAPTURE_RATIO: u64 = 10;
+/// A snapshot costs a copy of the live state (and its encoding); it is captured at a checkpoint once at least a
+/// quarter as many events as there are live records have passed since the last one, so its cost per event stays
+/// bounded (about four records copied and encoded per event) however much work is live, and the events a fresh
+/// process folds after the snapshot stay within a quarter of the live state plus one checkpoint interval (with
+/// little live, that is every checkpoint).
+pub(crate) const CAPTURE_RATIO: u64 = 4;
 
 /// What the pipeline has done since it was created (for benchmarks and diagnostics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,6 +218,16 @@ impl Pipeline {
                 Err(rejection)
             }
         }
+    }
+
+    /// Tickets with an outcome not yet taken (their callers are to be woken).
+    pub fn settled_tickets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.settled.keys().copied()
+    }
+
+    /// The ticket whose caller should fly the next flight (the oldest queued), when one is due.
+    pub fn next_flier(&self) -> Option<u64> {
+        if self.in_flight { None } else { self.queued.first().map(|b| b.ticket) }
     }
 
     /// The outcome of a ticket, once there is one (taken: asked once).

@@ -36,6 +36,10 @@ fn is_free_kind(kind: EventKind) -> bool {
 const CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: usize = 10_000;
+/// Condition variables callers wait on, a ticket on the one its number picks: a landing wakes the callers whose
+/// tickets it settled and the one caller that flies the next flight, not every caller waiting (with 64 callers on
+/// two cores, waking all of them at every landing cost more than the decisions).
+const WAKE_SLOTS: usize = 64;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +82,8 @@ pub struct Runtime {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     pipe: Mutex<Pipeline>,
-    /// Signalled whenever a flight lands (tickets settled, the next flight may start).
-    landed: Condvar,
+    /// What callers wait on for their ticket's outcome, by ticket (see [`Runtime::slot`]).
+    wake: Box<[Condvar]>,
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
@@ -119,7 +123,7 @@ impl Runtime {
             clock,
             ids,
             pipe: Mutex::new(Pipeline::new(state)),
-            landed: Condvar::new(),
+            wake: (0..WAKE_SLOTS).map(|_| Condvar::new()).collect(),
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
@@ -644,11 +648,18 @@ impl Runtime {
                         pipe = self.lock();
                     }
                     pipe.finish_flight();
-                    self.landed.notify_all();
+                    for t in pipe.settled_tickets().chain(pipe.next_flier()) {
+                        self.slot(t).notify_all();
+                    }
                 }
-                None => pipe = self.landed.wait(pipe).unwrap_or_else(std::sync::PoisonError::into_inner),
+                None => pipe = self.slot(ticket).wait(pipe).unwrap_or_else(std::sync::PoisonError::into_inner),
             }
         }
+    }
+
+    /// The condition variable the caller holding `ticket` waits on.
+    fn slot(&self, ticket: u64) -> &Condvar {
+        &self.wake[(ticket % WAKE_SLOTS as u64) as usize]
     }
 
     /// Waits before retrying a serialised append that lost a race to another writer: exponential from 50 µs,

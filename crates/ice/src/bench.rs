@@ -36,7 +36,7 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
         BenchCommand::Append { events, threads, latency_samples } => append(events, threads, latency_samples),
         BenchCommand::Decide { iterations, policies } => decide(iterations, policies),
         BenchCommand::History { events, points, agents } => crate::bench_history::run(events, points, agents),
-        BenchCommand::Propose { agents, seconds, synchronous, instances, store } if !instances.is_empty() => {
+        BenchCommand::Propose { agents, seconds, synchronous, instances, store, .. } if !instances.is_empty() => {
             let [agents] = agents[..] else {
                 return Err(CliError::Coded(
                     ErrorCode::BadArgument,
@@ -45,8 +45,8 @@ pub fn run(cmd: BenchCommand) -> Result<u8, CliError> {
             };
             crate::bench_instances::run(store.as_deref(), &instances, agents, seconds, &synchronous)
         }
-        BenchCommand::Propose { agents, seconds, synchronous, .. } => {
-            crate::bench_propose::run(&agents, seconds, &synchronous)
+        BenchCommand::Propose { agents, seconds, synchronous, checkpoints, .. } => {
+            crate::bench_propose::run(&agents, seconds, &synchronous, checkpoints == "inline")
         }
         BenchCommand::ProposeWorker { run, first, agents, seconds } => {
             let dir = std::env::current_dir().map_err(bench_err)?;

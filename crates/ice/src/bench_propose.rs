@@ -13,8 +13,9 @@ use crate::bench::{bench_err, summarize};
 use crate::exit;
 use crate::render::CliError;
 
-/// Runs the benchmark at each concurrency level.
-pub fn run(levels: &[usize], seconds: f64, synchronous: &str) -> Result<u8, CliError> {
+/// Runs the benchmark at each concurrency level, with checkpoints signed in the committing callers' threads
+/// (`inline`) or by a housekeeping thread as `ice serve` does.
+pub fn run(levels: &[usize], seconds: f64, synchronous: &str, inline: bool) -> Result<u8, CliError> {
     if levels.is_empty() || levels.contains(&0) || !seconds.is_finite() || seconds <= 0.0 {
         return Err(CliError::Coded(
             ice_core::ErrorCode::BadArgument,
@@ -26,14 +27,21 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str) -> Result<u8, CliE
     let (rt, agents) = (&bench.rt, &bench.agents);
     let input = |i: u64| bench.input(i);
     let in_memory = in_memory_rate(&bench, seconds)?;
+    rt.set_inline_checkpoints(inline);
     println!(
-        "ice bench propose: fs.write allowed by grant + Cedar + budget, 5 events per decision, synchronous={}",
-        bench.synchronous.pragma()
+        "ice bench propose: fs.write allowed by grant + Cedar + budget, 5 events per decision, synchronous={}, \
+         checkpoints {}",
+        bench.synchronous.pragma(),
+        if inline { "inline (in the committing caller's thread)" } else { "in a housekeeping thread (as ice serve)" }
     );
     println!("in-memory decide (baseline, 1 thread, nothing recorded): {in_memory:.0} decisions/s");
     for &n in levels {
         let before = rt.pipeline_stats();
-        let (rate, p50, p99, failures) = level(rt, &agents[..n], seconds, &input)?;
+        let (rate, p50, p99, failures) = if inline {
+            level(rt, &agents[..n], seconds, &input)?
+        } else {
+            with_housekeeping(rt, || level(rt, &agents[..n], seconds, &input))?
+        };
         let after = rt.pipeline_stats();
         let flights = after.flights - before.flights;
         let per_flight = (after.bundles - before.bundles) as f64 / flights.max(1) as f64;
@@ -51,6 +59,26 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str) -> Result<u8, CliE
         );
     }
     Ok(exit::OK)
+}
+
+/// Runs `f` while a housekeeping thread signs due checkpoints a few times a second, as `ice serve` does.
+pub fn with_housekeeping<T>(rt: &Runtime, f: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Err(e) = rt.checkpoint_if_due()
+                    && !matches!(e, ice_runtime::RuntimeError::Rejected { .. })
+                {
+                    eprintln!("warning: checkpoint not written: {e}");
+                }
+            }
+        });
+        let out = f();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        out
+    })
 }
 
 /// Checks the bench proposal is allowed, then measures the baseline: the in-memory decide of the same runtime

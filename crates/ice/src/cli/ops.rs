@@ -38,6 +38,10 @@ pub enum BenchCommand {
         /// With --instances: the ledger (e.g. a scratch PostgreSQL database's URL; default: a SQLite file).
         #[arg(long, value_name = "URL", requires = "instances")]
         store: Option<String>,
+        /// Where checkpoints are signed and snapshots written: `background` (a housekeeping thread, as `ice serve`
+        /// runs) or `inline` (in the committing caller's thread, as a one-shot CLI command does).
+        #[arg(long, default_value = "background", value_parser = ["background", "inline"])]
+        checkpoints: String,
     },
     /// Propose → decision over loopback HTTP (the real server, bearer tokens, keep-alive) at fixed offered rates
     /// and flat out, with p50/p99, against in-process `propose` of the same build in the same run.
