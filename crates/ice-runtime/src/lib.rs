@@ -8,6 +8,7 @@ mod caller;
 pub mod checkpoints;
 mod export;
 mod home;
+mod mailbox;
 mod memory;
 mod memory_read;
 pub mod pipeline;

@@ -10,7 +10,7 @@
 //! makes the append conflict; the bundles are then decided again on caught-up state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ice_core::intake::{self, RawEvent};
 use ice_core::{
@@ -20,6 +20,7 @@ use ice_core::{
 use ice_store::{EventQuery, Store, StoreError};
 
 use crate::caller::Caller;
+use crate::mailbox::{Delivery, Mailbox};
 use crate::pipeline::{Pipeline, Settled};
 use crate::policy::PolicyHandle;
 use serde_json::Value;
@@ -36,10 +37,6 @@ fn is_free_kind(kind: EventKind) -> bool {
 const CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: usize = 10_000;
-/// Condition variables callers wait on, a ticket on the one its number picks: a landing wakes the callers whose
-/// tickets it settled and the one caller that flies the next flight, not every caller waiting (with 64 callers on
-/// two cores, waking all of them at every landing cost more than the decisions).
-const WAKE_SLOTS: usize = 64;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +79,8 @@ pub struct Runtime {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     pipe: Mutex<Pipeline>,
-    /// What callers wait on for their ticket's outcome, by ticket (see [`Runtime::slot`]).
-    wake: Box<[Condvar]>,
+    /// The callers waiting for their ticket's outcome, by ticket; only ever locked under `pipe`.
+    waiting: Mutex<HashMap<u64, Arc<Mailbox>>>,
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
@@ -123,7 +120,7 @@ impl Runtime {
             clock,
             ids,
             pipe: Mutex::new(Pipeline::new(state)),
-            wake: (0..WAKE_SLOTS).map(|_| Condvar::new()).collect(),
+            waiting: Mutex::default(),
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
@@ -601,6 +598,8 @@ impl Runtime {
                 Ok(t) => t,
                 Err(rejection) => {
                     let run = attempted_run().filter(|r| pipe.spec().run(*r).is_some());
+                    // A refused bundle may have sent queued ones back to be decided again.
+                    self.deliver(&mut pipe);
                     drop(pipe);
                     return Err(refuse(rejection, run));
                 }
@@ -630,6 +629,7 @@ impl Runtime {
     /// finds the store idle carries everyone's bundles to it (group commit without a dedicated thread).
     fn await_ticket<'a>(&'a self, mut pipe: MutexGuard<'a, Pipeline>, ticket: u64) -> Result<Settled, RuntimeError> {
         let mut conflicts = 0u32;
+        let mailbox = Arc::new(Mailbox::default());
         loop {
             if let Some(settled) = pipe.take(ticket) {
                 return Ok(settled);
@@ -648,18 +648,41 @@ impl Runtime {
                         pipe = self.lock();
                     }
                     pipe.finish_flight();
-                    for t in pipe.settled_tickets().chain(pipe.next_flier()) {
-                        self.slot(t).notify_all();
+                    self.deliver(&mut pipe);
+                }
+                None => {
+                    self.waiting().insert(ticket, Arc::clone(&mailbox));
+                    drop(pipe);
+                    match mailbox.wait() {
+                        Delivery::Settled(settled) => return Ok(settled),
+                        Delivery::Fly => pipe = self.lock(),
                     }
                 }
-                None => pipe = self.slot(ticket).wait(pipe).unwrap_or_else(std::sync::PoisonError::into_inner),
             }
         }
     }
 
-    /// The condition variable the caller holding `ticket` waits on.
-    fn slot(&self, ticket: u64) -> &Condvar {
-        &self.wake[(ticket % WAKE_SLOTS as u64) as usize]
+    fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Arc<Mailbox>>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands every waiting caller whose ticket has settled its outcome, and the caller of the oldest queued bundle
+    /// the next flight when none is under way. Under the state lock, so that no outcome is missed: a caller
+    /// registers in `waiting` in the same hold of the lock in which it found its ticket unsettled.
+    fn deliver(&self, pipe: &mut Pipeline) {
+        let mut waiting = self.waiting();
+        if waiting.is_empty() {
+            return;
+        }
+        let settled: Vec<u64> = pipe.settled_tickets().filter(|t| waiting.contains_key(t)).collect();
+        for t in settled {
+            if let (Some(mailbox), Some(outcome)) = (waiting.remove(&t), pipe.take(t)) {
+                mailbox.put(Delivery::Settled(outcome));
+            }
+        }
+        if let Some(mailbox) = pipe.next_flier().and_then(|t| waiting.remove(&t)) {
+            mailbox.put(Delivery::Fly);
+        }
     }
 
     /// Waits before retrying a serialised append that lost a race to another writer: exponential from 50 µs,
