@@ -199,19 +199,25 @@ fn demo_runs_end_to_end() {
     }
 }
 
+/// Runs `ice ARGS` (no home needed), asserts it succeeded and returns what it printed.
+fn ice_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::bin()).args(args).output().unwrap();
+    let text = crate::stdout(&out);
+    assert!(out.status.success(), "ice {args:?}: {text}{}", crate::stderr(&out));
+    text
+}
+
 /// `ice bench propose` runs end to end (briefly) and reports a durable rate, its ratio to the in-memory decide
 /// rate, and how many decisions shared each commit; bad levels are refused with a code.
 #[test]
 fn bench_propose_reports_durable_rate_against_in_memory() {
-    let out = std::process::Command::new(crate::bin())
-        .args(["bench", "propose", "--agents", "1,4", "--seconds", "0.3"])
-        .output()
-        .unwrap();
-    let text = crate::stdout(&out);
-    assert!(out.status.success(), "{text}{}", crate::stderr(&out));
+    let text = ice_ok(&["bench", "propose", "--agents", "1,4", "--seconds", "0.3"]);
     assert!(text.contains("in-memory decide"), "{text}");
     assert_eq!(text.matches("RATIO durable / in-memory").count(), 2, "{text}");
     assert!(text.contains("decisions per commit"), "{text}");
+    assert!(text.contains("checkpoints in a housekeeping thread"), "{text}");
+    let text = ice_ok(&["bench", "propose", "--agents", "2", "--seconds", "0.2", "--checkpoints", "inline"]);
+    assert!(text.contains("checkpoints inline"), "{text}");
     let bad = std::process::Command::new(crate::bin()).args(["bench", "propose", "--agents", "0"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(crate::stderr(&bad).contains("ICE-E"), "{}", crate::stderr(&bad));
@@ -221,12 +227,7 @@ fn bench_propose_reports_durable_rate_against_in_memory() {
 /// (briefly here); the commands it measures succeed against the ledger it grew.
 #[test]
 fn bench_history_reports_memory_and_command_latency() {
-    let out = std::process::Command::new(crate::bin())
-        .args(["bench", "history", "--events", "600", "--points", "2", "--agents", "2"])
-        .output()
-        .unwrap();
-    let text = crate::stdout(&out);
-    assert!(out.status.success(), "{text}{}", crate::stderr(&out));
+    let text = ice_ok(&["bench", "history", "--events", "600", "--points", "2", "--agents", "2"]);
     assert!(text.contains("log --limit 20"), "{text}");
     assert!(text.contains("RATIO last / first point"), "{text}");
     let rows: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).collect();
@@ -237,12 +238,7 @@ fn bench_history_reports_memory_and_command_latency() {
 /// breaks their generators (as the trust model once did, silently) fails here rather than when figures are due.
 #[test]
 fn proof_and_instance_benchmarks_run() {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(crate::bin()).args(args).output().unwrap();
-        let text = crate::stdout(&out);
-        assert!(out.status.success(), "ice {args:?}: {text}{}", crate::stderr(&out));
-        text
-    };
+    let run = ice_ok;
     let replay = run(&["bench", "replay", "--events", "3000", "--proposals", "30"]);
     assert!(replay.contains("= live root"), "{replay}");
     let verify = run(&["bench", "verify", "--events", "3000"]);
