@@ -93,6 +93,13 @@ pub struct PipelineStats {
     pub queued: u64,
     /// Bundles in the flight under way, at the time of reading.
     pub flying: u64,
+    /// Time flights spent at the store (the append, its fsync included), in µs (from the runtime's clockwork, not
+    /// this sans-I/O core: see `Runtime::pipeline_stats`).
+    pub store_micros: u64,
+    /// Time from the store's answer to the flight landing (waiting for the state lock), in µs.
+    pub landing_wait_micros: u64,
+    /// Time from a landing that left bundles queued to the next flight leaving, in µs (the store idle meanwhile).
+    pub relaunch_micros: u64,
 }
 
 /// Upper bounds of the [`PipelineStats::batch_sizes`] buckets.

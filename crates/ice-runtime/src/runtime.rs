@@ -20,7 +20,7 @@ use ice_core::{
 use ice_store::{EventQuery, Store, StoreError};
 
 use crate::caller::Caller;
-use crate::mailbox::{Delivery, Mailbox};
+use crate::mailbox::{Delivery, FlightTimes, Mailbox};
 use crate::pipeline::{Pipeline, Settled};
 use crate::policy::PolicyHandle;
 use serde_json::Value;
@@ -81,6 +81,8 @@ pub struct Runtime {
     pipe: Mutex<Pipeline>,
     /// The callers waiting for their ticket's outcome, by ticket; only ever locked under `pipe`.
     waiting: Mutex<HashMap<u64, Arc<Mailbox>>>,
+    /// Where flights' time goes (diagnostics).
+    flight_times: FlightTimes,
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
@@ -121,6 +123,7 @@ impl Runtime {
             ids,
             pipe: Mutex::new(Pipeline::new(state)),
             waiting: Mutex::default(),
+            flight_times: FlightTimes::default(),
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
@@ -297,7 +300,9 @@ impl Runtime {
 
     /// What the commit pipeline has done since this runtime was opened.
     pub fn pipeline_stats(&self) -> crate::pipeline::PipelineStats {
-        self.lock().stats()
+        let stats = self.lock().stats();
+        let (store_micros, landing_wait_micros, relaunch_micros) = self.flight_times.totals();
+        crate::pipeline::PipelineStats { store_micros, landing_wait_micros, relaunch_micros, ..stats }
     }
 
     /// Reads derived state (durable events only, after catching up with the ledger).
@@ -637,8 +642,11 @@ impl Runtime {
             match pipe.start_flight() {
                 Some(request) => {
                     drop(pipe);
+                    let left = self.flight_times.leaving();
                     let result = self.store.append(request);
+                    let answered = self.flight_times.answered(left);
                     pipe = self.lock();
+                    self.flight_times.landing(answered);
                     let conflicted = pipe.land(result, &mut |seq| self.read_after(seq));
                     if conflicted {
                         // Another writer changed state first: let it make progress before flying again.
@@ -648,6 +656,7 @@ impl Runtime {
                         pipe = self.lock();
                     }
                     pipe.finish_flight();
+                    self.flight_times.landed(pipe.next_flier().is_some());
                     self.deliver(&mut pipe);
                 }
                 None => {

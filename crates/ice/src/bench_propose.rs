@@ -52,10 +52,15 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str, inline: bool) -> R
             rate / in_memory,
             if failures > 0 { format!("  ({failures} failed)") } else { String::new() }
         );
+        let ms_per_commit = |after: u64, before: u64| (after - before) as f64 / 1000.0 / flights.max(1) as f64;
         println!(
-            "      pipeline: {flights} commits, {} conflicts, {} decisions redone",
+            "      pipeline: {flights} commits, {} conflicts, {} decisions redone; per commit {:.2} ms at the store, \
+             {:.2} ms from its answer to landing, {:.2} ms from landing to the next commit leaving",
             after.conflicts - before.conflicts,
-            after.retried - before.retried
+            after.retried - before.retried,
+            ms_per_commit(after.store_micros, before.store_micros),
+            ms_per_commit(after.landing_wait_micros, before.landing_wait_micros),
+            ms_per_commit(after.relaunch_micros, before.relaunch_micros),
         );
     }
     Ok(exit::OK)
