@@ -23,6 +23,23 @@ pub(crate) struct Mailbox {
     ready: Condvar,
 }
 
+impl Mailbox {
+    pub(crate) fn put(&self, delivery: Delivery) {
+        *self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delivery);
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn wait(&self) -> Delivery {
+        let mut slot = self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(delivery) = slot.take() {
+                return delivery;
+            }
+            slot = self.ready.wait(slot).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
 /// Where the time of flights goes, in µs: at the store, waiting to land, and between a landing that left work queued
 /// and the next flight (wall-clock diagnostics for `ice bench propose`; nothing decided depends on them).
 #[derive(Default)]
@@ -78,22 +95,5 @@ impl FlightTimes {
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         let t = self.times();
         (t.at_store, t.to_land, t.to_relaunch)
-    }
-}
-
-impl Mailbox {
-    pub(crate) fn put(&self, delivery: Delivery) {
-        *self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delivery);
-        self.ready.notify_one();
-    }
-
-    pub(crate) fn wait(&self) -> Delivery {
-        let mut slot = self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            if let Some(delivery) = slot.take() {
-                return delivery;
-            }
-            slot = self.ready.wait(slot).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
     }
 }
