@@ -140,9 +140,15 @@ impl Runtime {
     /// told to leave that to a housekeeping task ([`Runtime::set_inline_checkpoints`]). Failures are not the
     /// caller's: the next append tries again.
     pub(crate) fn maybe_checkpoint(&self) {
-        if !self.inline_checkpoints() {
-            return;
+        if self.inline_checkpoints() {
+            self.sign_due_checkpoint();
         }
+    }
+
+    /// [`Runtime::checkpoint_if_due`] for a caller with nowhere to report failure (a committing caller, a
+    /// benchmark's housekeeping thread): a failure other than losing the race to another instance is a warning on
+    /// stderr, and the next try may succeed.
+    pub fn sign_due_checkpoint(&self) {
         // A refusal means another instance checkpointed first; anything else is worth a warning.
         if let Err(e) = self.checkpoint_if_due()
             && !matches!(e, RuntimeError::Rejected { .. })
@@ -200,7 +206,10 @@ impl Runtime {
         if st.last_seq() != at {
             return Err(Rejection::new(ice_core::ErrorCode::SequenceGap, "the ledger ends before the checkpoint"));
         }
-        let newest = snapshot_files(dir).iter().filter_map(|p| snapshot_seq(p)).max().unwrap_or(0);
+        // Only a snapshot at or before this checkpoint can be the last one written: a file named for a later seq
+        // (put there by hand, or left by a ledger that was replaced) must not hold back every snapshot after it.
+        let newest =
+            snapshot_files(dir).iter().filter_map(|p| snapshot_seq(p)).filter(|s| *s <= at.0).max().unwrap_or(0);
         if !always
             && at.0.saturating_sub(newest).saturating_mul(crate::pipeline::CAPTURE_RATIO) < st.live_records() as u64
         {

@@ -30,6 +30,17 @@ fn root(l: &Ledger) -> String {
     l.rt.with_state(|s| s.state_root().unwrap()).unwrap()
 }
 
+/// Checkpoints every `every_events` events, with snapshots in `dir`, none pruned.
+fn keeping_every_snapshot(dir: &std::path::Path, every_events: u64) -> ice_runtime::checkpoints::CheckpointPolicy {
+    ice_runtime::checkpoints::CheckpointPolicy {
+        key: common::test_key().into(),
+        every_events,
+        every_secs: 0,
+        snapshot_dir: Some(dir.to_path_buf()),
+        keep_snapshots: 1_000,
+    }
+}
+
 /// An open grant of `action` on `resource` to `who`.
 fn grant(l: &Ledger, who: &str, action: &str, resource: &str) {
     let g = GrantInput {
@@ -154,13 +165,7 @@ fn terminating_a_run_expires_its_pending_approvals() {
 fn every_checkpoint_gets_its_snapshot_while_agents_keep_deciding() {
     let mut l = Ledger::new();
     let snapshots = l.dir().join("snapshots");
-    l.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
-        key: common::test_key().into(),
-        every_events: 200,
-        every_secs: 0,
-        snapshot_dir: Some(snapshots.clone()),
-        keep_snapshots: 1_000,
-    });
+    l.rt.set_checkpoints(keeping_every_snapshot(&snapshots, 200));
     let run = l.executing_run();
     for t in 0..4 {
         grant(&l, &format!("agent:t{t}"), "fs.write", "file:ok/");
@@ -203,13 +208,7 @@ fn snapshots_are_rationed_by_how_much_is_live() {
         l.rt.propose(&agent, &write(&run, &format!("ok/{i}.txt"))).unwrap();
     }
     let snapshots = l.dir().join("snapshots");
-    l.rt.set_checkpoints(ice_runtime::checkpoints::CheckpointPolicy {
-        key: common::test_key().into(),
-        every_events: 20,
-        every_secs: 0,
-        snapshot_dir: Some(snapshots.clone()),
-        keep_snapshots: 1_000,
-    });
+    l.rt.set_checkpoints(keeping_every_snapshot(&snapshots, 20));
     for i in 150..270 {
         l.rt.propose(&agent, &write(&run, &format!("ok/{i}.txt"))).unwrap();
     }
@@ -231,4 +230,26 @@ fn snapshots_are_rationed_by_how_much_is_live() {
         let payload: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(at.payload.as_str()).unwrap();
         assert_eq!(snap.state_root().unwrap(), payload.state_root);
     }
+}
+
+/// A server folds its snapshots apart and rations them by the newest one in the directory; a file there named for
+/// a seq the ledger has not reached (put there by hand, or left by a replaced ledger) does not stop them.
+#[test]
+fn a_snapshot_named_for_a_future_seq_does_not_hold_back_the_next() {
+    let mut l = Ledger::new();
+    let snapshots = l.dir().join("snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    std::fs::write(snapshots.join("09999999999999999999.json"), "{}").unwrap();
+    l.rt.set_checkpoints(keeping_every_snapshot(&snapshots, 20));
+    l.rt.set_inline_checkpoints(false);
+    let run = l.executing_run();
+    grant(&l, "agent:w", "fs.write", "file:ok/");
+    let agent = l.agent("agent:w");
+    for i in 0..10 {
+        l.rt.propose(&agent, &write(&run, &format!("ok/{i}.txt"))).unwrap();
+    }
+    let signed = l.rt.checkpoint_if_due().unwrap().expect("a checkpoint is due after 50 events");
+    let written = snapshots.join(format!("{:020}.json", signed.seq.0));
+    let snap = LedgerState::from_snapshot(&std::fs::read_to_string(&written).unwrap()).unwrap();
+    assert_eq!(snap.last_seq(), signed.seq);
 }

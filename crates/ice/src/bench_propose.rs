@@ -67,17 +67,13 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str, inline: bool) -> R
 }
 
 /// Runs `f` while a housekeeping thread signs due checkpoints a few times a second, as `ice serve` does.
-pub fn with_housekeeping<T>(rt: &Runtime, f: impl FnOnce() -> T) -> T {
+fn with_housekeeping<T>(rt: &Runtime, f: impl FnOnce() -> T) -> T {
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(100));
-                if let Err(e) = rt.checkpoint_if_due()
-                    && !matches!(e, ice_runtime::RuntimeError::Rejected { .. })
-                {
-                    eprintln!("warning: checkpoint not written: {e}");
-                }
+                rt.sign_due_checkpoint();
             }
         });
         let out = f();
