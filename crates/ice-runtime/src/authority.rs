@@ -210,14 +210,14 @@ impl Runtime {
         // the state lock, and reused if the decision has to be made again.
         let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, &proposal);
         // The policy is the one active in the state the decision is made on (a policy activated by a decision
-        // still in flight counts).
-        let events = self.commit_with(
-            &|st: &LedgerState| {
-                let policy = self.policy_in(st)?;
-                self.decision_bundle(st, &policy, caller, run, &proposal, &proposal_draft)
-            },
-            &attempt,
-        )?;
+        // still in flight counts). Decided by whichever thread holds the state lock, with other callers'
+        // (`crate::commit`): everything it needs is owned.
+        let who = caller.clone();
+        let make: crate::commit::SharedMake = Arc::new(move |rt: &Runtime, st: &LedgerState| {
+            let policy = rt.policy_in(st)?;
+            rt.decision_bundle(st, &policy, &who, run, &proposal, &proposal_draft)
+        });
+        let events = self.commit_shared(&make, run, &attempt)?;
         let proposal_event = events.first().cloned();
         let decision_event = events.iter().find(|e| e.kind == EventKind::DecisionMade).cloned();
         match (proposal_event, decision_event) {

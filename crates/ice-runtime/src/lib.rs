@@ -6,6 +6,7 @@ mod authority;
 mod boundary;
 mod caller;
 pub mod checkpoints;
+mod commit;
 mod export;
 mod home;
 mod mailbox;

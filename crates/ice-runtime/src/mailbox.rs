@@ -1,8 +1,10 @@
-//! Handing a waiting caller its ticket's outcome (see [`crate::pipeline`] and `Runtime::await_ticket`), and
-//! timing where a flight's time goes.
+//! Handing a waiting caller what it waits for (see [`crate::commit`]), and timing where a flight's time goes.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
+
+use ice_core::{Rejection, RunId};
+use ice_store::AppendRequest;
 
 use crate::pipeline::Settled;
 
@@ -10,32 +12,75 @@ use crate::pipeline::Settled;
 pub(crate) enum Delivery {
     /// Its ticket's outcome.
     Settled(Settled),
-    /// No flight is under way and its bundle is the oldest queued: it flies the next one.
-    Fly,
+    /// A flight carrying its bundle has just started: it carries the request to the store and lands it.
+    Fly(AppendRequest),
+    /// Its bundle was decided by another thread (flat combining) and refused; with the run its attempt named, if
+    /// that run exists in the state it was decided on.
+    Refused(Rejection, Option<RunId>),
 }
 
 /// Where one waiting caller is handed what it waits for: a landing wakes exactly the callers it settled (and the
-/// one that flies next), not every waiting caller, and a woken caller takes its outcome from here rather than
-/// queueing for the state lock again only to read it.
+/// one that carries the next flight), not every waiting caller, and a woken caller takes its outcome from here
+/// rather than queueing for the state lock again only to read it.
+///
+/// Outcomes of one landing are handed out as a *wake chain*: every mailbox is filled, only the first is woken,
+/// and each woken caller wakes the next. Waking a thread lets the scheduler run it at once, preempting the waker;
+/// a thread that woke a whole flight's callers in a row was preempted by each, while the store sat idle.
 #[derive(Default)]
 pub(crate) struct Mailbox {
-    slot: Mutex<Option<Delivery>>,
+    slot: Mutex<Slot>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct Slot {
+    delivery: Option<Delivery>,
+    /// Whom to wake once this delivery is taken.
+    then: Option<Arc<Mailbox>>,
+}
+
 impl Mailbox {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands the caller `delivery` and wakes it.
     pub(crate) fn put(&self, delivery: Delivery) {
-        *self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delivery);
+        self.fill(delivery, None);
+        self.wake();
+    }
+
+    /// Hands the caller `delivery` without waking it; once it has taken it, it wakes `then`. The caller must be
+    /// woken by whoever filled the mailbox whose `then` this is, or by [`Mailbox::wake`], or be about to wait.
+    pub(crate) fn fill(&self, delivery: Delivery, then: Option<Arc<Mailbox>>) {
+        let mut slot = self.slot();
+        slot.delivery = Some(delivery);
+        slot.then = then;
+    }
+
+    /// Wakes the caller if it waits (it finds the delivery filled before).
+    pub(crate) fn wake(&self) {
         self.ready.notify_one();
     }
 
+    /// Whether it holds a flight not yet taken (see `Runtime::drain`).
+    pub(crate) fn holds_flight(&self) -> bool {
+        matches!(self.slot().delivery, Some(Delivery::Fly(_)))
+    }
+
+    /// Waits for a delivery and takes it, passing the wake-up on down the chain.
     pub(crate) fn wait(&self) -> Delivery {
-        let mut slot = self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self.slot();
         loop {
-            if let Some(delivery) = slot.take() {
+            if let Some(delivery) = slot.delivery.take() {
+                let then = slot.then.take();
+                drop(slot);
+                if let Some(next) = then {
+                    next.wake();
+                }
                 return delivery;
             }
-            slot = self.ready.wait(slot).unwrap_or_else(std::sync::PoisonError::into_inner);
+            slot = self.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }

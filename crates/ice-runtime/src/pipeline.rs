@@ -232,9 +232,10 @@ impl Pipeline {
         self.settled.keys().copied()
     }
 
-    /// The ticket whose caller should fly the next flight (the oldest queued), when one is due.
+    /// The ticket whose caller should carry the next flight, when one is due: the newest queued (the flight takes
+    /// every queued bundle; the newest's caller is the least likely to be busy deciding).
     pub fn next_flier(&self) -> Option<u64> {
-        if self.in_flight { None } else { self.queued.first().map(|b| b.ticket) }
+        if self.in_flight { None } else { self.queued.last().map(|b| b.ticket) }
     }
 
     /// The outcome of a ticket, once there is one (taken: asked once).

@@ -20,10 +20,8 @@ use ice_core::{
 use ice_store::{EventQuery, Store, StoreError};
 
 use crate::caller::Caller;
-use crate::mailbox::{Delivery, FlightTimes, Mailbox};
-use crate::pipeline::{Pipeline, Settled};
+use crate::pipeline::Pipeline;
 use crate::policy::PolicyHandle;
-use serde_json::Value;
 
 /// Kinds that change no governed state: agents' cognitive notes (not proposals, which are decided) and
 /// rejection records. They are the only kinds a caller may submit raw.
@@ -31,10 +29,6 @@ fn is_free_kind(kind: EventKind) -> bool {
     !kind.changes_state()
 }
 
-/// How long a serialised transition keeps retrying after other writers changed state first. Each retry backs off
-/// (see [`Runtime::back_off`]); a wall-clock bound rather than a count, so a slow or oversubscribed machine does not
-/// turn ordinary contention into failures.
-const CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: usize = 10_000;
 
@@ -79,10 +73,8 @@ pub struct Runtime {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     pipe: Mutex<Pipeline>,
-    /// The callers waiting for their ticket's outcome, by ticket; only ever locked under `pipe`.
-    waiting: Mutex<HashMap<u64, Arc<Mailbox>>>,
-    /// Where flights' time goes (diagnostics).
-    flight_times: FlightTimes,
+    /// Waiting callers, published decisions, flight timing (see [`crate::commit`]).
+    pub(crate) commits: crate::commit::Commits,
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
@@ -122,8 +114,7 @@ impl Runtime {
             clock,
             ids,
             pipe: Mutex::new(Pipeline::new(state)),
-            waiting: Mutex::default(),
-            flight_times: FlightTimes::default(),
+            commits: crate::commit::Commits::default(),
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
@@ -256,6 +247,10 @@ impl Runtime {
         &*self.clock
     }
 
+    pub(crate) fn ids(&self) -> &dyn IdSource {
+        &*self.ids
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Pipeline> {
         // A panic while holding the lock cannot leave a fold half-applied (apply is all-or-nothing and a bundle
         // that fails half-way rebuilds speculative state), so a poisoned lock is still consistent.
@@ -270,13 +265,13 @@ impl Runtime {
     }
 
     /// Reads events after `seq` (one batch).
-    fn read_after(&self, seq: Seq) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn read_after(&self, seq: Seq) -> Result<Vec<Event>, StoreError> {
         self.store.read(&EventQuery { after: seq, limit: CATCH_UP_BATCH, ..Default::default() })
     }
 
     /// Folds what other writers appended, when nothing of this runtime is pending (a pending flight folds it when
     /// it lands). A cheap head check first: no events are read when the head has not moved.
-    fn catch_up_locked(&self, pipe: &mut Pipeline) -> Result<(), RuntimeError> {
+    pub(crate) fn catch_up_locked(&self, pipe: &mut Pipeline) -> Result<(), RuntimeError> {
         if !pipe.idle() {
             return Ok(());
         }
@@ -301,7 +296,7 @@ impl Runtime {
     /// What the commit pipeline has done since this runtime was opened.
     pub fn pipeline_stats(&self) -> crate::pipeline::PipelineStats {
         let stats = self.lock().stats();
-        let (store_micros, landing_wait_micros, relaunch_micros) = self.flight_times.totals();
+        let (store_micros, landing_wait_micros, relaunch_micros) = self.commits.flight_totals();
         crate::pipeline::PipelineStats { store_micros, landing_wait_micros, relaunch_micros, ..stats }
     }
 
@@ -544,190 +539,5 @@ impl Runtime {
     ) -> Result<Draft, Rejection> {
         let payload = CanonicalJson::from_serialize(payload)?;
         intake::internal_draft(kind, origin, run, Vec::new(), payload, &*self.clock, &*self.ids)
-    }
-
-    pub(crate) fn commit(&self, draft: Draft) -> Result<Event, RuntimeError> {
-        let summary = intake::draft_summary(&draft);
-        let mut events = self.commit_with(&|_: &LedgerState| Ok(vec![draft.clone()]), &|| summary.clone())?;
-        events.pop().ok_or_else(|| RuntimeError::Store(StoreError::Unavailable("the append returned no event".into())))
-    }
-
-    /// Builds drafts from speculative state, admits the whole bundle against it and commits it through the
-    /// pipeline (see the module docs and [`crate::pipeline`]); `attempt` describes the submission for the
-    /// refusal record. `make` may run more than once: whenever what it was decided on did not commit.
-    pub(crate) fn commit_with(
-        &self,
-        make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
-        attempt: &dyn Fn() -> Value,
-    ) -> Result<Vec<Event>, RuntimeError> {
-        self.commit_or(make, &|rejection, run| self.refuse(rejection, attempt(), run), &|| {
-            attempt().get("run_id").and_then(Value::as_str).and_then(|r| r.parse::<RunId>().ok())
-        })
-    }
-
-    /// One step of a housekeeping sweep (reconciliation, expiries, releases) that any instance may run: like
-    /// [`Runtime::commit_with`], but a refusal means another instance did the same step first, so it yields
-    /// nothing instead of an error.
-    pub(crate) fn sweep_step(
-        &self,
-        make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
-        attempt: &dyn Fn() -> Value,
-    ) -> Result<Vec<Event>, RuntimeError> {
-        match self.commit_with(make, attempt) {
-            Err(RuntimeError::Rejected { .. }) => Ok(Vec::new()),
-            other => other,
-        }
-    }
-
-    /// [`Runtime::commit_with`] with the caller choosing how a refusal is recorded (the effect boundary records
-    /// `EffectRefused` rather than `TransitionRejected`) and which run it names.
-    pub(crate) fn commit_or(
-        &self,
-        make: &dyn Fn(&LedgerState) -> Result<Vec<Draft>, Rejection>,
-        refuse: &dyn Fn(Rejection, Option<RunId>) -> RuntimeError,
-        attempted_run: &dyn Fn() -> Option<RunId>,
-    ) -> Result<Vec<Event>, RuntimeError> {
-        let started = std::time::Instant::now();
-        let mut rounds = 0u32;
-        loop {
-            rounds = rounds.saturating_add(1);
-            let mut pipe = self.lock();
-            // Decisions see other writers' events as of the last look: a head check when nothing of ours is
-            // pending, else the fold of the flight that is landing (a stale decision conflicts and is redone).
-            self.catch_up_locked(&mut pipe)?;
-            let admitted = make(pipe.spec()).and_then(|drafts| {
-                let run = drafts[..].first().and_then(|d| d.run_id);
-                pipe.admit(drafts).map(|ticket| (ticket, run))
-            });
-            let (ticket, run) = match admitted {
-                Ok(t) => t,
-                Err(rejection) => {
-                    let run = attempted_run().filter(|r| pipe.spec().run(*r).is_some());
-                    // A refused bundle may have sent queued ones back to be decided again.
-                    self.deliver(&mut pipe);
-                    drop(pipe);
-                    return Err(refuse(rejection, run));
-                }
-            };
-            match self.await_ticket(pipe, ticket)? {
-                Settled::Committed(events) => {
-                    self.maybe_checkpoint();
-                    return Ok(events);
-                }
-                Settled::Refused(rejection) => {
-                    let run = run.filter(|r| self.with_state_cached(|st| st.run(*r).is_some()));
-                    return Err(refuse(rejection, run));
-                }
-                Settled::Failed(e) => return Err(e.into()),
-                Settled::Retry if started.elapsed() < CONFLICT_RETRY_WINDOW => {}
-                Settled::Retry => {
-                    return Err(RuntimeError::Store(StoreError::Unavailable(format!(
-                        "the ledger head kept moving under concurrent writers; gave up after {rounds} tries in {}s",
-                        CONFLICT_RETRY_WINDOW.as_secs()
-                    ))));
-                }
-            }
-        }
-    }
-
-    /// Waits for a queued bundle's outcome, flying the next flight whenever none is running: the caller that
-    /// finds the store idle carries everyone's bundles to it (group commit without a dedicated thread).
-    fn await_ticket<'a>(&'a self, mut pipe: MutexGuard<'a, Pipeline>, ticket: u64) -> Result<Settled, RuntimeError> {
-        let mut conflicts = 0u32;
-        let mailbox = Arc::new(Mailbox::default());
-        loop {
-            if let Some(settled) = pipe.take(ticket) {
-                return Ok(settled);
-            }
-            match pipe.start_flight() {
-                Some(request) => {
-                    drop(pipe);
-                    let left = self.flight_times.leaving();
-                    let result = self.store.append(request);
-                    let answered = self.flight_times.answered(left);
-                    pipe = self.lock();
-                    self.flight_times.landing(answered);
-                    let conflicted = pipe.land(result, &mut |seq| self.read_after(seq));
-                    if conflicted {
-                        // Another writer changed state first: let it make progress before flying again.
-                        drop(pipe);
-                        conflicts = conflicts.saturating_add(1);
-                        self.back_off(conflicts);
-                        pipe = self.lock();
-                    }
-                    pipe.finish_flight();
-                    self.flight_times.landed(pipe.next_flier().is_some());
-                    self.deliver(&mut pipe);
-                }
-                None => {
-                    self.waiting().insert(ticket, Arc::clone(&mailbox));
-                    drop(pipe);
-                    match mailbox.wait() {
-                        Delivery::Settled(settled) => return Ok(settled),
-                        Delivery::Fly => pipe = self.lock(),
-                    }
-                }
-            }
-        }
-    }
-
-    fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Arc<Mailbox>>> {
-        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Hands every waiting caller whose ticket has settled its outcome, and the caller of the oldest queued bundle
-    /// the next flight when none is under way. Under the state lock, so that no outcome is missed: a caller
-    /// registers in `waiting` in the same hold of the lock in which it found its ticket unsettled.
-    fn deliver(&self, pipe: &mut Pipeline) {
-        let mut waiting = self.waiting();
-        if waiting.is_empty() {
-            return;
-        }
-        let settled: Vec<u64> = pipe.settled_tickets().filter(|t| waiting.contains_key(t)).collect();
-        for t in settled {
-            if let (Some(mailbox), Some(outcome)) = (waiting.remove(&t), pipe.take(t)) {
-                mailbox.put(Delivery::Settled(outcome));
-            }
-        }
-        if let Some(mailbox) = pipe.next_flier().and_then(|t| waiting.remove(&t)) {
-            mailbox.put(Delivery::Fly);
-        }
-    }
-
-    /// Waits before retrying a serialised append that lost a race to another writer: exponential from 50 µs,
-    /// capped at 20 ms, with jitter so that instances which collided do not collide again in lockstep.
-    fn back_off(&self, attempt: u32) {
-        use std::hash::{BuildHasher, Hasher};
-        let base_us = 50u64.saturating_mul(1 << attempt.min(9)).min(20_000);
-        // Jitter of 50–150 % of the base from std's randomly keyed hasher; not from the injected id source, whose
-        // sequence tests and replay may depend on.
-        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000;
-        std::thread::sleep(std::time::Duration::from_micros(base_us / 2 + base_us * jitter / 1000));
-    }
-
-    /// Records a refusal as `TransitionRejected` and returns the error to hand back to the caller.
-    pub(crate) fn refuse(&self, rejection: Rejection, attempt: Value, run: Option<RunId>) -> RuntimeError {
-        let draft = intake::rejection_draft(&rejection, attempt, run, &*self.clock, &*self.ids);
-        self.record_refusal(rejection, draft.ok())
-    }
-
-    /// Appends the record of a refusal (a free kind: never conflicting with anything a caller decided) and returns
-    /// the error carrying it. Best effort: if recording fails too, the refusal is still returned, without its
-    /// record.
-    pub(crate) fn record_refusal(&self, rejection: Rejection, record: Option<Draft>) -> RuntimeError {
-        let record = record.and_then(|draft| {
-            // A refusal record conflicts with nothing, but may be carried by a flight that did; a few tries.
-            for _ in 0..8 {
-                let mut pipe = self.lock();
-                let ticket = pipe.admit(vec![draft.clone()]).ok()?;
-                match self.await_ticket(pipe, ticket) {
-                    Ok(Settled::Committed(mut events)) => return events.pop(),
-                    Ok(Settled::Retry) => {}
-                    _ => return None,
-                }
-            }
-            None
-        });
-        RuntimeError::Rejected { rejection, record: record.map(Box::new) }
     }
 }

@@ -230,3 +230,48 @@ fn a_bundle_whose_later_draft_is_refused_is_refused_whole() {
     assert_eq!(*pipe.spec(), state, "speculative state untouched");
     assert!(pipe.start_flight().is_none(), "nothing queued");
 }
+
+/// Proposals are decided by whichever thread holds the state lock (flat combining) while other transitions are
+/// decided by their own callers, and a second runtime on the same ledger makes flights conflict: every caller of
+/// both paths gets its answer (none stranded), and the budget holds across both runtimes.
+#[test]
+fn combined_and_own_decisions_interleave_across_two_runtimes_without_stranding_a_caller() {
+    let l = Ledger::new();
+    let run = setup(&l);
+    let mut second = Runtime::open(Arc::clone(l.rt.store()), Arc::new(SystemClock), Arc::new(SystemIds)).unwrap();
+    second.set_local_users(vec![LocalUser::this_process("human:alice")]);
+    // A stranded caller would hang the test: fail it instead.
+    let (disarm, armed) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if armed.recv_timeout(std::time::Duration::from_secs(240)) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("a caller was stranded: no answer within 240 s");
+            std::process::exit(101);
+        }
+    });
+    let runtimes = [&l.rt, &second];
+    let answered = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for t in 0..THREADS {
+            let (rt, run) = (runtimes[t % 2], &run);
+            handles.push(s.spawn(move || {
+                let agent = rt.authenticate(&Presented::Local { act_as: Some(&format!("agent:p{t}")) }).unwrap();
+                (0..EACH).filter(|i| rt.propose(&agent, &input(run, t * EACH + i)).is_ok()).count()
+            }));
+        }
+        for rt in runtimes {
+            handles.push(s.spawn(move || {
+                let alice = rt.authenticate(&Presented::Local { act_as: None }).unwrap();
+                let key = BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total };
+                (0..10).filter(|_| rt.set_budget(&alice, key.clone(), LIMIT).is_ok()).count()
+            }));
+        }
+        handles.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+    });
+    drop(disarm);
+    assert_eq!(answered, THREADS * EACH + 20, "every call succeeded");
+    let all = decisions(&**l.rt.store());
+    assert_eq!(all.len(), THREADS * EACH);
+    assert_eq!(all.iter().filter(|d| d.verdict == Verdict::Allow).count() as u64, LIMIT);
+    l.fold_from_scratch();
+    verify_ledger(&**l.rt.store(), &mut |_| {}).unwrap().unwrap();
+}
