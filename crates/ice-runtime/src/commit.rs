@@ -43,7 +43,7 @@ use crate::runtime::{Runtime, RuntimeError};
 const CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most flights one thread carries back to back (its own caller waits meanwhile).
-const CARRY_LIMIT: u32 = 8;
+const CARRY_LIMIT: u32 = 4;
 
 /// Builds a bundle from the state to decide on; owned, so that any thread may run it on the caller's behalf.
 pub(crate) type SharedMake = Arc<dyn Fn(&Runtime, &LedgerState) -> Result<Vec<Draft>, Rejection> + Send + Sync>;

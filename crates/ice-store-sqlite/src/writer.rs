@@ -75,8 +75,11 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     {
-        let recorded =
-            tx.query_row("SELECT seq, hash, time FROM chain_head WHERE id = 1", [], rows::decode_head).optional()?;
+        // Cached statements: this runs once per flight, and preparing is SQLite's parser each time.
+        let recorded = tx
+            .prepare_cached("SELECT seq, hash, time FROM chain_head WHERE id = 1")?
+            .query_row([], rows::decode_head)
+            .optional()?;
         let mut head = match recorded {
             None => ChainHead::genesis(),
             Some(Ok(h)) => h,
@@ -156,11 +159,11 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
             }
         }
         if head.seq != start_seq {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO chain_head (id, seq, hash, time) VALUES (1, ?1, ?2, ?3)
                  ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, time = excluded.time",
-                rusqlite::params![sql_seq(head.seq), head.hash.0, head.time.0],
-            )?;
+            )?
+            .execute(rusqlite::params![sql_seq(head.seq), head.hash.0, head.time.0])?;
         }
     }
     tx.commit()?;

@@ -48,14 +48,19 @@ impl LedgerState {
         for id in finished {
             self.effects.retire_effect(id)?;
         }
+        let terminal: BTreeSet<RunId> = self.runs.values().filter(|r| r.state.is_terminal()).map(|r| r.id).collect();
+        if terminal.is_empty() {
+            // Nothing to look for in every live record (the common case while runs are under way).
+            return self.memory.retire_ended();
+        }
         let effects = &self.effects;
         let busy: BTreeSet<RunId> = (self.authority.proposals().values().filter_map(|p| p.run))
             .chain(effects.permits().values().filter_map(|p| p.run))
             .chain(effects.approvals().values().filter_map(|a| a.run))
             .chain(effects.effects().values().filter_map(|e| e.run))
+            .filter(|r| terminal.contains(r))
             .collect();
-        let ended: Vec<RunId> =
-            self.runs.values().filter(|r| r.state.is_terminal() && !busy.contains(&r.id)).map(|r| r.id).collect();
+        let ended: Vec<RunId> = terminal.difference(&busy).copied().collect();
         for id in ended {
             self.runs.remove(&id);
             self.run_roots.retire(&id)?;
