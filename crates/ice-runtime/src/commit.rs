@@ -204,7 +204,7 @@ impl Runtime {
         // else the fold of the flight that is landing (a stale decision conflicts and is redone).
         self.catch_up_locked(&mut pipe)?;
         self.decide_one(&mut pipe, make, attempted_run, mailbox);
-        self.deliver(&mut pipe, mailbox);
+        self.deliver(&mut pipe);
         drop(pipe);
         Ok(self.await_outcome(mailbox))
     }
@@ -272,7 +272,7 @@ impl Runtime {
                     }
                 }
             }
-            self.deliver(pipe, own);
+            self.deliver(pipe);
             if self.commits.landers.load(Ordering::SeqCst) > 0 {
                 return;
             }
@@ -339,7 +339,7 @@ impl Runtime {
             pipe.finish_flight();
             times.landed(pipe.next_flier().is_some());
             let next = if carried < CARRY_LIMIT { pipe.start_flight() } else { None };
-            self.deliver(&mut pipe, own);
+            self.deliver(&mut pipe);
             match next {
                 Some(next) => {
                     // Whoever publishes next decides what is published while this thread is at the store.
@@ -365,20 +365,17 @@ impl Runtime {
     /// Hands every waiting caller whose ticket has settled its outcome, and starts the next flight when none is
     /// under way and bundles are queued (handing it to the caller of one of them). Under the state lock, so that
     /// no outcome is missed: a caller's mailbox is registered in the same hold in which its bundle was admitted.
-    /// `own` is the mailbox of the calling thread, which takes its outcome when it next waits.
-    pub(crate) fn deliver(&self, pipe: &mut Pipeline, own: &Mailbox) {
+    pub(crate) fn deliver(&self, pipe: &mut Pipeline) {
         let mut waiting = guard(&self.commits.waiting);
         let settled: Vec<u64> = pipe.settled_tickets().collect();
         // A wake chain (see `Mailbox`): this thread wakes one caller, each woken caller the next.
         let mut chain: Option<Arc<Mailbox>> = None;
         for t in settled {
             if let (Some(outcome), Some(mailbox)) = (pipe.take(t), waiting.remove(&t)) {
-                if std::ptr::eq(Arc::as_ptr(&mailbox), own) {
-                    mailbox.fill(Delivery::Settled(outcome), None);
-                } else {
-                    mailbox.fill(Delivery::Settled(outcome), chain.take());
-                    chain = Some(mailbox);
-                }
+                chain = match mailbox.fill(Delivery::Settled(outcome), chain.take()) {
+                    Ok(()) => Some(mailbox),
+                    Err(then) => then,
+                };
             }
         }
         if let Some(first) = chain {

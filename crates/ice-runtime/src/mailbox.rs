@@ -37,6 +37,8 @@ struct Slot {
     delivery: Option<Delivery>,
     /// Whom to wake once this delivery is taken.
     then: Option<Arc<Mailbox>>,
+    /// The caller sleeps in [`Mailbox::wait`].
+    asleep: bool,
 }
 
 impl Mailbox {
@@ -46,16 +48,24 @@ impl Mailbox {
 
     /// Hands the caller `delivery` and wakes it.
     pub(crate) fn put(&self, delivery: Delivery) {
-        self.fill(delivery, None);
+        self.slot().delivery = Some(delivery);
         self.wake();
     }
 
-    /// Hands the caller `delivery` without waking it; once it has taken it, it wakes `then`. The caller must be
-    /// woken by whoever filled the mailbox whose `then` this is, or by [`Mailbox::wake`], or be about to wait.
-    pub(crate) fn fill(&self, delivery: Delivery, then: Option<Arc<Mailbox>>) {
+    /// Hands the caller `delivery` without waking it, as a link of a wake chain: if the caller sleeps, it is to
+    /// wake `then` once woken itself, and is now the chain's head (`Ok`: whoever fills the next link passes it
+    /// as `then`, and the last one filled is woken with [`Mailbox::wake`]). A caller that is awake finds its
+    /// delivery when it next waits and may be busy until then, so it is left out of the chain: `then` is handed
+    /// back (`Err`).
+    pub(crate) fn fill(&self, delivery: Delivery, then: Option<Arc<Mailbox>>) -> Result<(), Option<Arc<Mailbox>>> {
         let mut slot = self.slot();
         slot.delivery = Some(delivery);
-        slot.then = then;
+        if slot.asleep {
+            slot.then = then;
+            Ok(())
+        } else {
+            Err(then)
+        }
     }
 
     /// Wakes the caller if it waits (it finds the delivery filled before).
@@ -80,7 +90,9 @@ impl Mailbox {
                 }
                 return delivery;
             }
+            slot.asleep = true;
             slot = self.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
+            slot.asleep = false;
         }
     }
 }

@@ -255,7 +255,16 @@ fn combined_and_own_decisions_interleave_across_two_runtimes_without_stranding_a
             let (rt, run) = (runtimes[t % 2], &run);
             handles.push(s.spawn(move || {
                 let agent = rt.authenticate(&Presented::Local { act_as: Some(&format!("agent:p{t}")) }).unwrap();
-                (0..EACH).filter(|i| rt.propose(&agent, &input(run, t * EACH + i)).is_ok()).count()
+                let mut answered = 0;
+                for i in 0..EACH {
+                    let outcome = rt.propose(&agent, &input(run, t * EACH + i)).unwrap();
+                    // Decided by whichever thread combined it, on behalf of the caller that proposed it.
+                    assert_eq!(outcome.proposal.origin.to_string(), format!("agent:p{t}"));
+                    assert_eq!(outcome.decision.proposal_id, outcome.proposal.event_id);
+                    assert!(outcome.proposal.payload.as_str().contains(&format!("/sandbox/f{}.md", t * EACH + i)));
+                    answered += 1;
+                }
+                answered
             }));
         }
         for rt in runtimes {
