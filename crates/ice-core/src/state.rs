@@ -160,6 +160,9 @@ pub struct LedgerState {
     last_checkpoint: Option<CheckpointMark>,
     #[serde(default)]
     memory: MemoryState,
+    /// `events` when settled records were last looked for (see [`retire`]; 0 in snapshots written before).
+    #[serde(default)]
+    retire_pass_at: u64,
 }
 
 /// Where the latest checkpoint is and what it covered.
@@ -383,7 +386,7 @@ impl LedgerState {
                 if let Ok(c) = serde_json::from_str::<crate::checkpoint::CheckpointPayload>(e.payload.as_str()) {
                     self.last_checkpoint = Some(CheckpointMark { seq: e.seq, to_seq: c.to_seq, time: e.time });
                 }
-                self.retire_settled(e.time)?;
+                self.retire_if_due(e.time)?;
             }
             _ => {}
         }

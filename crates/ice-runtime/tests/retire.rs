@@ -255,3 +255,41 @@ fn a_snapshot_named_for_a_future_seq_does_not_hold_back_the_next() {
     let snap = LedgerState::from_snapshot(&std::fs::read_to_string(&written).unwrap()).unwrap();
     assert_eq!(snap.last_seq(), signed.seq);
 }
+
+/// Looking for settled records scans every live one, so with much live work a checkpoint looks only once as many
+/// events as live records have been folded since the last look: settled records then wait, and still retire,
+/// and every fold (live, from scratch, replay) retires them at the same checkpoint.
+#[test]
+fn with_much_live_work_retirement_is_rationed_by_events() {
+    let mut l = Ledger::fast().with_checkpoints(0);
+    let run = l.executing_run();
+    let agent = l.agent("agent:w");
+    grant(&l, "agent:w", "fs.write", "file:ok/");
+    let key = BudgetKey { scope: BudgetScope::Global, dimension: Dimension::Calls, period: Period::Total };
+    l.rt.set_budget(&l.alice, key, 10_000).unwrap();
+    // 520 proposals holding live permits: more than 1,000 live records.
+    for i in 0..520 {
+        l.rt.propose(&agent, &write(&run, &format!("ok/{i}.txt"))).unwrap();
+    }
+    let deny = |from: usize, n: usize| {
+        for i in from..from + n {
+            l.rt.propose(&agent, &write(&run, &format!("no/{i}.txt"))).unwrap();
+        }
+    };
+    deny(0, 5);
+    l.rt.checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(live(&l)[0], 520, "the first checkpoint looked: the denied proposals retired");
+    deny(5, 10);
+    l.rt.checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(live(&l)[0], 530, "too few events since the last look: the ten denied wait");
+    // Each denied proposal is two events and, until it retires, one live record: ~1,050 of them pass the live
+    // records (~1,060 plus themselves).
+    deny(15, 1_100);
+    l.rt.checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(live(&l)[0], 520, "enough events since: every settled proposal retired");
+    l.fold_from_scratch();
+    let report = l.rt.replay(&mut |_, _| {}).unwrap();
+    assert!(report.divergence.is_none(), "{:?}", report.divergence);
+    assert_eq!(report.checkpoints, 3);
+    assert_eq!(report.state_root, report.live_root);
+}

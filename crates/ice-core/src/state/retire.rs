@@ -1,7 +1,11 @@
 //! Retirement: derived state holds what is live, not all of history.
 //!
 //! When a `Checkpoint` event is folded — live and in replay alike, at the checkpoint's own time, so every fold
-//! retires the same records — everything that no event can change any more leaves memory:
+//! retires the same records — everything that no event can change any more leaves memory. Looking means scanning
+//! every live record, so with more than `SCAN_ALWAYS` live records it is done only once at least as many events as
+//! there are live records were folded since the last pass (`RETIRE_RATIO`): the scan then costs about one record per
+//! event however much is live, and settled records wait at most about as many events as are live. With less live
+//! (the usual case) it is every checkpoint:
 //!
 //! - a **proposal** once it is settled: decided, no open reservation, no pending approval, no permit that can
 //!   still be used, and no effect of its permit still waiting for an outcome; its permit and approval retire
@@ -27,7 +31,23 @@ use crate::effect::{ApprovalStatus, EffectStatus, PermitStatus};
 use crate::error::Rejection;
 use crate::ids::{EventId, RunId, Timestamp};
 
+/// A retirement pass is due once `events since the last × RETIRE_RATIO ≥ live records`...
+const RETIRE_RATIO: u64 = 1;
+/// ...or whenever there are at most this many live records (a scan of them costs ~0.1 ms).
+const SCAN_ALWAYS: u64 = 1_000;
+
 impl LedgerState {
+    /// At a checkpoint: retires every settled record if a pass is due (see the module docs).
+    pub(super) fn retire_if_due(&mut self, now: Timestamp) -> Result<(), Rejection> {
+        let since = self.events.saturating_sub(self.retire_pass_at);
+        let live = self.live_records() as u64;
+        if live > SCAN_ALWAYS && since.saturating_mul(RETIRE_RATIO) < live {
+            return Ok(());
+        }
+        self.retire_pass_at = self.events;
+        self.retire_settled(now)
+    }
+
     /// Retires every settled record (see the module docs). It fails only if a record cannot be encoded for its
     /// hash, which the record types rule out; the fold would then report the ledger undecodable.
     pub(super) fn retire_settled(&mut self, now: Timestamp) -> Result<(), Rejection> {
