@@ -225,7 +225,8 @@ impl Runtime {
     }
 
     /// Decides published jobs a batch at a time until none is left, or a landing waits for the lock (checked after
-    /// each decision; the landing decides the rest), or this thread (`own` is its mailbox) is handed a flight (see the module docs).
+    /// each decision; the landing decides the rest), or this thread (`own` is its mailbox) is handed a flight (see
+    /// the module docs).
     fn drain(&self, pipe: &mut Pipeline, own: &Mailbox) {
         loop {
             let jobs = {
