@@ -261,7 +261,7 @@ fn a_snapshot_named_for_a_future_seq_does_not_hold_back_the_next() {
 /// and every fold (live, from scratch, replay) retires them at the same checkpoint.
 #[test]
 fn with_much_live_work_retirement_is_rationed_by_events() {
-    let mut l = Ledger::fast().with_checkpoints(0);
+    let l = Ledger::fast().with_checkpoints(0);
     let run = l.executing_run();
     let agent = l.agent("agent:w");
     grant(&l, "agent:w", "fs.write", "file:ok/");
