@@ -328,7 +328,7 @@ impl Runtime {
             let answered = times.answered(left);
             let mut pipe = self.lock_to_land();
             times.landing(answered);
-            if pipe.land(result, &mut |seq| self.read_after(seq)) {
+            if pipe.land(result, &mut self.reader_to_head()) {
                 // Another writer changed state first: let it make progress before flying again.
                 drop(pipe);
                 let streak = self.commits.conflicts.fetch_add(1, Ordering::SeqCst).saturating_add(1);
@@ -352,6 +352,20 @@ impl Runtime {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reads committed events after a seq (see [`Pipeline::land`]), up to the ledger's head as of the first read:
+    /// catching up after a conflict must not chase another instance that writes faster than this one folds,
+    /// holding the state lock all the while (a bundle decided on state that is still stale just conflicts again).
+    fn reader_to_head(&self) -> impl FnMut(Seq) -> Result<Vec<Event>, StoreError> + '_ {
+        let mut head: Option<Seq> = None;
+        move |after: Seq| {
+            let until = match head {
+                Some(h) => h,
+                None => *head.insert(self.store().head()?.map_or(Seq(0), |h| h.seq)),
+            };
+            if after >= until { Ok(Vec::new()) } else { self.read_range(after, until) }
         }
     }
 
