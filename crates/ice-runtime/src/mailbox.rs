@@ -14,8 +14,8 @@ pub(crate) enum Delivery {
     Settled(Settled),
     /// A flight carrying its bundle has just started: it carries the request to the store and lands it.
     Fly(AppendRequest),
-    /// Its bundle was decided by another thread (flat combining) and refused; with the run its attempt named, if
-    /// that run exists in the state it was decided on.
+    /// Its bundle was refused when it was decided (by the caller itself, or by another thread for it: flat
+    /// combining); with the run its attempt named, if that run exists in the state it was decided on.
     Refused(Rejection, Option<RunId>),
 }
 
