@@ -380,7 +380,7 @@ impl Runtime {
     /// Hands every waiting caller whose ticket has settled its outcome, and starts the next flight when none is
     /// under way and bundles are queued (handing it to the caller of one of them). Under the state lock, so that
     /// no outcome is missed: a caller's mailbox is registered in the same hold in which its bundle was admitted.
-    pub(crate) fn deliver(&self, pipe: &mut Pipeline) {
+    fn deliver(&self, pipe: &mut Pipeline) {
         let mut waiting = guard(&self.commits.waiting);
         let settled: Vec<u64> = pipe.settled_tickets().collect();
         // A wake chain (see `Mailbox`): this thread wakes one caller, each woken caller the next.

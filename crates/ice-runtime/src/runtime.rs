@@ -265,7 +265,7 @@ impl Runtime {
     }
 
     /// Reads events after `seq` (one batch).
-    pub(crate) fn read_after(&self, seq: Seq) -> Result<Vec<Event>, StoreError> {
+    fn read_after(&self, seq: Seq) -> Result<Vec<Event>, StoreError> {
         self.store.read(&EventQuery { after: seq, limit: CATCH_UP_BATCH, ..Default::default() })
     }
 
