@@ -258,7 +258,7 @@ impl Runtime {
         const SLICE: usize = 100;
         // Bounded: under sustained load entries keep changing; the checkpoint hashes whatever is left.
         for _ in 0..1_000 {
-            let remaining = match self.lock().spec().predigest(SLICE) {
+            let remaining = match self.lock().predigest(SLICE) {
                 Ok(n) => n,
                 Err(_) => return,
             };

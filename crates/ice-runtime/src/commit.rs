@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ice_core::intake;
@@ -37,9 +37,9 @@ use crate::mailbox::{Delivery, FlightTimes, Mailbox};
 use crate::pipeline::{Pipeline, Settled};
 use crate::runtime::{Runtime, RuntimeError};
 
-/// How long a serialised transition keeps retrying after other writers changed state first. Each retry backs off
-/// (see [`Runtime::back_off`]); a wall-clock bound rather than a count, so a slow or oversubscribed machine does not
-/// turn ordinary contention into failures.
+/// How long a serialised transition keeps retrying after other writers changed state first. Retries need no
+/// back-off: a writer whose flight conflicts is given the turn by the store (see [`ice_store::turn`]). A wall-clock
+/// bound rather than a count, so a slow or oversubscribed machine does not turn ordinary contention into failures.
 const CONFLICT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most flights one thread carries back to back (its own caller waits meanwhile).
@@ -79,8 +79,6 @@ pub(crate) struct Commits {
     published: Mutex<Published>,
     /// Threads that carried a flight and wait for the state lock to land it (at most one).
     landers: AtomicUsize,
-    /// Consecutive flights that conflicted with another writer (for the back-off).
-    conflicts: AtomicU32,
     /// Where flights' time goes (diagnostics).
     times: FlightTimes,
 }
@@ -328,15 +326,10 @@ impl Runtime {
             let answered = times.answered(left);
             let mut pipe = self.lock_to_land();
             times.landing(answered);
-            if pipe.land(result, &mut self.reader_to_head()) {
-                // Another writer changed state first: let it make progress before flying again.
-                drop(pipe);
-                let streak = self.commits.conflicts.fetch_add(1, Ordering::SeqCst).saturating_add(1);
-                self.back_off(streak);
-                pipe = self.lock_to_land();
-            } else {
-                self.commits.conflicts.store(0, Ordering::SeqCst);
-            }
+            // A conflict needs no back-off: the store handed this writer the turn with the conflict (see
+            // `ice_store::turn`), so the flight decided on what it caught up with here meets no newer change. (With
+            // an exponential back-off instead, two instances on one ledger ended up sleeping through their turns.)
+            pipe.land(result, &mut self.reader_to_head());
             pipe.finish_flight();
             times.landed(pipe.next_flier().is_some());
             let next = if carried < CARRY_LIMIT { pipe.start_flight() } else { None };
@@ -401,17 +394,6 @@ impl Runtime {
         {
             mailbox.put(Delivery::Fly(request));
         }
-    }
-
-    /// Waits before retrying a serialised append that lost a race to another writer: exponential from 50 µs,
-    /// capped at 20 ms, with jitter so that instances which collided do not collide again in lockstep.
-    fn back_off(&self, attempt: u32) {
-        use std::hash::{BuildHasher, Hasher};
-        let base_us = 50u64.saturating_mul(1 << attempt.min(9)).min(20_000);
-        // Jitter of 50–150 % of the base from std's randomly keyed hasher; not from the injected id source, whose
-        // sequence tests and replay may depend on.
-        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000;
-        std::thread::sleep(std::time::Duration::from_micros(base_us / 2 + base_us * jitter / 1000));
     }
 
     /// Records a refusal as `TransitionRejected` and returns the error to hand back to the caller.

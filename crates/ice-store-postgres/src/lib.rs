@@ -67,7 +67,8 @@ pub struct PostgresOptions {
     /// including waiting for another writer's head lock) may take before it fails as unavailable.
     pub operation_timeout: Duration,
     /// When set, `open` (connected as the schema owner) grants this role what an ice process needs after
-    /// migrating: `SELECT, INSERT` on events, `SELECT, UPDATE` on the head, `SELECT` on schema_migrations.
+    /// migrating: `SELECT, INSERT` on events, `SELECT, UPDATE` on the head, `SELECT` on schema_migrations,
+    /// `SELECT, INSERT, UPDATE` on writer_turn (turn-taking, see `ice_store::turn`).
     pub app_role: Option<String>,
 }
 
@@ -116,7 +117,7 @@ impl PostgresStore {
             runtime: Some(runtime),
         };
         store.call(schema::migrate(db.clone(), options.app_role.clone()))?;
-        store.handle.spawn(writer::run(db, rx, options.max_batch_events.max(1)));
+        store.handle.spawn(writer::run(db, rx, options.max_batch_events.max(1), ice_store::turn::new_writer_id()));
         store.handle.spawn(notify::listen(config, Arc::clone(&store.appends)));
         Ok(Arc::new(store))
     }

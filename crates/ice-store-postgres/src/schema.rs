@@ -79,26 +79,53 @@ CREATE TRIGGER chain_head_forward BEFORE UPDATE ON chain_head
 REVOKE ALL ON events, chain_head, schema_migrations FROM PUBLIC;
 ";
 
+/// Turn-taking between instances (`ice_store::turn`): coordination, not ledger content, so it may be updated.
+const V2: &str = "
+CREATE TABLE writer_turn (
+    id       SMALLINT    PRIMARY KEY CHECK (id = 1),
+    holder   BIGINT      NOT NULL,
+    until_at TIMESTAMPTZ NOT NULL
+);
+REVOKE ALL ON writer_turn FROM PUBLIC;
+-- A role granted the ledger privileges under version 1 (`grant_sql`) takes turns too, or its appends would fail
+-- after an upgrade that only the schema owner ran.
+DO $$
+DECLARE r TEXT;
+BEGIN
+    FOR r IN SELECT DISTINCT grantee FROM information_schema.role_table_grants
+             WHERE table_schema = current_schema() AND table_name = 'events' AND privilege_type = 'INSERT'
+               AND grantee NOT IN (current_user, 'PUBLIC')
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON writer_turn TO %I', r);
+    END LOOP;
+END $$;
+";
+
 /// Migrations in order: (version, name, SQL).
 fn migrations() -> Vec<(i32, &'static str, String)> {
-    vec![(1, "event table, chain head, append-only triggers and privileges", format!("{EVENTS_DDL}{V1_REST}"))]
+    vec![
+        (1, "event table, chain head, append-only triggers and privileges", format!("{EVENTS_DDL}{V1_REST}")),
+        (2, "writer turn", V2.to_owned()),
+    ]
 }
 
 /// The schema version this binary writes.
-pub const LATEST_VERSION: i32 = 1;
+pub const LATEST_VERSION: i32 = 2;
 
 /// Serializes concurrent migrations (any constant works; this one spells the purpose).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('ice-store-postgres: schema migration'))";
 
 /// The statements that give `role` what an ice process needs and nothing more: read and append events, read
-/// and move the head (row lock included), read the schema version. Run by the schema owner; idempotent.
+/// and move the head (row lock included), read the schema version, take turns. Run by the schema owner;
+/// idempotent.
 pub fn grant_sql(role: &str) -> String {
     let r = quote_ident(role);
     format!(
-        "REVOKE ALL ON events, chain_head, schema_migrations FROM {r};
+        "REVOKE ALL ON events, chain_head, schema_migrations, writer_turn FROM {r};
          GRANT SELECT, INSERT ON events TO {r};
          GRANT SELECT, UPDATE (seq, hash, time) ON chain_head TO {r};
-         GRANT SELECT ON schema_migrations TO {r};"
+         GRANT SELECT ON schema_migrations TO {r};
+         GRANT SELECT, INSERT, UPDATE ON writer_turn TO {r};"
     )
 }
 

@@ -11,7 +11,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::connection::{describe, parse_config, pg_error};
 
 /// The objects of a ledger's schema (see `schema`): what [`Staging::promote`] moves.
-const TABLES: [&str; 3] = ["events", "chain_head", "schema_migrations"];
+const TABLES: [&str; 4] = ["events", "chain_head", "schema_migrations", "writer_turn"];
 const FUNCTIONS: [&str; 2] = ["ice_refuse_rewrite()", "ice_head_moves_forward()"];
 
 /// A fresh schema in the destination database that a ledger can be filled into.

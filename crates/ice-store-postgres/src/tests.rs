@@ -122,9 +122,29 @@ fn processes_opening_a_fresh_database_at_once_migrate_it_once() {
         .exec(
             OWNER,
             &db,
-            "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 1 THEN RAISE 'twice'; END IF; END $$",
+            "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 2 THEN RAISE 'twice'; END IF; END $$",
         )
         .expect("migrated once");
+}
+
+/// An owner who upgrades a version-1 ledger (opening it once, without `app_role`) leaves the application role
+/// granted under version 1 able to take turns: without it every conditional append would fail after the upgrade.
+#[test]
+fn upgrading_to_turns_grants_them_to_the_application_role() {
+    let h = PgHarness::new();
+    // Back to version 1 as it was deployed: no turn table, the role granted only the version-1 privileges.
+    h.exec(OWNER, "DROP TABLE writer_turn; DELETE FROM schema_migrations WHERE version = 2").expect("downgrade");
+    drop(PostgresStore::open(&cluster().url(OWNER, &h.db), options()).expect("upgrade as the owner"));
+    let store = h.open_as(APP_ROLE);
+    let ids = SequentialIds::new(16);
+    let change = || Draft { kind: EventKind::RunTransitioned, ..draft(&ids, T0, "change") };
+    store.append(AppendRequest::unchanged_since(vec![change()], Seq(0))).expect("first");
+    // A second writer's conflict claims the turn: the role must be able to write it.
+    let other = h.open_as(APP_ROLE);
+    let err = other.append(AppendRequest::unchanged_since(vec![change()], Seq(0))).expect_err("conflict");
+    assert_eq!(err.code(), ErrorCode::HeadConflict, "{err}");
+    h.exec(APP_ROLE, "SELECT holder FROM writer_turn").expect("the role reads the turn");
+    assert!(refused_by_ledger(h.exec(APP_ROLE, "DELETE FROM writer_turn")), "but cannot delete it");
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! with one batched INSERT, moves the head and NOTIFYs listeners in the same statement, commits, and only then
 //! answers each caller. A refused request is skipped without disturbing the others in its batch; a database
 //! error fails the whole batch.
+//!
+//! Conditional appends take turns with other instances (see [`ice_store::turn`]): a batch holding one waits while
+//! another instance's turn runs, and claims the turn when it conflicts.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +14,7 @@ use std::sync::mpsc::Sender;
 
 use deadpool_postgres::Object;
 use ice_core::{ChainHead, Event, EventId, Seq, seal_job};
+use ice_store::turn::{TURN_CATCH_UP, TURN_PATIENCE, TURN_POLL, TURN_SLICE, Turn, millis};
 use ice_store::{AppendRequest, StoreError};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::types::ToSql;
@@ -43,9 +47,16 @@ WITH appended AS (
 )
 UPDATE chain_head SET seq = $11, hash = $12, time = $13 WHERE id = 1
 RETURNING pg_notify($14, seq::text)";
+/// The recorded turn: its holder and the milliseconds left of it (by the server's clock).
+const READ_TURN: &str =
+    "SELECT holder, (EXTRACT(EPOCH FROM until_at - clock_timestamp()) * 1000)::bigint FROM writer_turn WHERE id = 1";
+/// Records that $1 holds the turn for $2 milliseconds from now.
+const HOLD_TURN: &str = "
+INSERT INTO writer_turn (id, holder, until_at) VALUES (1, $1, clock_timestamp() + $2::bigint * interval '1 millisecond')
+ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, until_at = EXCLUDED.until_at";
 
-/// Runs until every sender is dropped.
-pub(crate) async fn run(db: Db, mut jobs: UnboundedReceiver<Job>, max_batch_events: usize) {
+/// Runs until every sender is dropped; `me` identifies this writer for turn-taking.
+pub(crate) async fn run(db: Db, mut jobs: UnboundedReceiver<Job>, max_batch_events: usize, me: i64) {
     while let Some(first) = jobs.recv().await {
         let mut n = first.request.drafts.len();
         let mut batch = vec![first];
@@ -58,7 +69,18 @@ pub(crate) async fn run(db: Db, mut jobs: UnboundedReceiver<Job>, max_batch_even
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&db, &batch).await;
+        let conditional = batch.iter().any(|j| j.request.unchanged_since.is_some());
+        let patience = std::time::Instant::now() + TURN_PATIENCE;
+        let results = loop {
+            let defer = conditional && std::time::Instant::now() < patience;
+            if defer {
+                wait_for_turn(&db, me, patience).await;
+            }
+            // `None`: another instance claimed the turn between the look and the head lock.
+            if let Some(results) = commit_batch(&db, &batch, me, defer).await {
+                break results;
+            }
+        };
         for (job, result) in batch.into_iter().zip(results) {
             // A caller that went away has dropped its receiver; its events are durable regardless.
             let _ = job.reply.send(result);
@@ -76,14 +98,36 @@ enum BatchError {
     Store(StoreError),
 }
 
-async fn commit_batch(db: &Db, batch: &[Job]) -> Vec<JobResult> {
-    let fail_all = |e: StoreError| batch.iter().map(|_| Err(e.clone())).collect();
+/// The recorded turn, read outside any transaction (no lock taken).
+async fn read_turn(client: &impl tokio_postgres::GenericClient) -> Result<Option<(i64, i64)>, tokio_postgres::Error> {
+    match client.query_opt(READ_TURN, &[]).await? {
+        Some(row) => Ok(Some((row.try_get(0)?, row.try_get(1)?))),
+        None => Ok(None),
+    }
+}
+
+/// Waits until no other instance's turn runs or `patience` is over. A failure to look ends the wait: the
+/// transaction then reports it.
+async fn wait_for_turn(db: &Db, me: i64, patience: std::time::Instant) {
+    let Ok(client) = db.client().await else { return };
+    while std::time::Instant::now() < patience {
+        match read_turn(&**client).await {
+            Ok(turn) if Turn::of(turn, me) == Turn::Theirs => tokio::time::sleep(TURN_POLL).await,
+            _ => return,
+        }
+    }
+}
+
+/// One transaction for the batch; `None` (nothing written) when `defer` and another instance's turn runs.
+async fn commit_batch(db: &Db, batch: &[Job], me: i64, defer: bool) -> Option<Vec<JobResult>> {
+    let fail_all = |e: StoreError| Some(batch.iter().map(|_| Err(e.clone())).collect());
     let mut client = match db.client().await {
         Ok(c) => c,
         Err(e) => return fail_all(e),
     };
     let commit_sent = AtomicBool::new(false);
-    let outcome = tokio::time::timeout(db.timeout(), seal_and_commit(&mut client, batch, &commit_sent)).await;
+    let outcome =
+        tokio::time::timeout(db.timeout(), seal_and_commit(&mut client, batch, &commit_sent, me, defer)).await;
     match outcome {
         Ok(Ok(results)) => results,
         Ok(Err(BatchError::Failed(e))) => fail_all(db.unavailable("append failed (nothing was written) on", e)),
@@ -110,7 +154,9 @@ async fn seal_and_commit(
     client: &mut Object,
     batch: &[Job],
     commit_sent: &AtomicBool,
-) -> Result<Vec<JobResult>, BatchError> {
+    me: i64,
+    defer: bool,
+) -> Result<Option<Vec<JobResult>>, BatchError> {
     let failed = |e: tokio_postgres::Error| BatchError::Failed(pg_error(&e));
     let tx = client.transaction().await.map_err(failed)?;
     // Prepared (once per connection) before the lock is taken, so no round trip is spent on them while holding it.
@@ -118,6 +164,7 @@ async fn seal_and_commit(
     let find_ids = tx.prepare_cached(FIND_IDS).await.map_err(failed)?;
     let append = tx.prepare_cached(APPEND).await.map_err(failed)?;
     let first_change = tx.prepare_cached(FIRST_CHANGE).await.map_err(failed)?;
+    let read_turn_stmt = tx.prepare_cached(READ_TURN).await.map_err(failed)?;
 
     // Every id the seal may ask about: the drafts' own ids and their causes.
     let mut asked: HashSet<&[u8]> = HashSet::new();
@@ -130,8 +177,21 @@ async fn seal_and_commit(
     // Pipelined, in this order (biased): the server runs the id lookup only after the head lock is granted, and
     // in READ COMMITTED each statement takes a fresh snapshot, so the lookup sees every event committed by the
     // writer we may have waited for. One round trip instead of two.
-    let (head_row, found) =
-        tokio::try_join!(biased; tx.query_opt(&lock_head, &[]), tx.query(&find_ids, &ids_param)).map_err(failed)?;
+    let (head_row, found, turn_row) = tokio::try_join!(biased;
+        tx.query_opt(&lock_head, &[]),
+        tx.query(&find_ids, &ids_param),
+        tx.query_opt(&read_turn_stmt, &[]),
+    )
+    .map_err(failed)?;
+    let recorded = match turn_row {
+        Some(row) => Some((row.try_get::<_, i64>(0).map_err(failed)?, row.try_get::<_, i64>(1).map_err(failed)?)),
+        None => None,
+    };
+    let turn = Turn::of(recorded, me);
+    if defer && turn == Turn::Theirs {
+        tx.rollback().await.map_err(failed)?;
+        return Ok(None);
+    }
     let Some(head_row) = head_row else {
         return Err(BatchError::Store(StoreError::Schema(
             "the chain_head row (id = 1) is missing: the schema was altered outside ICE".into(),
@@ -152,6 +212,7 @@ async fn seal_and_commit(
     // For `unchanged_since`: the first state-changing event after a seq, committed or sealed in this batch.
     let free_kinds = AppendRequest::free_kinds();
     let mut batch_state_seq: Option<Seq> = None;
+    let (mut conflicted, mut committed_conditional) = (false, false);
     for job in batch {
         if let Some(since) = job.request.unchanged_since {
             let changed = if since > head.seq {
@@ -170,6 +231,7 @@ async fn seal_and_commit(
             };
             if let Some(actual) = changed {
                 results.push(Err(StoreError::HeadConflict { expected: since, actual }));
+                conflicted = true;
                 continue;
             }
         }
@@ -183,6 +245,7 @@ async fn seal_and_commit(
                 if let Some(e) = events.iter().rev().find(|e| e.kind.changes_state()) {
                     batch_state_seq = Some(e.seq);
                 }
+                committed_conditional |= job.request.unchanged_since.is_some();
                 results.push(Ok(events));
             }
             Err((index, rejection)) => results.push(Err(StoreError::Rejected { index, rejection })),
@@ -199,6 +262,16 @@ async fn seal_and_commit(
         params.extend([&new_seq as &(dyn ToSql + Sync), &new_hash, &head.time.0, &CHANNEL]);
         tx.query_one(&append, &params).await.map_err(failed)?;
     }
+    let hold = if turn.claimed_by_conflict(conflicted) {
+        Some(TURN_CATCH_UP)
+    } else if turn.slice_starts(committed_conditional) {
+        Some(TURN_SLICE)
+    } else {
+        None
+    };
+    if let Some(d) = hold {
+        tx.execute(HOLD_TURN, &[&me, &millis(d)]).await.map_err(failed)?;
+    }
     // A batch of refusals only commits an empty transaction; keeping one path keeps the lock release simple.
     commit_sent.store(true, Ordering::SeqCst);
     tx.commit().await.map_err(|e| {
@@ -209,5 +282,5 @@ async fn seal_and_commit(
             BatchError::Unconfirmed(pg_error(&e))
         }
     })?;
-    Ok(results)
+    Ok(Some(results))
 }

@@ -116,7 +116,7 @@ impl SqliteStore {
         let writer_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("ice-sqlite-writer".into())
-            .spawn(move || writer::run(conn, &rx, max_batch, &writer_counters))
+            .spawn(move || writer::run(conn, &rx, max_batch, &writer_counters, ice_store::turn::new_writer_id()))
             .map_err(|e| unavailable("cannot start the writer for", &path, e))?;
         Ok(Arc::new(Self {
             path,

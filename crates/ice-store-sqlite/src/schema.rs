@@ -43,13 +43,25 @@ CREATE TRIGGER chain_head_no_delete BEFORE DELETE ON chain_head
 BEGIN SELECT RAISE(ABORT, 'ICE-E0304: the chain head cannot be deleted'); END;
 ";
 
+/// Turn-taking between processes writing the same file (`ice_store::turn`): coordination, not ledger content.
+const V2: &str = "
+CREATE TABLE writer_turn (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    holder   INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL
+);
+";
+
 /// Migrations in order: (version, name, SQL).
 fn migrations() -> Vec<(i64, &'static str, String)> {
-    vec![(1, "event table, chain head, append-only triggers", format!("{EVENTS_DDL}{V1_REST}"))]
+    vec![
+        (1, "event table, chain head, append-only triggers", format!("{EVENTS_DDL}{V1_REST}")),
+        (2, "writer turn", V2.to_owned()),
+    ]
 }
 
 /// The schema version this binary writes.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 fn schema_err(e: rusqlite::Error) -> StoreError {
     StoreError::Schema(format!("migration failed: {e}"))

@@ -2,13 +2,18 @@
 //! drains the queue into one IMMEDIATE transaction, seals every request onto the head it reads inside that
 //! transaction (so other processes writing the same file are serialized by SQLite's lock), commits, and only then
 //! answers each caller. A refused request is skipped without disturbing the others in its batch.
+//!
+//! Conditional appends take turns with other processes writing the same file (see [`ice_store::turn`]): a batch
+//! holding one waits while another writer's turn runs, and claims the turn when it conflicts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Instant;
 
 use ice_core::{ChainHead, Event, EventId, seal_job};
+use ice_store::turn::{TURN_CATCH_UP, TURN_PATIENCE, TURN_POLL, TURN_SLICE, Turn, millis};
 use ice_store::{AppendRequest, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -31,8 +36,8 @@ pub struct Counters {
     pub events: AtomicU64,
 }
 
-/// Runs until every sender is dropped.
-pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, counters: &Arc<Counters>) {
+/// Runs until every sender is dropped; `me` identifies this writer for turn-taking.
+pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, counters: &Arc<Counters>, me: i64) {
     while let Ok(first) = jobs.recv() {
         let mut n = first.request.drafts.len();
         let mut batch = vec![first];
@@ -45,7 +50,21 @@ pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, 
                 Err(_) => break,
             }
         }
-        let results = match commit(&mut conn, &batch) {
+        let conditional = batch.iter().any(|j| j.request.unchanged_since.is_some());
+        let patience = Instant::now() + TURN_PATIENCE;
+        let outcome = loop {
+            let defer = conditional && Instant::now() < patience;
+            if defer {
+                wait_for_turn(&conn, me, patience);
+            }
+            match commit(&mut conn, &batch, me, defer) {
+                // Another writer claimed the turn between the look and the write lock.
+                Ok(None) => {}
+                Ok(Some(results)) => break Ok(results),
+                Err(e) => break Err(e),
+            }
+        };
+        let results = match outcome {
             Ok(results) => {
                 let committed: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
@@ -71,9 +90,57 @@ fn first_change_sql() -> String {
     format!("SELECT seq FROM events WHERE seq > ?1 AND kind NOT IN ({}) ORDER BY seq LIMIT 1", free.join(", "))
 }
 
-fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+const READ_TURN: &str = "SELECT holder, until_ms FROM writer_turn WHERE id = 1";
+
+/// The recorded turn: its holder and the milliseconds left of it.
+fn read_turn(conn: &Connection) -> Result<Option<(i64, i64)>, rusqlite::Error> {
+    let now = now_ms();
+    conn.prepare_cached(READ_TURN)?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.saturating_sub(now))))
+        .optional()
+}
+
+/// Records that `me` holds the turn for `d` from now.
+fn hold_turn(tx: &rusqlite::Transaction<'_>, me: i64, d: std::time::Duration) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO writer_turn (id, holder, until_ms) VALUES (1, ?1, ?2)
+         ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms",
+    )?
+    .execute([me, now_ms().saturating_add(millis(d))])?;
+    Ok(())
+}
+
+/// Waits, without the write lock (a read in WAL mode blocks no writer), until no other writer's turn runs or
+/// `patience` is over. A read that fails ends the wait: the transaction then reports the error.
+fn wait_for_turn(conn: &Connection, me: i64, patience: Instant) {
+    while Instant::now() < patience {
+        match read_turn(conn) {
+            Ok(turn) if Turn::of(turn, me) == Turn::Theirs => std::thread::sleep(TURN_POLL),
+            _ => return,
+        }
+    }
+}
+
+/// One transaction for the batch; `None` (nothing written) when `defer` and another writer's turn runs.
+fn commit(
+    conn: &mut Connection,
+    batch: &[Job],
+    me: i64,
+    defer: bool,
+) -> Result<Option<Vec<JobResult>>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
+    let turn = Turn::of(read_turn(&tx)?, me);
+    if defer && turn == Turn::Theirs {
+        return Ok(None);
+    }
+    let (mut conflicted, mut committed_conditional) = (false, false);
     {
         // Cached statements: this runs once per flight, and preparing is SQLite's parser each time.
         let recorded = tx
@@ -83,7 +150,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
         let mut head = match recorded {
             None => ChainHead::genesis(),
             Some(Ok(h)) => h,
-            Some(Err(e)) => return Ok(batch.iter().map(|_| Err(e.clone())).collect()),
+            Some(Err(e)) => return Ok(Some(batch.iter().map(|_| Err(e.clone())).collect())),
         };
         let start_seq = head.seq;
         let mut exists = tx.prepare_cached("SELECT 1 FROM events WHERE event_id = ?1")?;
@@ -110,6 +177,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
                 };
                 if let Some(actual) = changed {
                     results.push(Err(StoreError::HeadConflict { expected: since, actual }));
+                    conflicted = true;
                     continue;
                 }
             }
@@ -153,6 +221,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
                     if let Some(e) = events.iter().rev().find(|e| e.kind.changes_state()) {
                         batch_state_seq = Some(e.seq);
                     }
+                    committed_conditional |= job.request.unchanged_since.is_some();
                     results.push(Ok(events));
                 }
                 Err((index, rejection)) => results.push(Err(StoreError::Rejected { index, rejection })),
@@ -165,7 +234,12 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<JobResult>, rusqli
             )?
             .execute(rusqlite::params![sql_seq(head.seq), head.hash.0, head.time.0])?;
         }
+        if turn.claimed_by_conflict(conflicted) {
+            hold_turn(&tx, me, TURN_CATCH_UP)?;
+        } else if turn.slice_starts(committed_conditional) {
+            hold_turn(&tx, me, TURN_SLICE)?;
+        }
     }
     tx.commit()?;
-    Ok(results)
+    Ok(Some(results))
 }

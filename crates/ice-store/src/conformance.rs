@@ -59,6 +59,10 @@ macro_rules! conformance_suite {
                 $crate::conformance::unchanged_since_is_enforced(&($make));
             }
             #[test]
+            fn a_conflicting_writer_gets_the_next_turn() {
+                $crate::conformance::a_conflicting_writer_gets_the_next_turn(&($make));
+            }
+            #[test]
             fn history_is_append_only() {
                 $crate::conformance::history_is_append_only(&($make));
             }
@@ -282,6 +286,35 @@ pub fn unchanged_since_is_enforced(h: &dyn Harness) {
         handles.into_iter().map(|h| h.join().expect("thread")).sum()
     });
     assert_eq!(wins, 1);
+}
+
+/// Two writers (two handles on one ledger, as two processes would have): the one whose conditional append
+/// conflicted claims the turn, so the other's next conditional append waits for it, even when sent first, and
+/// then meets the claimant's change (see [`crate::turn`]). Without turns the waiting append would have committed
+/// first and the claimant would have conflicted again.
+pub fn a_conflicting_writer_gets_the_next_turn(h: &dyn Harness) {
+    let ids = SequentialIds::new(7);
+    let run = Some(ids.run_id());
+    let change = || draft(&ids, EventKind::RunTransitioned, run, T0, "change");
+    let (a, b) = (h.open(), h.open());
+    a.append(AppendRequest::unchanged_since(vec![change()], Seq(0))).expect("a first");
+    b.append(AppendRequest::unchanged_since(vec![change()], Seq(1))).expect("b on a's change");
+    let err = a.append(AppendRequest::unchanged_since(vec![change()], Seq(1))).expect_err("b changed state at 2");
+    assert_eq!(err, StoreError::HeadConflict { expected: Seq(1), actual: Seq(2) });
+    // a holds the turn now. A note (unconditional) never waits for turns.
+    b.append(AppendRequest::new(vec![draft(&ids, EventKind::ReasoningRecorded, run, T0, "note")])).expect("note");
+    let (b_change, a_change) = (change(), change());
+    let b_result = std::thread::scope(|s| {
+        let waiting = s.spawn(|| b.append(AppendRequest::unchanged_since(vec![b_change], Seq(3))));
+        // Long enough for b's append to commit if nothing held it; far shorter than the claimed turn.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let sealed = a.append(AppendRequest::unchanged_since(vec![a_change], Seq(3))).expect("a's turn");
+        assert_eq!(sealed[0].seq, Seq(4), "a's retry commits first");
+        waiting.join().expect("thread")
+    });
+    assert_eq!(b_result, Err(StoreError::HeadConflict { expected: Seq(3), actual: Seq(4) }));
+    assert_eq!(all_events(&*a).len(), 4);
+    verify_ledger(&*a, &mut |_| {}).expect("store ok").expect("verifies");
 }
 
 /// The backend itself refuses UPDATE and DELETE of stored events.

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod rows;
+pub mod turn;
 mod verify;
 
 use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, EventKind, Rejection, RunId, Seq, Timestamp};
@@ -129,6 +130,8 @@ impl StoreError {
 ///   same batch.
 /// - `append` returns only after the events are durable; concurrent callers may share one transaction.
 /// - A refused request writes nothing.
+/// - A conditional append defers to another writer's running turn and claims the turn when it conflicts
+///   (see [`turn`]): contending writers alternate rather than one of them starving.
 /// - History is append-only: the backend refuses UPDATE and DELETE of events at the storage level.
 pub trait Store: Send + Sync {
     /// Appends one request atomically; returns the sealed events once durable.
