@@ -306,7 +306,7 @@ impl Budgets {
     /// Folds `BudgetSettled` (spend `actual`) or `BudgetReleased` (spend nothing): the reservation closes.
     pub fn apply_settled(&mut self, s: &BudgetSettled) {
         let Some(charges) = self.open.remove(&s.proposal_id) else { return };
-        for c in charges {
+        for c in charges.iter() {
             let line = self.lines.entry(c.budget.clone()).or_default();
             let reserved = line.reserved.entry(c.bucket).or_default();
             *reserved = reserved.saturating_sub(c.amount);

@@ -268,8 +268,12 @@ pub fn decide(state: &AuthorityState, input: &DecisionInput<'_>) -> DecisionPlan
     }
 
     // Capability grants.
-    let mut covering: Vec<&Grant> =
-        state.grants().values().filter(|g| g.covers(input.actor, input.run, input.action, input.resource)).collect();
+    let mut covering: Vec<&Grant> = state
+        .grants()
+        .values()
+        .map(|g| &**g)
+        .filter(|g| g.covers(input.actor, input.run, input.action, input.resource))
+        .collect();
     covering.sort_by_key(|g| grant_order(g));
     let expired_grants: Vec<EventId> = covering
         .iter()

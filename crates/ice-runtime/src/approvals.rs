@@ -125,7 +125,7 @@ impl Runtime {
     pub(crate) fn close_out_drafts(&self, st: &LedgerState, run: RunId) -> Result<Vec<Draft>, Rejection> {
         let now = self.now();
         let permits: Vec<&ice_core::effect::PermitRecord> =
-            st.effects().permits().values().filter(|p| p.run == Some(run)).collect();
+            st.effects().permits().values().map(|p| &**p).filter(|p| p.run == Some(run)).collect();
         let live: Vec<EventId> =
             permits.iter().filter(|p| p.status(now) == ice_core::effect::PermitStatus::Live).map(|p| p.id).collect();
         let mut drafts = self.revoke_permit_drafts(st, &live, "run terminated")?;

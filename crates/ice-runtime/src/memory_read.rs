@@ -163,7 +163,7 @@ impl Runtime {
                 .grants()
                 .values()
                 .filter(|g| g.terms.principal == who && g.status(now) == ice_core::grant::GrantStatus::Live)
-                .cloned()
+                .map(|g| (**g).clone())
                 .collect()
         })?;
         Ok(Scope::Grants(who, run, grants))
@@ -291,7 +291,7 @@ impl Runtime {
     ) -> Result<Vec<Value>, RuntimeError> {
         self.require_any(caller, &[Role::Operator, Role::Auditor, Role::Approver], "listing memory")?;
         let now = self.now();
-        let pick = |items: &BTreeMap<EventId, MemoryItem>| -> Vec<Value> {
+        let pick = |items: &BTreeMap<EventId, std::sync::Arc<MemoryItem>>| -> Vec<Value> {
             items
                 .values()
                 .filter(|i| under(&i.promoted.namespace, namespace))

@@ -176,7 +176,8 @@ impl Runtime {
                 ),
             ));
         }
-        let effects: Vec<&EffectRecord> = st.effects().effects().values().filter(|e| e.run == Some(run)).collect();
+        let effects: Vec<&EffectRecord> =
+            st.effects().effects().values().map(|e| &**e).filter(|e| e.run == Some(run)).collect();
         if let Some(e) = effects.iter().find(|e| e.status == EffectStatus::Running) {
             return Err(Rejection::new(
                 ErrorCode::IllegalTransition,
@@ -253,7 +254,7 @@ impl Runtime {
                         .values()
                         .filter(|e| e.run == Some(run) && e.status == EffectStatus::Completed)
                         .filter(|e| e.started.compensates.is_none())
-                        .cloned()
+                        .map(|e| (**e).clone())
                         .collect();
                     v.sort_by_key(|e| std::cmp::Reverse((e.started_at.0, e.id)));
                     v
@@ -262,7 +263,7 @@ impl Runtime {
                     .values()
                     .filter(|e| e.id == id || e.outcome == Some(id))
                     .filter(|e| e.status == EffectStatus::Completed)
-                    .cloned()
+                    .map(|e| (**e).clone())
                     .collect(),
             }
         })

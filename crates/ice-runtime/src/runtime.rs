@@ -346,7 +346,7 @@ impl Runtime {
     /// One effect's record (`id`: its `EffectStarted` event id): from derived state while its run is live, folded
     /// from its run's events in the ledger once retired.
     pub fn effect(&self, id: EventId) -> Result<Option<ice_core::effect::EffectRecord>, RuntimeError> {
-        if let Some(live) = self.with_state(|s| s.effects().effects().get(&id).cloned())? {
+        if let Some(live) = self.with_state(|s| s.effects().effects().get(&id).map(|e| (**e).clone()))? {
             return Ok(Some(live));
         }
         let Some(started) = self.store().get(id)?.filter(|e| e.kind == EventKind::EffectStarted) else {
@@ -372,7 +372,7 @@ impl Runtime {
         for e in events.iter().filter(|e| ice_core::effect::EffectState::BOUNDARY_KINDS.contains(&e.kind)) {
             state.apply(e).map_err(|r| RuntimeError::Corrupt { seq: e.seq.0, message: r.message })?;
         }
-        Ok(state.effects().get(&id).cloned())
+        Ok(state.effects().get(&id).map(|e| (**e).clone()))
     }
 
     /// The first event of `kind` after `after` that names `cause` among its causes.

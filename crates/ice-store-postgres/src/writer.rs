@@ -86,6 +86,17 @@ pub(crate) async fn run(db: Db, mut jobs: UnboundedReceiver<Job>, max_batch_even
             let _ = job.reply.send(result);
         }
     }
+    release_turn(&db, me).await;
+}
+
+/// Ends this instance's running turn, if any, once its store closes, so that an instance that conflicted and
+/// exited does not hold the others off until the turn's catch-up runs out. Best effort: the store shuts its runtime
+/// down in the background right after, which may cut this short (the turn then simply runs out).
+async fn release_turn(db: &Db, me: i64) {
+    let Ok(client) = db.client().await else { return };
+    if matches!(read_turn(&**client).await.map(|t| Turn::of(t, me)), Ok(Turn::Mine { left_ms }) if left_ms > 0) {
+        let _ = client.execute("UPDATE writer_turn SET until_at = clock_timestamp() WHERE holder = $1", &[&me]).await;
+    }
 }
 
 /// Why a batch failed as a whole.

@@ -279,6 +279,40 @@ mod tests {
 
     ice_store::conformance_suite!(SqliteHarness::new());
 
+    /// The turn a writer claimed ends when its store closes, so a process that conflicted and exited does not
+    /// hold the others off (see `writer::release_turn`).
+    #[test]
+    fn a_closing_writer_gives_its_turn_back() {
+        use ice_core::{IdSource, Seq, SequentialIds};
+        use ice_store::AppendRequest;
+        let h = SqliteHarness::new();
+        let ids = SequentialIds::new(9);
+        let change = || ice_core::Draft {
+            event_id: ids.event_id(),
+            run_id: None,
+            kind: ice_core::EventKind::RunTransitioned,
+            origin: ice_core::Principal::runtime(),
+            acted_by: None,
+            time: ice_core::Timestamp(1_800_000_000_000_000),
+            time_source: ice_core::TimeSource::Clock,
+            causes: Vec::new(),
+            payload: ice_core::CanonicalJson::parse("{}").expect("payload"),
+        };
+        let turn_left_ms = || {
+            let c = rusqlite::Connection::open(h.path()).expect("raw open");
+            let until: i64 =
+                c.query_row("SELECT until_ms FROM writer_turn", [], |r| r.get(0)).expect("a turn is recorded");
+            until - crate::writer::now_ms()
+        };
+        let (a, b) = (h.open(), h.open());
+        b.append(AppendRequest::unchanged_since(vec![change()], Seq(0))).expect("b");
+        a.append(AppendRequest::unchanged_since(vec![change()], Seq(0))).expect_err("a conflicts and claims");
+        assert!(turn_left_ms() > 0, "a holds the turn");
+        drop(a);
+        assert!(turn_left_ms() <= 0, "a closed and gave it back");
+        drop(b);
+    }
+
     #[test]
     fn refuses_a_newer_schema() {
         let h = SqliteHarness::new();

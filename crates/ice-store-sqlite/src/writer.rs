@@ -81,6 +81,16 @@ pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, 
             let _ = job.reply.send(result);
         }
     }
+    release_turn(&conn, me);
+}
+
+/// Ends this writer's running turn, if any, as the store closes: a process that conflicted and then exited (a CLI
+/// command whose retry was refused) would otherwise hold other writers off until the turn's catch-up ran out.
+/// Best effort; looks first, so that a store that never held the turn takes no write lock on its way out.
+fn release_turn(conn: &Connection, me: i64) {
+    if matches!(read_turn(conn).map(|t| Turn::of(t, me)), Ok(Turn::Mine { left_ms }) if left_ms > 0) {
+        let _ = conn.execute("UPDATE writer_turn SET until_ms = 0 WHERE holder = ?1", [me]);
+    }
 }
 
 type JobResult = Result<Vec<Event>, StoreError>;
@@ -90,7 +100,8 @@ fn first_change_sql() -> String {
     format!("SELECT seq FROM events WHERE seq > ?1 AND kind NOT IN ({}) ORDER BY seq LIMIT 1", free.join(", "))
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch: what `writer_turn.until_ms` is measured in.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -16,7 +16,8 @@
 //! crashed or went quiet), then for a time slice ([`TURN_SLICE`]) from that commit. The claimant's next attempt
 //! therefore meets no newer state-changing event, and contending writers alternate slice by slice instead of one
 //! of them starving. Unconditional appends (agents' notes, refusal records) never wait: they change no state a
-//! claimant decided on.
+//! claimant decided on. A writer whose store closes while its turn runs ends the turn (the embedded store always;
+//! PostgreSQL as far as its shutdown lets it), so a CLI command that conflicted and exited holds nobody off.
 //!
 //! Why the catch-up phase: a turn that only lasted a fixed time from the claim ran out while the claimant was
 //! still folding what the other writer had appended (on a grown ledger, two processes × 16 agents on PostgreSQL:

@@ -57,13 +57,13 @@ pub fn effects(home: &IceHome, cmd: EffectsCommand) -> Result<u8, CliError> {
         EffectsCommand::List { run, json: json_out } => {
             let run = run.map(|r| resolve_run(&rt, &r)).transpose()?;
             // Every effect ever recorded: those of ended runs have left memory, so the ledger is read.
-            let all: Vec<_> = rt.boundary_history()?.effects().values().cloned().collect();
+            let all: Vec<_> = rt.boundary_history()?.effects().values().map(|e| (**e).clone()).collect();
             list_effects(all, json_out, |e| run.is_none_or(|r| e.run == Some(r)));
             Ok(exit::OK)
         }
         EffectsCommand::Pending { json: json_out } => {
             rt.reconcile()?;
-            let live: Vec<_> = rt.with_state(|s| s.effects().effects().values().cloned().collect())?;
+            let live: Vec<_> = rt.with_state(|s| s.effects().effects().values().map(|e| (**e).clone()).collect())?;
             let unknown =
                 list_effects(live, json_out, |e| matches!(e.status, EffectStatus::Running | EffectStatus::Unknown));
             Ok(if unknown > 0 { exit::CHECK_FAILED } else { exit::OK })
