@@ -25,7 +25,10 @@
 //! writer taking over a conflict (its decisions were made before the other's slice and are made again) and a
 //! rebuild of its speculative state; handing over after every append cost more than the appends (two processes
 //! × 16 agents on SQLite: 1,200–1,800 decisions/s in all, against 3,200–3,300/s with 50 ms slices; one process
-//! alone ~7,000/s). The price is latency for a writer waiting out another's turn.
+//! alone ~7,000/s). The price is latency for a writer waiting out another's turn, and the slice's length sets it
+//! while barely moving throughput (two processes × 16 agents on one SQLite file, two runs each: 10 ms slices
+//! 3,129–3,304 decisions/s, p99 70–92 ms; 25 ms 3,509–3,543/s, p99 73–77 ms; 50 ms 3,476–4,011/s, p99 98–128 ms;
+//! 100 ms 3,574–3,904/s, p99 152–154 ms).
 //!
 //! The turn is coordination, not ledger content: it lives beside the events (table `writer_turn`), is not hashed,
 //! and a lost or stale turn costs fairness for a while, never correctness. Wall-clock time bounds it: the embedded
@@ -37,7 +40,7 @@ use std::time::Duration;
 pub const TURN_CATCH_UP: Duration = Duration::from_millis(500);
 
 /// How long a turn runs once its holder's first conditional append after the claim committed.
-pub const TURN_SLICE: Duration = Duration::from_millis(50);
+pub const TURN_SLICE: Duration = Duration::from_millis(25);
 
 /// How often a writer waiting for another's turn looks again.
 pub const TURN_POLL: Duration = Duration::from_micros(250);
