@@ -301,7 +301,7 @@ pub fn a_conflicting_writer_gets_the_next_turn(h: &dyn Harness) {
     b.append(AppendRequest::unchanged_since(vec![change()], Seq(1))).expect("b on a's change");
     let err = a.append(AppendRequest::unchanged_since(vec![change()], Seq(1))).expect_err("b changed state at 2");
     assert_eq!(err, StoreError::HeadConflict { expected: Seq(1), actual: Seq(2) });
-    // a holds the turn now. A note (unconditional) never waits for turns.
+    // a holds the turn now. A note (unconditional, alone in its batch) does not wait for turns.
     b.append(AppendRequest::new(vec![draft(&ids, EventKind::ReasoningRecorded, run, T0, "note")])).expect("note");
     let (b_change, a_change) = (change(), change());
     let b_result = std::thread::scope(|s| {

@@ -15,9 +15,10 @@
 //! (the holder is catching up with what it missed and deciding again; bounded by [`TURN_CATCH_UP`] in case it
 //! crashed or went quiet), then for a time slice ([`TURN_SLICE`]) from that commit. The claimant's next attempt
 //! therefore meets no newer state-changing event, and contending writers alternate slice by slice instead of one
-//! of them starving. Unconditional appends (agents' notes, refusal records) never wait: they change no state a
-//! claimant decided on. A writer whose store closes while its turn runs ends the turn (the embedded store always;
-//! PostgreSQL as far as its shutdown lets it), so a CLI command that conflicted and exited holds nobody off.
+//! of them starving. Unconditional appends (agents' notes, refusal records) do not wait for turns: they change no
+//! state a claimant decided on. (One that shares a group-commit batch with a conditional append waits with it.)
+//! A writer whose store closes while its turn runs ends the turn (the embedded store always; PostgreSQL as far as
+//! its shutdown lets it), so a CLI command that conflicted and exited holds nobody off.
 //!
 //! Why the catch-up phase: a turn that only lasted a fixed time from the claim ran out while the claimant was
 //! still folding what the other writer had appended (on a grown ledger, two processes × 16 agents on PostgreSQL:
