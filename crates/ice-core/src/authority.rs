@@ -107,7 +107,7 @@ fn parse<T: serde::de::DeserializeOwned>(e_kind: EventKind, payload: &str) -> Re
 
 impl AuthorityState {
     /// Proposals by id.
-    pub fn proposals(&self) -> &BTreeMap<EventId, std::sync::Arc<ProposalRecord>> {
+    pub fn proposals(&self) -> &imbl::OrdMap<EventId, std::sync::Arc<ProposalRecord>> {
         self.proposals.as_map()
     }
 
@@ -117,7 +117,7 @@ impl AuthorityState {
     }
 
     /// Grants by id.
-    pub fn grants(&self) -> &BTreeMap<EventId, std::sync::Arc<Grant>> {
+    pub fn grants(&self) -> &imbl::OrdMap<EventId, std::sync::Arc<Grant>> {
         self.grants.as_map()
     }
 

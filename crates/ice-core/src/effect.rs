@@ -155,7 +155,7 @@ fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, payload: &str) -> Resu
 
 impl EffectState {
     /// Permits by id.
-    pub fn permits(&self) -> &BTreeMap<EventId, std::sync::Arc<PermitRecord>> {
+    pub fn permits(&self) -> &imbl::OrdMap<EventId, std::sync::Arc<PermitRecord>> {
         self.permits.as_map()
     }
 
@@ -165,7 +165,7 @@ impl EffectState {
     }
 
     /// Approvals by id.
-    pub fn approvals(&self) -> &BTreeMap<EventId, std::sync::Arc<ApprovalRecord>> {
+    pub fn approvals(&self) -> &imbl::OrdMap<EventId, std::sync::Arc<ApprovalRecord>> {
         self.approvals.as_map()
     }
 
@@ -175,7 +175,7 @@ impl EffectState {
     }
 
     /// Effects by id (the `EffectStarted` event id).
-    pub fn effects(&self) -> &BTreeMap<EventId, std::sync::Arc<EffectRecord>> {
+    pub fn effects(&self) -> &imbl::OrdMap<EventId, std::sync::Arc<EffectRecord>> {
         self.effects.as_map()
     }
 

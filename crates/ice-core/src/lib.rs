@@ -40,6 +40,8 @@ pub use clock::{Clock, IdSource, ManualClock, SequentialIds};
 pub use error::{ErrorCode, Rejection};
 pub use event::{Draft, Event, TimeSource};
 pub use ids::{EventHash, EventId, RunId, Seq, Timestamp};
+/// The persistent map derived state is kept in (see [`hashed`]).
+pub use imbl::OrdMap;
 pub use intake::RawEvent;
 pub use kind::{EventKind, Family, RunScope};
 pub use principal::{Principal, PrincipalKind};

@@ -326,7 +326,7 @@ fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, payload: &str) -> Resu
 
 impl MemoryState {
     /// Items in memory, by id (ACTIVE ones, and those that left ACTIVE since the last checkpoint).
-    pub fn items(&self) -> &std::collections::BTreeMap<EventId, std::sync::Arc<MemoryItem>> {
+    pub fn items(&self) -> &imbl::OrdMap<EventId, std::sync::Arc<MemoryItem>> {
         self.items.as_map()
     }
 

@@ -291,7 +291,7 @@ impl Runtime {
     ) -> Result<Vec<Value>, RuntimeError> {
         self.require_any(caller, &[Role::Operator, Role::Auditor, Role::Approver], "listing memory")?;
         let now = self.now();
-        let pick = |items: &BTreeMap<EventId, std::sync::Arc<MemoryItem>>| -> Vec<Value> {
+        let pick = |items: &ice_core::OrdMap<EventId, std::sync::Arc<MemoryItem>>| -> Vec<Value> {
             items
                 .values()
                 .filter(|i| under(&i.promoted.namespace, namespace))

@@ -384,7 +384,7 @@ fn effects_scenario(rt: &Runtime, cast: &Cast) -> Result<(), CliError> {
     )?;
     step("agent:planner executes with the approved args: the file is deleted (its content kept for rollback)");
     exec(rt, planner, &permit, None)?;
-    let delete = rt.with_state(|s| s.effects().permits().get(&permit.parse().ok()?)?.used_by)?;
+    let delete = rt.with_state(|s| s.effects().permits().get(&permit.parse::<ice_core::EventId>().ok()?)?.used_by)?;
 
     step("the operator rolls the delete back: a governed fs.restore of the recorded prior content");
     let alice_grant = GrantInput { principal: alice.principal().clone(), run: None, ..grant };
