@@ -14,7 +14,7 @@ use std::sync::mpsc::Sender;
 
 use deadpool_postgres::Object;
 use ice_core::{ChainHead, Event, EventId, Seq, seal_job};
-use ice_store::turn::{TURN_CATCH_UP, TURN_PATIENCE, TURN_POLL, TURN_SLICE, Turn, millis};
+use ice_store::turn::{TURN_PATIENCE, TURN_POLL, Turn, millis};
 use ice_store::{AppendRequest, StoreError};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::types::ToSql;
@@ -94,7 +94,7 @@ pub(crate) async fn run(db: Db, mut jobs: UnboundedReceiver<Job>, max_batch_even
 /// down in the background right after, which may cut this short (the turn then simply runs out).
 async fn release_turn(db: &Db, me: i64) {
     let Ok(client) = db.client().await else { return };
-    if matches!(read_turn(&**client).await.map(|t| Turn::of(t, me)), Ok(Turn::Mine { left_ms }) if left_ms > 0) {
+    if matches!(read_turn(&client).await.map(|t| Turn::of(t, me)), Ok(Turn::Mine { left_ms }) if left_ms > 0) {
         let _ = client.execute("UPDATE writer_turn SET until_at = clock_timestamp() WHERE holder = $1", &[&me]).await;
     }
 }
@@ -109,12 +109,16 @@ enum BatchError {
     Store(StoreError),
 }
 
-/// The recorded turn, read outside any transaction (no lock taken).
-async fn read_turn(client: &impl tokio_postgres::GenericClient) -> Result<Option<(i64, i64)>, tokio_postgres::Error> {
-    match client.query_opt(READ_TURN, &[]).await? {
-        Some(row) => Ok(Some((row.try_get(0)?, row.try_get(1)?))),
-        None => Ok(None),
-    }
+/// The recorded turn, read outside any transaction (no lock taken), with the statement prepared once per
+/// connection: a waiting writer looks every `TURN_POLL`.
+async fn read_turn(client: &Object) -> Result<Option<(i64, i64)>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(READ_TURN).await?;
+    turn_of_row(client.query_opt(&statement, &[]).await?)
+}
+
+/// A `READ_TURN` row: its holder and the milliseconds left of it.
+fn turn_of_row(row: Option<tokio_postgres::Row>) -> Result<Option<(i64, i64)>, tokio_postgres::Error> {
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
 }
 
 /// Waits until no other instance's turn runs or `patience` is over. A failure to look ends the wait: the
@@ -122,7 +126,7 @@ async fn read_turn(client: &impl tokio_postgres::GenericClient) -> Result<Option
 async fn wait_for_turn(db: &Db, me: i64, patience: std::time::Instant) {
     let Ok(client) = db.client().await else { return };
     while std::time::Instant::now() < patience {
-        match read_turn(&**client).await {
+        match read_turn(&client).await {
             Ok(turn) if Turn::of(turn, me) == Turn::Theirs => tokio::time::sleep(TURN_POLL).await,
             _ => return,
         }
@@ -176,6 +180,7 @@ async fn seal_and_commit(
     let append = tx.prepare_cached(APPEND).await.map_err(failed)?;
     let first_change = tx.prepare_cached(FIRST_CHANGE).await.map_err(failed)?;
     let read_turn_stmt = tx.prepare_cached(READ_TURN).await.map_err(failed)?;
+    let hold_turn = tx.prepare_cached(HOLD_TURN).await.map_err(failed)?;
 
     // Every id the seal may ask about: the drafts' own ids and their causes.
     let mut asked: HashSet<&[u8]> = HashSet::new();
@@ -194,11 +199,7 @@ async fn seal_and_commit(
         tx.query_opt(&read_turn_stmt, &[]),
     )
     .map_err(failed)?;
-    let recorded = match turn_row {
-        Some(row) => Some((row.try_get::<_, i64>(0).map_err(failed)?, row.try_get::<_, i64>(1).map_err(failed)?)),
-        None => None,
-    };
-    let turn = Turn::of(recorded, me);
+    let turn = Turn::of(turn_of_row(turn_row).map_err(failed)?, me);
     if defer && turn == Turn::Theirs {
         tx.rollback().await.map_err(failed)?;
         return Ok(None);
@@ -273,15 +274,8 @@ async fn seal_and_commit(
         params.extend([&new_seq as &(dyn ToSql + Sync), &new_hash, &head.time.0, &CHANNEL]);
         tx.query_one(&append, &params).await.map_err(failed)?;
     }
-    let hold = if turn.claimed_by_conflict(conflicted) {
-        Some(TURN_CATCH_UP)
-    } else if turn.slice_starts(committed_conditional) {
-        Some(TURN_SLICE)
-    } else {
-        None
-    };
-    if let Some(d) = hold {
-        tx.execute(HOLD_TURN, &[&me, &millis(d)]).await.map_err(failed)?;
+    if let Some(d) = turn.hold_after(conflicted, committed_conditional) {
+        tx.execute(&hold_turn, &[&me, &millis(d)]).await.map_err(failed)?;
     }
     // A batch of refusals only commits an empty transaction; keeping one path keeps the lock release simple.
     commit_sent.store(true, Ordering::SeqCst);

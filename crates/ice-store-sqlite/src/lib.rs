@@ -279,15 +279,9 @@ mod tests {
 
     ice_store::conformance_suite!(SqliteHarness::new());
 
-    /// The turn a writer claimed ends when its store closes, so a process that conflicted and exited does not
-    /// hold the others off (see `writer::release_turn`).
-    #[test]
-    fn a_closing_writer_gives_its_turn_back() {
-        use ice_core::{IdSource, Seq, SequentialIds};
-        use ice_store::AppendRequest;
-        let h = SqliteHarness::new();
-        let ids = SequentialIds::new(9);
-        let change = || ice_core::Draft {
+    /// A state-changing draft (what conditional appends conflict on).
+    fn state_change(ids: &dyn ice_core::IdSource) -> ice_core::Draft {
+        ice_core::Draft {
             event_id: ids.event_id(),
             run_id: None,
             kind: ice_core::EventKind::RunTransitioned,
@@ -297,7 +291,18 @@ mod tests {
             time_source: ice_core::TimeSource::Clock,
             causes: Vec::new(),
             payload: ice_core::CanonicalJson::parse("{}").expect("payload"),
-        };
+        }
+    }
+
+    /// The turn a writer claimed ends when its store closes, so a process that conflicted and exited does not
+    /// hold the others off (see `writer::release_turn`).
+    #[test]
+    fn a_closing_writer_gives_its_turn_back() {
+        use ice_core::{Seq, SequentialIds};
+        use ice_store::AppendRequest;
+        let h = SqliteHarness::new();
+        let ids = SequentialIds::new(9);
+        let change = || state_change(&ids);
         let turn_left_ms = || {
             let c = rusqlite::Connection::open(h.path()).expect("raw open");
             let until: i64 =
@@ -311,6 +316,27 @@ mod tests {
         drop(a);
         assert!(turn_left_ms() <= 0, "a closed and gave it back");
         drop(b);
+    }
+
+    /// Anyone who can write the file (or a broken writer) could record a turn that never ends: it costs each
+    /// conditional batch at most `TURN_PATIENCE` of waiting, never the append.
+    #[test]
+    fn a_turn_recorded_for_ever_delays_a_writer_by_its_patience_only() {
+        use ice_core::{Seq, SequentialIds};
+        use ice_store::AppendRequest;
+        use ice_store::turn::TURN_PATIENCE;
+        let h = SqliteHarness::new();
+        let store = h.open();
+        let c = rusqlite::Connection::open(h.path()).expect("raw open");
+        let an_hour = crate::writer::now_ms() + 3_600_000;
+        c.execute("INSERT INTO writer_turn (id, holder, until_ms) VALUES (1, 42, ?1)", [an_hour]).expect("forge");
+        let ids = SequentialIds::new(10);
+        let draft = state_change(&ids);
+        let started = std::time::Instant::now();
+        store.append(AppendRequest::unchanged_since(vec![draft], Seq(0))).expect("appended after waiting");
+        let waited = started.elapsed();
+        assert!(waited >= TURN_PATIENCE, "it deferred to the recorded turn: {waited:?}");
+        assert!(waited < TURN_PATIENCE * 10, "and only for its patience: {waited:?}");
     }
 
     #[test]

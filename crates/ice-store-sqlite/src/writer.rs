@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use ice_core::{ChainHead, Event, EventId, seal_job};
-use ice_store::turn::{TURN_CATCH_UP, TURN_PATIENCE, TURN_POLL, TURN_SLICE, Turn, millis};
+use ice_store::turn::{TURN_PATIENCE, TURN_POLL, Turn, millis};
 use ice_store::{AppendRequest, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -245,10 +245,8 @@ fn commit(
             )?
             .execute(rusqlite::params![sql_seq(head.seq), head.hash.0, head.time.0])?;
         }
-        if turn.claimed_by_conflict(conflicted) {
-            hold_turn(&tx, me, TURN_CATCH_UP)?;
-        } else if turn.slice_starts(committed_conditional) {
-            hold_turn(&tx, me, TURN_SLICE)?;
+        if let Some(d) = turn.hold_after(conflicted, committed_conditional) {
+            hold_turn(&tx, me, d)?;
         }
     }
     tx.commit()?;

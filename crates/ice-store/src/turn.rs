@@ -103,6 +103,18 @@ impl Turn {
     pub fn slice_starts(self, committed_conditional: bool) -> bool {
         matches!(self, Self::Mine { left_ms } if committed_conditional && left_ms > millis(TURN_SLICE))
     }
+
+    /// For how long, from now, a batch that saw this turn records itself as the holder before committing: a claim
+    /// ([`TURN_CATCH_UP`]) when it conflicted, the slice ([`TURN_SLICE`]) when it ends its catch-up, else nothing.
+    pub fn hold_after(self, conflicted: bool, committed_conditional: bool) -> Option<Duration> {
+        if self.claimed_by_conflict(conflicted) {
+            Some(TURN_CATCH_UP)
+        } else if self.slice_starts(committed_conditional) {
+            Some(TURN_SLICE)
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +147,15 @@ mod tests {
         assert!(!Turn::Mine { left_ms: millis(TURN_SLICE) - 1 }.slice_starts(true), "already in its slice");
         assert!(!Turn::Free.slice_starts(true));
         assert!(!Turn::Theirs.slice_starts(true));
+    }
+
+    #[test]
+    fn a_batch_holds_the_turn_for_a_claim_or_a_slice() {
+        assert_eq!(Turn::Free.hold_after(true, false), Some(TURN_CATCH_UP));
+        assert_eq!(Turn::Mine { left_ms: millis(TURN_CATCH_UP) }.hold_after(false, true), Some(TURN_SLICE));
+        assert_eq!(Turn::Mine { left_ms: 1 }.hold_after(false, true), None, "already in its slice");
+        assert_eq!(Turn::Theirs.hold_after(true, true), None);
+        assert_eq!(Turn::Free.hold_after(false, true), None);
     }
 
     #[test]
