@@ -84,7 +84,7 @@ pub struct ActivePolicy {
     /// Bundle hash.
     pub hash: String,
     /// The bundle.
-    pub bundle: Value,
+    pub bundle: std::sync::Arc<Value>,
     /// The `PolicyActivated` event.
     pub event_id: EventId,
 }
@@ -311,7 +311,8 @@ impl AuthorityState {
             }
             EventKind::PolicyActivated => {
                 let p: PolicyActivated = parse(e.kind, payload)?;
-                self.policy = Some(ActivePolicy { hash: p.hash, bundle: p.bundle, event_id: e.event_id });
+                self.policy =
+                    Some(ActivePolicy { hash: p.hash, bundle: std::sync::Arc::new(p.bundle), event_id: e.event_id });
             }
             _ => {}
         }

@@ -6,7 +6,7 @@
 //! requested for, an outcome closes a started effect at most once. Because state-changing appends are serialised
 //! (see `ice-runtime`), these hold across threads and across `ice` instances sharing one ledger.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -141,9 +141,9 @@ pub struct EffectRecord {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EffectState {
     permits: HashedMap<EventId, PermitRecord>,
-    permit_of_proposal: BTreeMap<EventId, EventId>,
+    permit_of_proposal: imbl::OrdMap<EventId, EventId>,
     approvals: HashedMap<EventId, ApprovalRecord>,
-    approval_of_proposal: BTreeMap<EventId, EventId>,
+    approval_of_proposal: imbl::OrdMap<EventId, EventId>,
     effects: HashedMap<EventId, EffectRecord>,
     reconfigured: BTreeSet<Principal>,
 }

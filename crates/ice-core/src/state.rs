@@ -7,8 +7,6 @@
 //! between admission and commit — "no new events name a terminated run" — is enforced by `admit` only, so an
 //! event that lost that race still folds.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Attribution, Tokens};
@@ -143,10 +141,10 @@ impl From<&RunRecord> for RunRoot {
 /// All state derived from a ledger: what is live, plus digests of what has retired (see [`retire`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LedgerState {
-    runs: BTreeMap<RunId, RunRecord>,
+    runs: imbl::OrdMap<RunId, RunRecord>,
     run_roots: HashedMap<RunId, RunRoot>,
     /// Ids of runs that have retired: a run id names one run, ever.
-    retired_runs: BTreeSet<RunId>,
+    retired_runs: imbl::OrdSet<RunId>,
     authority: AuthorityState,
     effects: EffectState,
     #[serde(default)]

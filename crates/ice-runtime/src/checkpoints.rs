@@ -33,17 +33,10 @@ pub struct CheckpointPolicy {
 
 /// Events read per query when hashing a checkpoint's range.
 const RANGE_BATCH: usize = 50_000;
-/// The most events of a checkpoint's range kept in memory to fold into the shadow state without reading them again.
-const SHARED_RANGE_MAX: u64 = 20_000;
 
 impl Runtime {
-    /// The hashes of events `from..=to`, in seq order.
+    /// The hashes of events `from..=to`, in seq order, read from the store.
     pub fn range_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, RuntimeError> {
-        self.range_read(from, to, &mut |_| {})
-    }
-
-    /// The hashes of events `from..=to`, in seq order, handing each batch read to `keep`.
-    fn range_read(&self, from: u64, to: u64, keep: &mut dyn FnMut(Vec<Event>)) -> Result<Vec<[u8; 32]>, RuntimeError> {
         let mut out = Vec::with_capacity(usize::try_from(to.saturating_sub(from) + 1).unwrap_or(0));
         let mut after = Seq(from.saturating_sub(1));
         while after.0 < to {
@@ -56,7 +49,6 @@ impl Runtime {
             let Some(last) = batch.last() else { break };
             after = last.seq;
             out.extend(batch.iter().map(|e| e.hash.0));
-            keep(batch);
         }
         Ok(out)
     }
@@ -88,15 +80,11 @@ impl Runtime {
             due.then(|| (from, st.last_seq().0))
         })?;
         let Some((from, to)) = range else { return Ok(None) };
-        // The events read for the hashes are kept for the shadow fold (with background snapshots), so that it does
-        // not read them again; not when the range is large (a checkpoint by time after a long busy spell).
-        let share = !self.inline_checkpoints() && to - from < SHARED_RANGE_MAX;
-        let mut read = Vec::new();
-        let hashes = self.range_read(from, to, &mut |batch| {
-            if share {
-                read.extend(batch);
-            }
-        })?;
+        // The pipeline holds the hashes of what it folded since the last checkpoint; the store has the rest.
+        let hashes = match self.held_hashes(from, to) {
+            Some(held) => held,
+            None => self.range_hashes(from, to)?,
+        };
         if hashes.len() as u64 != to - from + 1 {
             return Err(RuntimeError::Corrupt {
                 seq: from,
@@ -113,7 +101,7 @@ impl Runtime {
         )?;
         let event = events.into_iter().next();
         if event.is_some() {
-            self.write_snapshot(always, &read);
+            self.write_snapshot(always);
         }
         Ok(event)
     }
@@ -198,58 +186,6 @@ impl Runtime {
         signed
     }
 
-    /// Folds the shadow state (loaded from the newest valid snapshot the first time) forward to `at`, the seq of a
-    /// `Checkpoint`, and encodes it when a snapshot is due (rationed as the pipeline rations its captures: see
-    /// `pipeline::CAPTURE_RATIO`): the same events folded the same way as the pipeline folded them, so it is the
-    /// state the checkpoint signed (a snapshot is proven against that root before it is ever used).
-    /// `read` holds committed events already read (a run of consecutive seqs, possibly empty), folded from
-    /// memory where they are next.
-    fn fold_shadow_to(
-        &self,
-        at: Seq,
-        dir: &Path,
-        always: bool,
-        read: &[Event],
-    ) -> Result<Option<(Seq, String)>, Rejection> {
-        let mut shadow = self.shadow();
-        let st = shadow.get_or_insert_with(|| crate::snapshot::latest_valid(&**self.store(), dir).unwrap_or_default());
-        let unreadable = |e: ice_store::StoreError| Rejection::new(e.code(), e.to_string());
-        while st.last_seq() < at {
-            let next = st.last_seq().next();
-            let stored;
-            let batch = match read.iter().position(|e| e.seq == next) {
-                Some(i) => &read[i..],
-                None => {
-                    stored = self.read_range(st.last_seq(), at).map_err(unreadable)?;
-                    &stored[..]
-                }
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for e in batch.iter().take_while(|e| e.seq <= at) {
-                if let Err(r) = st.apply(e) {
-                    // Start afresh next time rather than stay stuck on an event this fold refused.
-                    *shadow = None;
-                    return Err(r);
-                }
-            }
-        }
-        if st.last_seq() != at {
-            return Err(Rejection::new(ice_core::ErrorCode::SequenceGap, "the ledger ends before the checkpoint"));
-        }
-        // Only a snapshot at or before this checkpoint can be the last one written: a file named for a later seq
-        // (put there by hand, or left by a ledger that was replaced) must not hold back every snapshot after it.
-        let newest =
-            snapshot_files(dir).iter().filter_map(|p| snapshot_seq(p)).filter(|s| *s <= at.0).max().unwrap_or(0);
-        if !always
-            && at.0.saturating_sub(newest).saturating_mul(crate::pipeline::CAPTURE_RATIO) < st.live_records() as u64
-        {
-            return Ok(None);
-        }
-        Ok(Some((at, st.to_snapshot()?)))
-    }
-
     /// Hashes the state entries changed since the last checkpoint a slice at a time, releasing the state lock
     /// between slices, so that the checkpoint which follows holds the lock (and so every decision) only briefly:
     /// hashing a checkpoint interval's changes at once took ~7 ms under the lock, the p99 of every request near it.
@@ -269,21 +205,25 @@ impl Runtime {
         }
     }
 
-    /// Writes the state right after the latest checkpoint (kept by the pipeline, however many events landed since)
-    /// as that checkpoint's snapshot, outside the state lock, and prunes old ones. Best effort: a missing snapshot
-    /// only means a longer fold at the next start. Periodic snapshots are rationed by how much is live (`always`
-    /// overrides that where the state is folded apart; inline, the pipeline kept a copy only if one was due).
-    fn write_snapshot(&self, always: bool, read: &[Event]) {
+    /// Writes the state right after the latest checkpoint (kept by the pipeline, however many events landed since:
+    /// a copy is O(1)) as that checkpoint's snapshot, outside the state lock, and prunes old ones. Best effort: a
+    /// missing snapshot only means a longer fold at the next start. Periodic snapshots are rationed by how much is
+    /// live (see `pipeline::CAPTURE_RATIO`); `always` writes one regardless.
+    fn write_snapshot(&self, always: bool) {
         let Some(dir) = self.checkpoint_policy().and_then(|p| p.snapshot_dir.clone()) else { return };
         let keep = self.checkpoint_policy().map_or(2, |p| p.keep_snapshots.max(1));
-        let text = if self.inline_checkpoints() {
-            let Some(state) = self.take_checkpoint_state() else { return };
-            state.to_snapshot().map(|t| Some((state.last_seq(), t)))
-        } else {
-            let Some(at) = self.with_state_cached(|st| st.last_checkpoint().map(|m| m.seq)) else { return };
-            self.fold_shadow_to(at, &dir, always, read)
-        };
-        let Ok(Some((seq, text))) = text else { return };
+        let Some(state) = self.take_checkpoint_state() else { return };
+        let seq = state.last_seq();
+        // Only a snapshot at or before this checkpoint can be the last one written: a file named for a later seq
+        // (put there by hand, or left by a ledger that was replaced) must not hold back every snapshot after it.
+        let newest =
+            snapshot_files(&dir).iter().filter_map(|p| snapshot_seq(p)).filter(|s| *s <= seq.0).max().unwrap_or(0);
+        if !always
+            && seq.0.saturating_sub(newest).saturating_mul(crate::pipeline::CAPTURE_RATIO) < state.live_records() as u64
+        {
+            return;
+        }
+        let Ok(text) = state.to_snapshot() else { return };
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }

@@ -59,19 +59,20 @@ pub struct Pipeline {
     next_ticket: u64,
     stats: PipelineStats,
     /// The committed state right after the latest `Checkpoint` folded into it (what its snapshot holds), until
-    /// taken.
+    /// taken. A copy is O(1) (persistent trees), so it is kept at every checkpoint; `Runtime::write_snapshot`
+    /// rations what is written.
     at_checkpoint: Option<LedgerState>,
-    /// Events folded into the committed state since `at_checkpoint` was last captured.
-    since_capture: u64,
-    /// Whether to capture `at_checkpoint` at all (a runtime whose snapshots are folded apart, off the state lock,
-    /// does not: see `Runtime::set_inline_checkpoints`).
-    capture: bool,
+    /// The hashes of the committed events a checkpoint has not covered yet (see [`Pipeline::hashes`]).
+    uncovered: Uncovered,
+    /// `spec` as the running flight left it (taken when it started, so nothing queued since is in it): the committed
+    /// state once the flight lands exactly as speculated, without folding its events a second time.
+    flight_end: Option<LedgerState>,
     /// Another writer appended to the ledger since this pipeline was created (see [`Pipeline::predigest`]).
     shared: bool,
 }
 
-/// A snapshot costs a copy of the live state (and its encoding and write); it is captured at a checkpoint once at
-/// least as many events as there are live records have passed since the last one (`events × CAPTURE_RATIO ≥ live`),
+/// A snapshot costs an encoding and a write of the live state; one is written at a checkpoint once at least as
+/// many events as there are live records have passed since the last one (`events × CAPTURE_RATIO ≥ live`),
 /// so its cost per event stays bounded (about one record copied, encoded and written per event) however much work
 /// is live, and a fresh process folds after the snapshot at most about as many events as the snapshot holds
 /// records, plus one checkpoint interval: opening stays O(live state). (It was a quarter as many events; at 64
@@ -128,6 +129,7 @@ impl Pipeline {
     pub fn new(state: LedgerState) -> Self {
         Self {
             spec: state.clone(),
+            uncovered: Uncovered::after(state.last_seq()),
             committed: state,
             queued: Vec::new(),
             flying: Vec::new(),
@@ -136,8 +138,7 @@ impl Pipeline {
             next_ticket: 1,
             stats: PipelineStats::default(),
             at_checkpoint: None,
-            since_capture: 0,
-            capture: true,
+            flight_end: None,
             shared: false,
         }
     }
@@ -171,14 +172,6 @@ impl Pipeline {
         PipelineStats { queued: self.queued.len() as u64, flying: self.flying.len() as u64, ..self.stats }
     }
 
-    /// Whether to keep a copy of the committed state at checkpoints for snapshots (on by default).
-    pub fn set_capture(&mut self, on: bool) {
-        self.capture = on;
-        if !on {
-            self.at_checkpoint = None;
-        }
-    }
-
     /// The committed state as it was right after the latest checkpoint folded (once; `None` until another).
     pub fn take_checkpoint_state(&mut self) -> Option<LedgerState> {
         self.at_checkpoint.take()
@@ -188,15 +181,22 @@ impl Pipeline {
     /// the snapshot written for it must hold exactly that, whatever landed after it since.
     fn fold_committed(&mut self, e: &Event) -> Result<(), Rejection> {
         self.committed.apply(e)?;
-        self.since_capture += 1;
-        if self.capture
-            && e.kind == ice_core::EventKind::Checkpoint
-            && self.since_capture.saturating_mul(CAPTURE_RATIO) >= self.committed.live_records() as u64
-        {
+        self.uncovered.push(e.seq, e.hash.0);
+        if e.kind == ice_core::EventKind::Checkpoint {
             self.at_checkpoint = Some(self.committed.clone());
-            self.since_capture = 0;
+            if let Some(mark) = self.committed.last_checkpoint() {
+                self.uncovered.cover(mark.to_seq);
+            }
         }
         Ok(())
+    }
+
+    /// The hashes of committed events `from..=to`, when this pipeline still holds them all: every event folded
+    /// since the latest checkpoint it folded (the one a checkpoint covers next), up to [`UNCOVERED_MAX`]. A
+    /// checkpoint then reads nothing back from the store. `None` otherwise (e.g. events before this process
+    /// opened the ledger): read them.
+    pub fn hashes(&self, from: u64, to: u64) -> Option<Vec<[u8; 32]>> {
+        self.uncovered.range(from, to)
     }
 
     /// Nothing decided is waiting for the store.
@@ -277,6 +277,7 @@ impl Pipeline {
                 *bucket += 1;
             }
         }
+        self.flight_end = Some(self.spec.clone());
         let drafts = self.flying.iter().flat_map(|b| b.drafts.iter().cloned()).collect();
         Some(AppendRequest::unchanged_since(drafts, self.committed.last_seq()))
     }
@@ -291,6 +292,7 @@ impl Pipeline {
         read_after: &mut dyn FnMut(Seq) -> Result<Vec<Event>, StoreError>,
     ) -> bool {
         let flying = std::mem::take(&mut self.flying);
+        let flight_end = self.flight_end.take();
         match result {
             Ok(events) => {
                 let first = events.first().map_or(Seq(0), |e| e.seq);
@@ -299,20 +301,37 @@ impl Pipeline {
                 if foreign && let Err(e) = self.catch_up_until(first, read_after) {
                     return self.fail_all(flying, e);
                 }
-                for e in &events {
-                    if e.seq > self.committed.last_seq()
-                        && let Err(r) = self.fold_committed(e)
+                let as_speculated = !foreign
+                    && events.len() == flying.iter().map(|b| b.speculative.len()).sum::<usize>()
+                    && events.iter().zip(flying.iter().flat_map(|b| &b.speculative)).all(|(a, s)| a.hash == s.hash);
+                match flight_end {
+                    // Sealed exactly as speculated: the committed state is the speculative state the flight left,
+                    // which folded these very events onto this very base (unless a checkpoint is among them, whose
+                    // state is kept for its snapshot as the fold passes it).
+                    Some(end)
+                        if as_speculated
+                            && end.last_seq() == events.last().map_or(Seq(0), |e| e.seq)
+                            && events.iter().all(|e| e.kind != ice_core::EventKind::Checkpoint) =>
                     {
-                        let e = StoreError::Corrupt { seq: e.seq, detail: r.to_string() };
-                        return self.fail_all(flying, e);
+                        self.committed = end;
+                        for e in &events {
+                            self.uncovered.push(e.seq, e.hash.0);
+                        }
+                    }
+                    _ => {
+                        for e in &events {
+                            if e.seq > self.committed.last_seq()
+                                && let Err(r) = self.fold_committed(e)
+                            {
+                                let e = StoreError::Corrupt { seq: e.seq, detail: r.to_string() };
+                                return self.fail_all(flying, e);
+                            }
+                        }
                     }
                 }
                 let mut rest = events.into_iter();
-                let mut as_speculated = !foreign;
                 for b in flying {
                     let mine: Vec<Event> = rest.by_ref().take(b.drafts.len()).collect();
-                    as_speculated &= mine.len() == b.speculative.len()
-                        && mine.iter().zip(&b.speculative).all(|(a, s)| a.hash == s.hash);
                     self.settled.insert(b.ticket, Settled::Committed(mine));
                 }
                 if !as_speculated {
@@ -452,5 +471,100 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// The most uncovered hashes a pipeline keeps (32 bytes each): beyond it, the oldest are dropped and the checkpoint
+/// covering them reads them from the store.
+pub const UNCOVERED_MAX: usize = 1 << 20;
+
+/// The hashes of consecutive committed events, from the first one no checkpoint covers up to the committed head.
+struct Uncovered {
+    /// Seq of `hashes[0]`.
+    from: u64,
+    hashes: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl Uncovered {
+    /// Nothing held, the next event to fold being the one after `seq`.
+    fn after(seq: Seq) -> Self {
+        Self { from: seq.0 + 1, hashes: std::collections::VecDeque::new() }
+    }
+
+    /// The hash of the committed event `seq`, the next one folded (events fold in seq order, one by one; should
+    /// one not follow, what is held no longer leads up to it and is dropped).
+    fn push(&mut self, seq: Seq, hash: [u8; 32]) {
+        if seq.0 != self.from + self.hashes.len() as u64 {
+            self.hashes.clear();
+            self.from = seq.0;
+        }
+        if self.hashes.len() >= UNCOVERED_MAX {
+            let half = self.hashes.len() / 2;
+            self.hashes.drain(..half);
+            self.from += half as u64;
+        }
+        self.hashes.push_back(hash);
+    }
+
+    /// A checkpoint covered every event up to `to_seq`.
+    fn cover(&mut self, to_seq: u64) {
+        let covered = usize::try_from((to_seq + 1).saturating_sub(self.from)).unwrap_or(usize::MAX);
+        let covered = covered.min(self.hashes.len());
+        self.hashes.drain(..covered);
+        self.from += covered as u64;
+    }
+
+    fn range(&self, from: u64, to: u64) -> Option<Vec<[u8; 32]>> {
+        let end = self.from + self.hashes.len() as u64;
+        if from < self.from || to < from || to >= end {
+            return None;
+        }
+        let start = usize::try_from(from - self.from).ok()?;
+        let len = usize::try_from(to - from + 1).ok()?;
+        Some(self.hashes.range(start..start + len).copied().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UNCOVERED_MAX, Uncovered};
+    use ice_core::Seq;
+
+    fn h(seq: u64) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[..8].copy_from_slice(&seq.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn uncovered_hashes_follow_the_fold_and_the_checkpoints() {
+        let mut u = Uncovered::after(Seq(10));
+        for seq in 11..=20 {
+            u.push(Seq(seq), h(seq));
+        }
+        assert_eq!(u.range(11, 20), Some((11..=20).map(h).collect()));
+        assert_eq!(u.range(10, 12), None, "before what is held");
+        assert_eq!(u.range(15, 21), None, "after it");
+        u.cover(14);
+        assert_eq!(u.range(14, 15), None, "covered");
+        assert_eq!(u.range(15, 20), Some((15..=20).map(h).collect()));
+        u.cover(3);
+        assert_eq!(u.range(15, 20), Some((15..=20).map(h).collect()), "an older cover changes nothing");
+        // An event that does not follow drops what no longer leads up to it.
+        u.push(Seq(30), h(30));
+        assert_eq!(u.range(15, 20), None);
+        assert_eq!(u.range(30, 30), Some(vec![h(30)]));
+    }
+
+    #[test]
+    fn uncovered_hashes_are_bounded() {
+        let mut u = Uncovered::after(Seq(0));
+        let n = UNCOVERED_MAX as u64 + 10;
+        for seq in 1..=n {
+            u.push(Seq(seq), h(seq));
+        }
+        assert!(u.hashes.len() <= UNCOVERED_MAX);
+        assert_eq!(u.range(1, 2), None, "the oldest were dropped: a checkpoint reads them");
+        assert_eq!(u.range(n - 1, n), Some(vec![h(n - 1), h(n)]));
     }
 }

@@ -80,8 +80,6 @@ pub struct Runtime {
     checkpointing: std::sync::atomic::AtomicBool,
     /// Whether commits sign due checkpoints in the committing caller's thread.
     inline_checkpoints: std::sync::atomic::AtomicBool,
-    /// With background checkpoints: the state folded apart from the pipeline, up to the latest snapshot written.
-    shadow: Mutex<Option<LedgerState>>,
     /// Seq of the snapshot the state was loaded from at open (0: folded from the start).
     started_from: Seq,
     /// Local OS users and what they are (`[[users]]`).
@@ -119,7 +117,6 @@ impl Runtime {
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),
             inline_checkpoints: std::sync::atomic::AtomicBool::new(true),
-            shadow: Mutex::new(None),
             started_from,
             local_users: Vec::new(),
             token_key: None,
@@ -189,18 +186,8 @@ impl Runtime {
     /// Whether a commit that makes a checkpoint due signs it right away, in the committing caller's thread (the
     /// default: right for a CLI process that exits after its command). A long-lived server turns this off and
     /// calls [`Runtime::checkpoint_if_due`] from a housekeeping task, so that no request waits behind a checkpoint.
-    ///
-    /// Off, snapshots are folded apart too: rather than copying the live state under the lock at a checkpoint (a
-    /// pause that grows with the live state), the housekeeping thread keeps its own fold of the durable events and
-    /// writes that (see `checkpoints::write_snapshot`).
     pub fn set_inline_checkpoints(&self, on: bool) {
         self.inline_checkpoints.store(on, std::sync::atomic::Ordering::Release);
-        self.lock().set_capture(on);
-    }
-
-    /// The state folded apart from the pipeline for snapshots (see [`Runtime::set_inline_checkpoints`]).
-    pub(crate) fn shadow(&self) -> MutexGuard<'_, Option<LedgerState>> {
-        self.shadow.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Events after `seq` up to `until`, one batch.
@@ -330,6 +317,11 @@ impl Runtime {
     /// The committed state right after the latest checkpoint, once (see [`Pipeline::take_checkpoint_state`]).
     pub(crate) fn take_checkpoint_state(&self) -> Option<LedgerState> {
         self.lock().take_checkpoint_state()
+    }
+
+    /// The hashes of committed events `from..=to` if the pipeline still holds them (see [`Pipeline::hashes`]).
+    pub(crate) fn held_hashes(&self, from: u64, to: u64) -> Option<Vec<[u8; 32]>> {
+        self.lock().hashes(from, to)
     }
 
     /// One run's current record: from derived state while it is live, rebuilt from its events in the ledger once

@@ -234,6 +234,64 @@ fn snapshots_are_rationed_by_how_much_is_live() {
     }
 }
 
+/// A server signs checkpoints in a housekeeping thread from the hashes its pipeline kept as events committed, and
+/// writes as each one's snapshot the state the pipeline kept right after it (nothing folded twice, nothing read
+/// back): while four agents decide, every checkpoint's Merkle root is the ledger's, every snapshot holds exactly
+/// its checkpoint's state, and replay agrees with the live fold.
+#[test]
+fn background_checkpoints_sign_and_snapshot_what_the_pipeline_kept() {
+    let mut l = Ledger::new();
+    let snapshots = l.dir().join("snapshots");
+    l.rt.set_checkpoints(keeping_every_snapshot(&snapshots, 60));
+    l.rt.set_inline_checkpoints(false);
+    let run = l.executing_run();
+    for t in 0..4 {
+        grant(&l, &format!("agent:t{t}"), "fs.write", "file:ok/");
+    }
+    let deciding = std::sync::atomic::AtomicUsize::new(4);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while deciding.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                l.rt.checkpoint_if_due().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        for t in 0..4 {
+            let (l, run, deciding) = (&l, &run, &deciding);
+            s.spawn(move || {
+                let agent = l.agent(&format!("agent:t{t}"));
+                for i in 0..60 {
+                    let dir = if i % 3 == 0 { "ok" } else { "no" };
+                    l.rt.propose(&agent, &write(run, &format!("{dir}/{t}-{i}.txt"))).unwrap();
+                }
+                deciding.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            });
+        }
+    });
+    l.rt.checkpoint().unwrap().expect("a final checkpoint");
+    let checkpoints = l.events(EventKind::Checkpoint);
+    assert!(checkpoints.len() >= 4, "{} checkpoints", checkpoints.len());
+    let any_key = ice_store::VerifyOptions {
+        trusted_keys: Vec::new(),
+        from_checkpoint: false,
+        witnessed: None,
+        from_witnessed: false,
+    };
+    let verified = ice_store::verify_ledger_signed(&**l.rt.store(), &any_key, &mut |_| {}).unwrap().unwrap();
+    assert_eq!(verified.checkpoints, checkpoints.len() as u64, "every Merkle root and signature checks");
+    let files: Vec<_> = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.len() >= 2, "{} snapshots", files.len());
+    for f in &files {
+        let snap = LedgerState::from_snapshot(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let at = checkpoints.iter().find(|c| c.seq == snap.last_seq()).expect("taken right after a checkpoint");
+        let payload: ice_core::checkpoint::CheckpointPayload = serde_json::from_str(at.payload.as_str()).unwrap();
+        assert_eq!(snap.state_root().unwrap(), payload.state_root, "{}", f.display());
+    }
+    let report = l.rt.replay(&mut |_, _| {}).unwrap();
+    assert!(report.divergence.is_none(), "{:?}", report.divergence);
+    assert_eq!(report.state_root, report.live_root);
+}
+
 /// A server folds its snapshots apart and rations them by the newest one in the directory; a file there named for
 /// a seq the ledger has not reached (put there by hand, or left by a replaced ledger) does not stop them.
 #[test]

@@ -4,6 +4,7 @@
 //! Several processes may open the same file: each batch re-reads the recorded head inside an IMMEDIATE
 //! transaction, so their appends interleave without forking the chain.
 
+mod checkpointer;
 mod rows;
 pub mod schema;
 mod writer;
@@ -80,6 +81,8 @@ pub struct SqliteStore {
     path: PathBuf,
     jobs: Option<mpsc::Sender<writer::Job>>,
     writer: Option<JoinHandle<()>>,
+    /// Runs WAL checkpoints off the commit path (see `checkpointer`); ends once the writer has.
+    checkpointer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     busy_timeout: Duration,
     counters: Arc<writer::Counters>,
@@ -105,23 +108,33 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(|e| unavailable("cannot open", &path, e))?;
         conn.busy_timeout(options.busy_timeout).map_err(|e| unavailable("cannot configure", &path, e))?;
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};",
-            options.synchronous.pragma()
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA wal_autocheckpoint = {};",
+            options.synchronous.pragma(),
+            checkpointer::BACKSTOP_PAGES
         ))
         .map_err(|e| unavailable("cannot configure", &path, e))?;
         schema::migrate(&mut conn)?;
+        let wal = Connection::open(&path).map_err(|e| unavailable("cannot open", &path, e))?;
+        let (nudge, nudges) = mpsc::sync_channel::<()>(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("ice-sqlite-checkpointer".into())
+            .spawn(move || checkpointer::run(&wal, &nudges))
+            .map_err(|e| unavailable("cannot start the checkpointer for", &path, e))?;
         let (tx, rx) = mpsc::channel::<writer::Job>();
         let max_batch = options.max_batch_events.max(1);
         let counters = Arc::new(writer::Counters::default());
         let writer_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("ice-sqlite-writer".into())
-            .spawn(move || writer::run(conn, &rx, max_batch, &writer_counters, ice_store::turn::new_writer_id()))
+            .spawn(move || {
+                writer::run(conn, &rx, max_batch, &writer_counters, &nudge, ice_store::turn::new_writer_id());
+            })
             .map_err(|e| unavailable("cannot start the writer for", &path, e))?;
         Ok(Arc::new(Self {
             path,
             jobs: Some(tx),
             writer: Some(handle),
+            checkpointer: Some(checkpointer),
             readers: Mutex::new(Vec::new()),
             busy_timeout: options.busy_timeout,
             counters,
@@ -171,6 +184,9 @@ impl Drop for SqliteStore {
         // Closing the queue lets the writer finish the jobs it has and exit.
         self.jobs.take();
         if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.checkpointer.take() {
             let _ = h.join();
         }
     }
@@ -337,6 +353,29 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= TURN_PATIENCE, "it deferred to the recorded turn: {waited:?}");
         assert!(waited < TURN_PATIENCE * 10, "and only for its patience: {waited:?}");
+    }
+
+    /// Commits leave copying the WAL into the ledger file to the checkpointer thread (see `checkpointer`): the
+    /// file itself grows while the store stays open, although the writer's own limit is far from reached.
+    #[test]
+    fn the_wal_is_checkpointed_off_the_commit_path() {
+        use ice_core::SequentialIds;
+        use ice_store::AppendRequest;
+        let h = SqliteHarness::new();
+        let store = h.open();
+        let ids = SequentialIds::new(11);
+        for _ in 0..50 {
+            store.append(AppendRequest::new((0..100).map(|_| state_change(&ids)).collect())).expect("append");
+        }
+        let size = || std::fs::metadata(h.path()).map_or(0, |m| m.len());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < 256 * 1024 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(size() >= 256 * 1024, "5,000 events reached the ledger file: {} bytes", size());
+        let pages = 256 * 1024 / 4096;
+        assert!(pages < super::checkpointer::BACKSTOP_PAGES, "not by the writer's backstop");
+        drop(store);
     }
 
     #[test]

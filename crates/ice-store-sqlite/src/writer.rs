@@ -36,8 +36,16 @@ pub struct Counters {
     pub events: AtomicU64,
 }
 
-/// Runs until every sender is dropped; `me` identifies this writer for turn-taking.
-pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, counters: &Arc<Counters>, me: i64) {
+/// Runs until every sender is dropped, nudging the checkpointer after each commit; `me` identifies this writer for
+/// turn-taking.
+pub fn run(
+    mut conn: Connection,
+    jobs: &Receiver<Job>,
+    max_batch_events: usize,
+    counters: &Arc<Counters>,
+    checkpointer: &SyncSender<()>,
+    me: i64,
+) {
     while let Ok(first) = jobs.recv() {
         let mut n = first.request.drafts.len();
         let mut batch = vec![first];
@@ -69,6 +77,8 @@ pub fn run(mut conn: Connection, jobs: &Receiver<Job>, max_batch_events: usize, 
                 let committed: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
                 counters.events.fetch_add(committed as u64, Ordering::Relaxed);
+                // Full means a nudge is already waiting.
+                let _ = checkpointer.try_send(());
                 results
             }
             Err(e) => {
