@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ice_core::intake;
 use ice_core::{Draft, Event, LedgerState, Rejection, RunId, Seq};
-use ice_store::{AppendRequest, StoreError};
+use ice_store::{Pending, StoreError};
 use serde_json::Value;
 
 use crate::mailbox::{Delivery, FlightTimes, Mailbox};
@@ -308,7 +308,7 @@ impl Runtime {
             match mailbox.wait() {
                 Delivery::Settled(settled) => return Ok(settled),
                 Delivery::Refused(rejection, run) => return Err((rejection, run)),
-                Delivery::Fly(request) => self.fly(request, mailbox),
+                Delivery::Fly(id, request) => self.fly((id, request), mailbox),
             }
         }
     }
@@ -316,29 +316,29 @@ impl Runtime {
     /// Carries a started flight to the store and lands it, then carries the next one straight away while bundles
     /// are queued (at most [`CARRY_LIMIT`] flights in all): this thread is running, whereas a caller woken to carry
     /// it would first queue for a busy core. When it stops carrying, it decides what was published meanwhile. The
-    /// carrier's own outcome is handed out at the first landing (its bundle was in the first flight).
-    fn fly(&self, request: AppendRequest, own: &Mailbox) {
+    /// carrier's own outcome is handed out when its first flight lands (by this thread, or by the carrier of a
+    /// flight ahead of it: flights land in the order they left).
+    fn fly(&self, flight: (u64, Pending), own: &Mailbox) {
         let times = &self.commits.times;
-        let mut request = request;
+        let (mut id, mut pending) = flight;
         for carried in 1.. {
             let left = times.leaving();
-            let result = self.store().append(request);
+            let result = pending.wait();
             let answered = times.answered(left);
             let mut pipe = self.lock_to_land();
             times.landing(answered);
             // A conflict needs no back-off: the store handed this writer the turn with the conflict (see
             // `ice_store::turn`), so the flight decided on what it caught up with here meets no newer change. (With
             // an exponential back-off instead, two instances on one ledger ended up sleeping through their turns.)
-            pipe.land(result, &mut self.reader_to_head());
-            pipe.finish_flight();
+            pipe.land(id, result, &mut self.reader_to_head());
             times.landed(pipe.next_flier().is_some());
-            let next = if carried < CARRY_LIMIT { pipe.start_flight() } else { None };
+            let next = if carried < CARRY_LIMIT { self.start_flight(&mut pipe) } else { None };
             self.deliver(&mut pipe);
             match next {
                 Some(next) => {
                     // Whoever publishes next decides what is published while this thread is at the store.
                     guard(&self.commits.published).combining = false;
-                    request = next;
+                    (id, pending) = next;
                 }
                 None => {
                     self.drain(&mut pipe, own);
@@ -346,6 +346,13 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Starts the next flight and submits its request to the store, under the state lock: flights reach the store
+    /// in the order they started, as a flight that follows another's head must (see `pipeline::MAX_FLIGHTS`).
+    fn start_flight(&self, pipe: &mut Pipeline) -> Option<(u64, Pending)> {
+        let (id, request) = pipe.start_flight()?;
+        Some((id, self.store().submit(request)))
     }
 
     /// Reads committed events after a seq (see [`Pipeline::land`]), up to the ledger's head as of the first read:
@@ -390,9 +397,9 @@ impl Runtime {
             first.wake();
         }
         if let Some(mailbox) = pipe.next_flier().and_then(|t| waiting.get(&t))
-            && let Some(request) = pipe.start_flight()
+            && let Some((id, pending)) = self.start_flight(pipe)
         {
-            mailbox.put(Delivery::Fly(request));
+            mailbox.put(Delivery::Fly(id, pending));
         }
     }
 

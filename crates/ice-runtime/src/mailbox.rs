@@ -4,7 +4,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use ice_core::{Rejection, RunId};
-use ice_store::AppendRequest;
+use ice_store::Pending;
 
 use crate::pipeline::Settled;
 
@@ -12,8 +12,9 @@ use crate::pipeline::Settled;
 pub(crate) enum Delivery {
     /// Its ticket's outcome.
     Settled(Settled),
-    /// A flight carrying its bundle has just started: it carries the request to the store and lands it.
-    Fly(AppendRequest),
+    /// A flight carrying its bundle has just started (its request submitted to the store): it waits for the
+    /// store's answer and lands it (by the flight's id).
+    Fly(u64, Pending),
     /// Its bundle was refused when it was decided (by the caller itself, or by another thread for it: flat
     /// combining); with the run its attempt named, if that run exists in the state it was decided on.
     Refused(Rejection, Option<RunId>),
@@ -75,7 +76,7 @@ impl Mailbox {
 
     /// Whether it holds a flight not yet taken (see `Runtime::drain`).
     pub(crate) fn holds_flight(&self) -> bool {
-        matches!(self.slot().delivery, Some(Delivery::Fly(_)))
+        matches!(self.slot().delivery, Some(Delivery::Fly(..)))
     }
 
     /// Waits for a delivery and takes it, passing the wake-up on down the chain.

@@ -168,10 +168,13 @@ struct FlakyStore {
 
 impl Store for FlakyStore {
     fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError> {
+        self.submit(request).wait()
+    }
+    fn submit(&self, request: AppendRequest) -> ice_store::Pending {
         if self.calls.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
-            return Err(StoreError::Unavailable("injected commit failure".into()));
+            return ice_store::Pending::ready(Err(StoreError::Unavailable("injected commit failure".into())));
         }
-        self.inner.append(request)
+        self.inner.submit(request)
     }
     fn head(&self) -> Result<Option<ChainHead>, StoreError> {
         self.inner.head()

@@ -113,7 +113,10 @@ struct Sim<'a> {
     agents: Vec<Caller>,
     foreign_agent: Caller,
     waiting: Vec<Option<u64>>,
-    flight: Option<AppendRequest>,
+    /// Flights started and not at the store yet (carriers reach it in any order).
+    out: Vec<(u64, AppendRequest)>,
+    /// Flights the store answered, not landed yet (carriers take the state lock in any order).
+    answered: Vec<(u64, Result<Vec<Event>, StoreError>)>,
     acked: Vec<Event>,
     run: &'a str,
     proposals: u64,
@@ -128,6 +131,8 @@ struct Totals {
     flights: u64,
     conflicts: u64,
     retried: u64,
+    /// Flights out behind one that did not commit as speculated.
+    doomed: u64,
     failures: u64,
     crashes: u64,
     acked: u64,
@@ -149,7 +154,7 @@ impl Sim<'_> {
 
     fn step(&mut self) {
         match self.rng.below(20) {
-            0..=7 => {
+            0..=6 => {
                 let free: Vec<usize> = (0..AGENTS).filter(|k| self.waiting[*k].is_none()).collect();
                 if free.is_empty() {
                     return self.log.push("decide: every agent waits".into());
@@ -168,33 +173,39 @@ impl Sim<'_> {
                     Err(r) => self.log.push(format!("agent {k} refused: {r}")),
                 }
             }
-            8..=10 => {
-                if self.flight.is_none() {
-                    self.flight = self.pipe.start_flight();
-                    self.log.push(format!("flight started: {}", self.flight.is_some()));
-                }
+            7..=9 => {
+                let started = self.pipe.start_flight();
+                self.log.push(format!("flight started: {:?}", started.as_ref().map(|(id, _)| id)));
+                self.out.extend(started);
             }
-            11..=13 => {
-                if let Some(request) = self.flight.take() {
+            10 | 11 => {
+                if !self.out.is_empty() {
+                    let (id, request) = self.out.remove(self.rng.below(self.out.len()));
                     let result = self.store.append(request);
                     self.log.push(format!(
-                        "flight landed: {}",
+                        "flight {id} answered: {}",
                         result.as_ref().map_or_else(|e| e.to_string(), |e| format!("{} events", e.len()))
                     ));
+                    self.answered.push((id, result));
+                }
+            }
+            12 | 13 => {
+                if !self.answered.is_empty() {
+                    let (id, result) = self.answered.remove(self.rng.below(self.answered.len()));
+                    self.log.push(format!("flight {id} lands"));
                     let store = Arc::clone(&self.store);
-                    self.pipe.land(result, &mut |after| {
+                    self.pipe.land(id, result, &mut |after| {
                         store.read(&EventQuery { after, limit: 7, ..EventQuery::default() })
                     });
-                    self.pipe.finish_flight();
                 }
             }
             14 | 15 => {
-                if self.flight.take().is_some() {
+                if !self.out.is_empty() {
+                    let (id, _) = self.out.remove(self.rng.below(self.out.len()));
                     self.totals.failures += 1;
-                    self.log.push("flight failed (injected)".into());
-                    self.pipe
-                        .land(Err(StoreError::Unavailable("injected commit failure".into())), &mut |_| Ok(Vec::new()));
-                    self.pipe.finish_flight();
+                    self.log.push(format!("flight {id} failed (injected)"));
+                    let failed = Err(StoreError::Unavailable("injected commit failure".into()));
+                    self.pipe.land(id, failed, &mut |_| Ok(Vec::new()));
                 }
             }
             16..=18 => {
@@ -219,7 +230,8 @@ impl Sim<'_> {
                 self.add_stats();
                 self.pipe = Pipeline::new(st);
                 self.totals.crashes += 1;
-                self.flight = None;
+                self.out.clear();
+                self.answered.clear();
                 self.waiting = vec![None; AGENTS];
                 self.log.push("crash and restart".into());
             }
@@ -259,6 +271,7 @@ impl Sim<'_> {
         self.totals.flights += s.flights;
         self.totals.conflicts += s.conflicts;
         self.totals.retried += s.retried;
+        self.totals.doomed += s.doomed;
     }
 
     fn fail(&self, what: String) -> ! {
@@ -317,7 +330,8 @@ fn simulate(t: &Template, seed: u64) -> Totals {
         agents,
         foreign_agent,
         waiting: vec![None; AGENTS],
-        flight: None,
+        out: Vec::new(),
+        answered: Vec::new(),
         acked: Vec::new(),
         run: &t.run,
         proposals: 0,
@@ -329,11 +343,20 @@ fn simulate(t: &Template, seed: u64) -> Totals {
         sim.step();
     }
     // Drain: land what is in flight and queued, then everything must fold and verify.
-    while let Some(request) = sim.flight.take().or_else(|| sim.pipe.start_flight()) {
-        let result = sim.store.append(request);
-        let store = Arc::clone(&sim.store);
-        sim.pipe.land(result, &mut |after| store.read(&EventQuery { after, limit: 100, ..EventQuery::default() }));
-        sim.pipe.finish_flight();
+    loop {
+        if !sim.out.is_empty() {
+            let (id, request) = sim.out.remove(0);
+            sim.answered.push((id, sim.store.append(request)));
+        } else if !sim.answered.is_empty() {
+            let (id, result) = sim.answered.remove(0);
+            let store = Arc::clone(&sim.store);
+            sim.pipe
+                .land(id, result, &mut |after| store.read(&EventQuery { after, limit: 100, ..EventQuery::default() }));
+        } else if let Some(started) = sim.pipe.start_flight() {
+            sim.out.push(started);
+        } else {
+            break;
+        }
         sim.collect();
         sim.check();
     }
@@ -370,13 +393,20 @@ fn seeded_interleavings_keep_every_invariant() {
         flights: a.flights + b.flights,
         conflicts: a.conflicts + b.conflicts,
         retried: a.retried + b.retried,
+        doomed: a.doomed + b.doomed,
         failures: a.failures + b.failures,
         crashes: a.crashes + b.crashes,
         acked: a.acked + b.acked,
     });
     eprintln!("{seeds} seeds: {sum:?}");
     assert!(
-        sum.flights > 0 && sum.conflicts > 0 && sum.retried > 0 && sum.failures > 0 && sum.crashes > 0 && sum.acked > 0,
+        sum.flights > 0
+            && sum.conflicts > 0
+            && sum.retried > 0
+            && sum.doomed > 0
+            && sum.failures > 0
+            && sum.crashes > 0
+            && sum.acked > 0,
         "every path was exercised: {sum:?}"
     );
 }

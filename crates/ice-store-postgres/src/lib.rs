@@ -44,7 +44,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use ice_core::{ChainHead, Event, EventId, Seq};
-use ice_store::{AppendRequest, EventQuery, Store, StoreError};
+use ice_store::{AppendRequest, EventQuery, Pending, Store, StoreError};
 use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::types::ToSql;
 
@@ -160,14 +160,20 @@ impl Drop for PostgresStore {
 
 impl Store for PostgresStore {
     fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError> {
+        self.submit(request).wait()
+    }
+
+    fn submit(&self, request: AppendRequest) -> Pending {
         if request.drafts.is_empty() {
-            return Ok(Vec::new());
+            return Pending::ready(Ok(Vec::new()));
         }
         let (reply, answer) = mpsc::channel();
-        let closed = || StoreError::Unavailable(format!("the ledger writer for {} has stopped", self.db.target()));
-        let jobs = self.jobs.as_ref().ok_or_else(closed)?;
-        jobs.send(writer::Job { request, reply }).map_err(|_| closed())?;
-        answer.recv().map_err(|_| closed())?
+        let stopped = format!("the ledger writer for {} has stopped", self.db.target());
+        let Some(jobs) = self.jobs.as_ref() else { return Pending::ready(Err(StoreError::Unavailable(stopped))) };
+        if jobs.send(writer::Job { request, reply }).is_err() {
+            return Pending::ready(Err(StoreError::Unavailable(stopped)));
+        }
+        Pending::waiting(move || answer.recv().map_err(|_| StoreError::Unavailable(stopped))?)
     }
 
     fn head(&self) -> Result<Option<ChainHead>, StoreError> {

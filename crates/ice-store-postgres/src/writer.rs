@@ -37,6 +37,8 @@ const LOCK_HEAD: &str = "SELECT seq, hash, time FROM chain_head WHERE id = 1 FOR
 const FIND_IDS: &str = "SELECT event_id FROM events WHERE event_id = ANY($1)";
 /// The first state-changing event after a seq ($2: the kinds that change no state).
 const FIRST_CHANGE: &str = "SELECT seq FROM events WHERE seq > $1 AND kind <> ALL($2) ORDER BY seq LIMIT 1";
+/// The hash of one committed event (for `AppendRequest::following`).
+const HASH_AT: &str = "SELECT hash FROM events WHERE seq = $1";
 /// The data-modifying CTE runs to completion whatever the outer statement reads, so events, head and the
 /// notification (delivered at COMMIT) go out in one round trip.
 const APPEND: &str = "
@@ -240,6 +242,30 @@ async fn seal_and_commit(
                         }
                     }
                 }
+            };
+            // A pinned head: the event at `since` must be that very one (see `AppendRequest::following`). Events
+            // sealed earlier in this batch are not inserted yet: they are looked up among the results.
+            let changed = match (changed, job.request.since_hash) {
+                (None, Some(pinned)) => {
+                    let found = if since == head.seq {
+                        Some(head.hash.0.to_vec())
+                    } else if since > start_seq {
+                        results
+                            .iter()
+                            .filter_map(|r| r.as_ref().ok())
+                            .flatten()
+                            .find(|e| e.seq == since)
+                            .map(|e| e.hash.0.to_vec())
+                    } else {
+                        let hash_at = tx.prepare_cached(HASH_AT).await.map_err(failed)?;
+                        match tx.query_opt(&hash_at, &[&sql_seq(since)]).await.map_err(failed)? {
+                            Some(r) => Some(r.try_get::<_, Vec<u8>>(0).map_err(failed)?),
+                            None => None,
+                        }
+                    };
+                    (found.as_deref() != Some(pinned.0.as_slice())).then_some(head.seq)
+                }
+                (changed, _) => changed,
             };
             if let Some(actual) = changed {
                 results.push(Err(StoreError::HeadConflict { expected: since, actual }));

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ice_core::{ChainHead, Event, EventId};
-use ice_store::{AppendRequest, EventQuery, Store, StoreError};
+use ice_store::{AppendRequest, EventQuery, Pending, Store, StoreError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::rows::{COLUMNS, sql_seq};
@@ -194,14 +194,23 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError> {
+        self.submit(request).wait()
+    }
+
+    fn submit(&self, request: AppendRequest) -> Pending {
         if request.drafts.is_empty() {
-            return Ok(Vec::new());
+            return Pending::ready(Ok(Vec::new()));
         }
         let (reply, answer) = mpsc::sync_channel(1);
-        let jobs = self.jobs.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-        jobs.send(writer::Job { request, reply })
-            .map_err(|_| StoreError::Unavailable("the ledger writer has stopped".into()))?;
-        answer.recv().map_err(|_| StoreError::Unavailable("the ledger writer stopped before answering".into()))?
+        let Some(jobs) = self.jobs.as_ref() else {
+            return Pending::ready(Err(StoreError::Unavailable("the store is closed".into())));
+        };
+        if jobs.send(writer::Job { request, reply }).is_err() {
+            return Pending::ready(Err(StoreError::Unavailable("the ledger writer has stopped".into())));
+        }
+        Pending::waiting(move || {
+            answer.recv().map_err(|_| StoreError::Unavailable("the ledger writer stopped before answering".into()))?
+        })
     }
 
     fn head(&self) -> Result<Option<ChainHead>, StoreError> {

@@ -183,6 +183,7 @@ fn commit(
         // For `unchanged_since`: the first state-changing event after a seq, committed or sealed in this batch.
         let mut first_change = tx.prepare_cached(&first_change_sql())?;
         let mut batch_state_seq: Option<ice_core::Seq> = None;
+        let mut hash_at = tx.prepare_cached("SELECT hash FROM events WHERE seq = ?1")?;
         for job in batch {
             if let Some(since) = job.request.unchanged_since {
                 let changed = if since > head.seq {
@@ -195,6 +196,18 @@ fn commit(
                             .optional()?
                             .map(|s| ice_core::Seq(u64::try_from(s).unwrap_or(0))),
                     }
+                };
+                // A pinned head: the event at `since` must be that very one (see `AppendRequest::following`).
+                let changed = match (changed, job.request.since_hash) {
+                    (None, Some(pinned)) => {
+                        let found = if since == head.seq {
+                            Some(head.hash.0.to_vec())
+                        } else {
+                            hash_at.query_row([sql_seq(since)], |r| r.get::<_, Vec<u8>>(0)).optional()?
+                        };
+                        (found.as_deref() != Some(pinned.0.as_slice())).then_some(head.seq)
+                    }
+                    (changed, _) => changed,
                 };
                 if let Some(actual) = changed {
                     results.push(Err(StoreError::HeadConflict { expected: since, actual }));

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ice_core::{
-    CanonicalJson, Draft, ErrorCode, EventHash, EventId, EventKind, IdSource, Principal, RunId, Seq, SequentialIds,
-    TimeSource, Timestamp,
+    CanonicalJson, ChainHead, Draft, ErrorCode, EventHash, EventId, EventKind, IdSource, Principal, RunId, Seq,
+    SequentialIds, TimeSource, Timestamp,
 };
 
 use crate::{AppendRequest, EventQuery, Store, StoreError, verify_ledger};
@@ -57,6 +57,10 @@ macro_rules! conformance_suite {
             #[test]
             fn unchanged_since_is_enforced() {
                 $crate::conformance::unchanged_since_is_enforced(&($make));
+            }
+            #[test]
+            fn a_request_following_a_head_commits_only_on_it() {
+                $crate::conformance::a_request_following_a_head_commits_only_on_it(&($make));
             }
             #[test]
             fn a_conflicting_writer_gets_the_next_turn() {
@@ -253,6 +257,40 @@ pub fn seal_refusals_write_nothing(h: &dyn Harness) {
     let late = draft(&ids, EventKind::ReasoningRecorded, run, T0, "late clock");
     let sealed = store.append(AppendRequest::new(vec![late])).expect("clock time lifted");
     assert_eq!(sealed[0].time, Timestamp(T0 + 3_000));
+    verify_ledger(&*store, &mut |_| {}).expect("store ok").expect("verifies");
+}
+
+/// A request pinned to a head (`AppendRequest::following`) commits only on top of exactly that head: not on a
+/// head of the same seq with another hash (what a caller's earlier request would have left, had it committed),
+/// whether that seq is the head or lies under notes appended since, nor past the head when the request that would
+/// have got it there was refused; on the real head it commits, notes appended since included.
+pub fn a_request_following_a_head_commits_only_on_it(h: &dyn Harness) {
+    let ids = SequentialIds::new(12);
+    let run = Some(ids.run_id());
+    let store = h.open();
+    let note = || draft(&ids, EventKind::ReasoningRecorded, run, T0, "note");
+    let change = || draft(&ids, EventKind::RunTransitioned, run, T0, "change");
+    let genesis = ChainHead::genesis();
+    store.append(AppendRequest::following(vec![change()], genesis)).expect("on the genesis head");
+    let real = store.head().expect("head").expect("non-empty");
+    let never = ChainHead { hash: EventHash([7; 32]), ..real };
+    let err = store.append(AppendRequest::following(vec![change()], never)).expect_err("a head that never was");
+    assert_eq!(err, StoreError::HeadConflict { expected: real.seq, actual: real.seq });
+    store.append(AppendRequest::new(vec![note()])).expect("a note");
+    let err = store.append(AppendRequest::following(vec![change()], never)).expect_err("under a note too");
+    assert_eq!(err.code(), ErrorCode::HeadConflict);
+    assert_eq!(all_events(&*store).len(), 2, "the refused appends wrote nothing");
+    store.append(AppendRequest::following(vec![change()], real)).expect("on the real head, notes since");
+    // Pinned past the head, to what a refused request would have sealed.
+    let head = store.head().expect("head").expect("non-empty");
+    let mut refused = change();
+    refused.causes = vec![ids.event_id()];
+    let would_be = ChainHead { seq: Seq(head.seq.0 + 1), hash: EventHash([9; 32]), time: head.time };
+    let first = store.append(AppendRequest::following(vec![refused], head));
+    assert!(matches!(first, Err(StoreError::Rejected { .. })), "an unknown cause: {first:?}");
+    let second = store.append(AppendRequest::following(vec![change()], would_be));
+    assert_eq!(second.expect_err("pinned to what was refused").code(), ErrorCode::HeadConflict);
+    assert_eq!(all_events(&*store).len(), 3);
     verify_ledger(&*store, &mut |_| {}).expect("store ok").expect("verifies");
 }
 

@@ -11,7 +11,7 @@ pub mod rows;
 pub mod turn;
 mod verify;
 
-use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, EventKind, Rejection, RunId, Seq, Timestamp};
+use ice_core::{ChainHead, Draft, ErrorCode, Event, EventHash, EventId, EventKind, Rejection, RunId, Seq, Timestamp};
 
 pub use verify::{
     SignedSummary, VerifyOptions, VerifyProgress, Witnessed, check_signed_coverage, verify_ledger, verify_ledger_signed,
@@ -27,22 +27,69 @@ pub struct AppendRequest {
     /// it. Agents' notes and rejection records appended meanwhile do not conflict, so a busy ledger does not
     /// starve serialised transitions.
     pub unchanged_since: Option<Seq>,
+    /// With `unchanged_since`: the hash the event at that seq must have (the genesis hash for seq 0). A caller
+    /// that decided on top of events it has not seen commit yet (its own earlier request, still at the store) pins
+    /// them this way: if they did not commit exactly so, this request conflicts rather than commits without them.
+    pub since_hash: Option<EventHash>,
 }
 
 impl AppendRequest {
     /// An unconditional append.
     pub fn new(drafts: Vec<Draft>) -> Self {
-        Self { drafts, unchanged_since: None }
+        Self { drafts, unchanged_since: None, since_hash: None }
     }
 
     /// An append that fails with [`StoreError::HeadConflict`] if a state-changing event was appended after `seq`.
     pub fn unchanged_since(drafts: Vec<Draft>, seq: Seq) -> Self {
-        Self { drafts, unchanged_since: Some(seq) }
+        Self { drafts, unchanged_since: Some(seq), since_hash: None }
+    }
+
+    /// [`AppendRequest::unchanged_since`] `head.seq`, and fails the same way unless the event at that seq is the one
+    /// `head` names (its hash): the request commits only on top of exactly that head.
+    pub fn following(drafts: Vec<Draft>, head: ChainHead) -> Self {
+        Self { drafts, unchanged_since: Some(head.seq), since_hash: Some(head.hash) }
     }
 
     /// The kinds that never conflict with [`AppendRequest::unchanged_since`] (for backends' queries).
     pub fn free_kinds() -> Vec<&'static str> {
         EventKind::ALL.iter().filter(|k| !k.changes_state()).map(|k| k.as_str()).collect()
+    }
+}
+
+/// A request queued with [`Store::submit`].
+pub struct Pending(PendingAnswer);
+
+enum PendingAnswer {
+    Ready(Result<Vec<Event>, StoreError>),
+    Waiting(Box<dyn FnOnce() -> Result<Vec<Event>, StoreError> + Send>),
+}
+
+impl Pending {
+    /// An answer already in.
+    pub fn ready(answer: Result<Vec<Event>, StoreError>) -> Self {
+        Self(PendingAnswer::Ready(answer))
+    }
+
+    /// An answer `wait` blocks for.
+    pub fn waiting(wait: impl FnOnce() -> Result<Vec<Event>, StoreError> + Send + 'static) -> Self {
+        Self(PendingAnswer::Waiting(Box::new(wait)))
+    }
+
+    /// Blocks until the request committed (the sealed events) or failed.
+    pub fn wait(self) -> Result<Vec<Event>, StoreError> {
+        match self.0 {
+            PendingAnswer::Ready(answer) => answer,
+            PendingAnswer::Waiting(wait) => wait(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            PendingAnswer::Ready(_) => "Pending(ready)",
+            PendingAnswer::Waiting(_) => "Pending(waiting)",
+        })
     }
 }
 
@@ -126,8 +173,9 @@ impl StoreError {
 /// Contract (checked by [`conformance`]):
 /// - `append` seals with [`ice_core::seal_job`] under the backend's write lock: seqs are gapless, each event's
 ///   `prev_hash` is its predecessor's hash, and the recorded head moves in the same transaction.
-/// - `unchanged_since` is checked under the same lock, against committed events and those sealed earlier in the
-///   same batch.
+/// - `unchanged_since` (and `since_hash` with it) is checked under the same lock, against committed events and those
+///   sealed earlier in the same batch.
+/// - Requests submitted through one handle reach the write lock in the order they were submitted.
 /// - `append` returns only after the events are durable; concurrent callers may share one transaction.
 /// - A refused request writes nothing.
 /// - A conditional append defers to another writer's running turn and claims the turn when it conflicts
@@ -136,6 +184,14 @@ impl StoreError {
 pub trait Store: Send + Sync {
     /// Appends one request atomically; returns the sealed events once durable.
     fn append(&self, request: AppendRequest) -> Result<Vec<Event>, StoreError>;
+
+    /// Queues one request without waiting for it: the store takes requests submitted through one handle in the
+    /// order they were submitted (a request that follows an earlier one's head, [`AppendRequest::following`],
+    /// must not reach the store first, or it conflicts for nothing). [`Pending::wait`] returns what
+    /// [`Store::append`] would have. The default appends right away, so that its answer is ready.
+    fn submit(&self, request: AppendRequest) -> Pending {
+        Pending::ready(self.append(request))
+    }
 
     /// The recorded head (`None` for an empty ledger). Kept apart from the events so truncation is detectable.
     fn head(&self) -> Result<Option<ChainHead>, StoreError>;
