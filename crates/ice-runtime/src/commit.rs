@@ -349,7 +349,7 @@ impl Runtime {
     }
 
     /// Starts the next flight and submits its request to the store, under the state lock: flights reach the store
-    /// in the order they started, as a flight that follows another's head must (see `pipeline::MAX_FLIGHTS`).
+    /// in the order they started, as a flight that follows another's head must (see `pipeline::DEFAULT_FLIGHTS`).
     fn start_flight(&self, pipe: &mut Pipeline) -> Option<(u64, Pending)> {
         let (id, request) = pipe.start_flight()?;
         Some((id, self.store().submit(request)))

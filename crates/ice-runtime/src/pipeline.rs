@@ -10,7 +10,8 @@
 //! A flight takes every queued bundle in decision order and appends them as one atomic request that follows the
 //! head it was decided on (`AppendRequest::following`: `unchanged_since` that seq, and the event there must be
 //! that very one), so the store takes its write lock (SQLite's write transaction, PostgreSQL's chain-head row) once
-//! per flight. Up to [`MAX_FLIGHTS`] are out at once: a second leaves while the first commits, following the head
+//! per flight. Up to [`Pipeline::set_max_flights`] are out at once (one by default, [`DEFAULT_FLIGHTS`]): a second
+//! leaves while the first commits, following the head
 //! the first will leave if it commits as speculated; flights land in the order they left. When a flight lands:
 //! - committed: each bundle's caller is handed its sealed events; if the store sealed them exactly as speculated
 //!   (no other writer slipped events in between), the speculative state the flight left becomes `committed` (its
@@ -70,20 +71,26 @@ struct Flight {
     result: Option<Result<Vec<Event>, StoreError>>,
 }
 
-/// How many flights may be at the store at once. The second leaves while the first is committing, sealed on the
-/// head the first will leave if it commits as speculated and pinned to it, so the store never idles between
-/// them (from its answer to the first landing and the next flight leaving, ~0.7 ms of every ~2.7 ms flight at 64
-/// agents on SQLite; on PostgreSQL a whole round trip and commit). If the first does not commit as speculated, the
-/// second cannot commit either; no flight leaves while such a doomed one is still out.
-pub const MAX_FLIGHTS: usize = 2;
+/// How many flights a pipeline lets out at once unless told otherwise ([`Pipeline::set_max_flights`]): one.
+///
+/// With two, the second leaves while the first is committing, sealed on the head the first will leave if it
+/// commits as speculated and pinned to it, so the store need not idle from its answer to the first until the next
+/// flight leaves; if the first does not commit as speculated, the second cannot commit either, and no flight leaves
+/// while such a doomed one is still out. Measured on the 2-core VM (BENCHMARKS.md): one instance gained nothing
+/// outside the run-to-run noise (the runtime's hand-offs, not the store, bound it there), and two instances on one
+/// SQLite ledger decided 15–20 % more together but shared unfairly in one run of three (722 + 4,477 per s), with
+/// the p99 up to 430 ms: a doomed flight's conflict on its pin claims the writer turn like a real conflict. Until
+/// the turn-taking tells the two apart, one it is; the simulation test runs the pipeline with two.
+pub const DEFAULT_FLIGHTS: usize = 1;
 
 /// The two folds and the bundles between them.
 pub struct Pipeline {
     committed: LedgerState,
     spec: LedgerState,
     queued: Vec<Bundle>,
-    /// At the store, in the order they left (at most [`MAX_FLIGHTS`]); they land in that order.
+    /// At the store, in the order they left (at most `max_flights`); they land in that order.
     flights: VecDeque<Flight>,
+    max_flights: usize,
     next_flight: u64,
     settled: HashMap<u64, Settled>,
     next_ticket: u64,
@@ -162,6 +169,7 @@ impl Pipeline {
             committed: state,
             queued: Vec::new(),
             flights: VecDeque::new(),
+            max_flights: DEFAULT_FLIGHTS,
             next_flight: 1,
             settled: HashMap::new(),
             next_ticket: 1,
@@ -285,9 +293,14 @@ impl Pipeline {
         if self.may_fly() { self.queued.last().map(|b| b.ticket) } else { None }
     }
 
-    /// Whether another flight may leave: fewer than [`MAX_FLIGHTS`] are out, none of them doomed.
+    /// Whether another flight may leave: fewer than `max_flights` are out, none of them doomed.
     fn may_fly(&self) -> bool {
-        self.flights.len() < MAX_FLIGHTS && self.flights.iter().all(|f| !f.doomed)
+        self.flights.len() < self.max_flights && self.flights.iter().all(|f| !f.doomed)
+    }
+
+    /// Lets up to `n` flights out at once (at least one; see [`DEFAULT_FLIGHTS`]).
+    pub fn set_max_flights(&mut self, n: usize) {
+        self.max_flights = n.max(1);
     }
 
     /// The outcome of a ticket, once there is one (taken: asked once).
@@ -297,7 +310,7 @@ impl Pipeline {
 
     /// Starts the next flight: every queued bundle, as one atomic request that follows the head the flights
     /// already out will leave (the committed head when none is), and its id to land it with. `None` when no
-    /// flight may leave (see [`MAX_FLIGHTS`]) or nothing is queued.
+    /// flight may leave (see [`Pipeline::set_max_flights`]) or nothing is queued.
     pub fn start_flight(&mut self) -> Option<(u64, AppendRequest)> {
         if !self.may_fly() || self.queued.is_empty() {
             return None;

@@ -183,6 +183,11 @@ impl Runtime {
         self.checkpoints.as_ref()
     }
 
+    /// Lets up to `n` flights be at the store at once (see `pipeline::DEFAULT_FLIGHTS`, one, and why).
+    pub fn set_max_flights(&self, n: usize) {
+        self.lock().set_max_flights(n);
+    }
+
     /// Whether a commit that makes a checkpoint due signs it right away, in the committing caller's thread (the
     /// default: right for a CLI process that exits after its command). A long-lived server turns this off and
     /// calls [`Runtime::checkpoint_if_due`] from a housekeeping task, so that no request waits behind a checkpoint.

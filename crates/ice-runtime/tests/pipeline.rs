@@ -88,9 +88,18 @@ fn storm(rt: &Runtime, run: &str) -> (Vec<Event>, Vec<RuntimeError>) {
     (acked, failed)
 }
 
+/// With one flight at the store at a time (the default) and with two (the second pinned to the head the first will
+/// leave).
 #[test]
 fn concurrent_proposers_share_commits_and_never_over_reserve() {
+    for flights in [1, 2] {
+        share_commits_and_never_over_reserve(flights);
+    }
+}
+
+fn share_commits_and_never_over_reserve(flights: usize) {
     let l = Ledger::new();
+    l.rt.set_max_flights(flights);
     let run = setup(&l);
     let before = l.rt.pipeline_stats();
     let (acked, failed) = storm(&l.rt, &run);
@@ -190,13 +199,21 @@ impl Store for FlakyStore {
     }
 }
 
+/// With one flight at a time and with two: with two, a failed flight dooms the one behind it.
 #[test]
 fn failed_commits_acknowledge_nothing_and_lose_nothing_acknowledged() {
+    for flights in [1, 2] {
+        acknowledge_nothing_that_failed(flights);
+    }
+}
+
+fn acknowledge_nothing_that_failed(flights: usize) {
     let l = Ledger::new();
     let run = setup(&l);
     let flaky: Arc<dyn Store> = Arc::new(FlakyStore { inner: Arc::clone(l.rt.store()), calls: AtomicU64::new(0) });
     let mut rt = Runtime::open(flaky, Arc::new(SystemClock), Arc::new(SystemIds)).unwrap();
     rt.set_local_users(vec![LocalUser::this_process("human:alice")]);
+    rt.set_max_flights(flights);
     let (acked, failed) = storm(&rt, &run);
     assert!(!failed.is_empty(), "the injected failures reached some callers");
     for e in &failed {

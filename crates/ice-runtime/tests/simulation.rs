@@ -228,7 +228,7 @@ impl Sim<'_> {
                 // Crash: everything in memory is lost, nothing unacknowledged is owed to anyone.
                 let st = fold(&all_events(&*self.store));
                 self.add_stats();
-                self.pipe = Pipeline::new(st);
+                self.pipe = two_flights(st);
                 self.totals.crashes += 1;
                 self.out.clear();
                 self.answered.clear();
@@ -299,6 +299,14 @@ impl Sim<'_> {
     }
 }
 
+/// A pipeline that lets two flights out at once (the second pinned to the head the first will leave), so that
+/// doomed flights are exercised too.
+fn two_flights(st: LedgerState) -> Pipeline {
+    let mut pipe = Pipeline::new(st);
+    pipe.set_max_flights(2);
+    pipe
+}
+
 fn copy(files: &[PathBuf], to: &Path) -> PathBuf {
     for f in files {
         if f.exists() {
@@ -319,7 +327,7 @@ fn simulate(t: &Template, seed: u64) -> Totals {
         .map(|i| rt.authenticate(&Presented::Local { act_as: Some(&format!("agent:a{i}")) }).unwrap())
         .collect();
     let foreign_agent = foreign.authenticate(&Presented::Local { act_as: Some("agent:foreign") }).unwrap();
-    let pipe = Pipeline::new(rt.with_state(Clone::clone).unwrap());
+    let pipe = two_flights(rt.with_state(Clone::clone).unwrap());
     let mut sim = Sim {
         seed,
         rng: Rng::new(seed),
