@@ -79,8 +79,9 @@ struct Flight {
 /// while such a doomed one is still out. Measured on the 2-core VM (BENCHMARKS.md): one instance gained nothing
 /// outside the run-to-run noise (the runtime's hand-offs, not the store, bound it there), and two instances on one
 /// SQLite ledger decided 15–20 % more together but shared unfairly in one run of three (722 + 4,477 per s), with
-/// the p99 up to 430 ms: a doomed flight's conflict on its pin claims the writer turn like a real conflict. Until
-/// the turn-taking tells the two apart, one it is; the simulation test runs the pipeline with two.
+/// the p99 up to 430 ms. Why is not known yet: letting a doomed flight's conflict on its pin not claim the writer
+/// turn made the sharing worse (every run uneven, 3,402 + 1,201 per s at worst). Until that is understood, one it
+/// is; the simulation test runs the pipeline with two.
 pub const DEFAULT_FLIGHTS: usize = 1;
 
 /// The two folds and the bundles between them.
