@@ -567,9 +567,10 @@ impl Pipeline {
     }
 }
 
-/// The most uncovered hashes a pipeline keeps (32 bytes each): beyond it, the oldest are dropped and the checkpoint
-/// covering them reads them from the store.
-pub const UNCOVERED_MAX: usize = 1 << 20;
+/// The most uncovered hashes a pipeline keeps (32 bytes each, 2 MiB in all): beyond it, the oldest are dropped and
+/// the checkpoint covering them reads them from the store. Far above a checkpoint interval (2,000 events by
+/// default), and what an instance that never signs (it folds the signer's checkpoints) holds at most.
+pub const UNCOVERED_MAX: usize = 1 << 16;
 
 /// The hashes of consecutive committed events, from the first one no checkpoint covers up to the committed head.
 struct Uncovered {

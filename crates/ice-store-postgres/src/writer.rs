@@ -181,6 +181,7 @@ async fn seal_and_commit(
     let find_ids = tx.prepare_cached(FIND_IDS).await.map_err(failed)?;
     let append = tx.prepare_cached(APPEND).await.map_err(failed)?;
     let first_change = tx.prepare_cached(FIRST_CHANGE).await.map_err(failed)?;
+    let hash_at = tx.prepare_cached(HASH_AT).await.map_err(failed)?;
     let read_turn_stmt = tx.prepare_cached(READ_TURN).await.map_err(failed)?;
     let hold_turn = tx.prepare_cached(HOLD_TURN).await.map_err(failed)?;
 
@@ -257,7 +258,6 @@ async fn seal_and_commit(
                             .find(|e| e.seq == since)
                             .map(|e| e.hash.0.to_vec())
                     } else {
-                        let hash_at = tx.prepare_cached(HASH_AT).await.map_err(failed)?;
                         match tx.query_opt(&hash_at, &[&sql_seq(since)]).await.map_err(failed)? {
                             Some(r) => Some(r.try_get::<_, Vec<u8>>(0).map_err(failed)?),
                             None => None,

@@ -59,6 +59,10 @@ macro_rules! conformance_suite {
                 $crate::conformance::unchanged_since_is_enforced(&($make));
             }
             #[test]
+            fn submitted_requests_keep_their_order() {
+                $crate::conformance::submitted_requests_keep_their_order(&($make));
+            }
+            #[test]
             fn a_request_following_a_head_commits_only_on_it() {
                 $crate::conformance::a_request_following_a_head_commits_only_on_it(&($make));
             }
@@ -257,6 +261,30 @@ pub fn seal_refusals_write_nothing(h: &dyn Harness) {
     let late = draft(&ids, EventKind::ReasoningRecorded, run, T0, "late clock");
     let sealed = store.append(AppendRequest::new(vec![late])).expect("clock time lifted");
     assert_eq!(sealed[0].time, Timestamp(T0 + 3_000));
+    verify_ledger(&*store, &mut |_| {}).expect("store ok").expect("verifies");
+}
+
+/// Requests submitted through one handle reach the store in that order without waiting for each other: a request
+/// that follows the head an earlier one will leave (as a runtime's second flight does) commits right behind it,
+/// however many such pairs are queued at once.
+pub fn submitted_requests_keep_their_order(h: &dyn Harness) {
+    let ids = SequentialIds::new(13);
+    let run = Some(ids.run_id());
+    let store = h.open();
+    let mut head = ChainHead::genesis();
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        let drafts = vec![draft(&ids, EventKind::RunTransitioned, run, T0, "change")];
+        // Where the store will seal it, given that every earlier submission commits first.
+        let sealed = ice_core::seal_job(&head, &drafts, &mut |_| false).expect("seals");
+        pending.push(store.submit(AppendRequest::following(drafts, head)));
+        head = ChainHead::after(sealed.last().expect("one event"));
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        let events = p.wait().unwrap_or_else(|e| panic!("submission {i} committed in its turn: {e}"));
+        assert_eq!(events[0].seq, Seq(i as u64 + 1));
+    }
+    assert_eq!(store.head().expect("head"), Some(head), "exactly the head foreseen");
     verify_ledger(&*store, &mut |_| {}).expect("store ok").expect("verifies");
 }
 
