@@ -146,11 +146,11 @@ impl AuthorityState {
         self.policy.as_ref()
     }
 
-    /// Digest work ahead of [`AuthorityState::root_parts`] (see [`crate::LedgerState::predigest`]).
-    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), Rejection> {
-        self.proposals.refresh(slice)?;
-        self.grants.refresh(slice)?;
-        self.budgets.predigest(slice)
+    /// Digest work ahead of [`AuthorityState::root_parts`] (see [`crate::LedgerState::hash_changed`]).
+    pub fn hash_changed(&self, into: &mut crate::hashed::Adoptions<crate::LedgerState>) -> Result<(), Rejection> {
+        self.proposals.hash_changed(into, |st| &st.authority().proposals)?;
+        self.grants.hash_changed(into, |st| &st.authority().grants)?;
+        self.budgets.hash_changed(into)
     }
 
     /// Feeds this state's part of the state root to `h`: the large maps by cached entry hashes, the rest (budgets,

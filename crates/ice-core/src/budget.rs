@@ -231,8 +231,11 @@ impl Budgets {
     }
 
     /// Digest work ahead of [`Budgets::root_parts`].
-    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), crate::error::Rejection> {
-        self.open.refresh(slice)
+    pub fn hash_changed(
+        &self,
+        into: &mut crate::hashed::Adoptions<crate::LedgerState>,
+    ) -> Result<(), crate::error::Rejection> {
+        self.open.hash_changed(into, |st| &st.authority().budgets().open)
     }
 
     /// Feeds the budgets' part of the state root to `h`: the lines canonically, open reservations by cached entry

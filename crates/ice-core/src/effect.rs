@@ -179,11 +179,11 @@ impl EffectState {
         self.effects.as_map()
     }
 
-    /// Digest work ahead of [`EffectState::root_parts`] (see [`crate::LedgerState::predigest`]).
-    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), Rejection> {
-        self.permits.refresh(slice)?;
-        self.approvals.refresh(slice)?;
-        self.effects.refresh(slice)
+    /// Digest work ahead of [`EffectState::root_parts`] (see [`crate::LedgerState::hash_changed`]).
+    pub fn hash_changed(&self, into: &mut crate::hashed::Adoptions<crate::LedgerState>) -> Result<(), Rejection> {
+        self.permits.hash_changed(into, |st| &st.effects().permits)?;
+        self.approvals.hash_changed(into, |st| &st.effects().approvals)?;
+        self.effects.hash_changed(into, |st| &st.effects().effects)
     }
 
     /// Feeds this state's part of the state root to `h` (the `*_of_proposal` indexes are derived from the maps and

@@ -170,6 +170,48 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
         Ok(())
     }
 
+    /// Hashes the entries changed since they were last accounted, without accounting them: called on a clone of a
+    /// map taken under a lock, outside that lock, for the original to [`HashedMap::adopt`]. Each value is kept
+    /// (shared) with its hash, which is what lets the original tell that it still holds the value hashed.
+    pub fn hash_changed<S: 'static>(&self, into: &mut Adoptions<S>, locate: fn(&S) -> &Self) -> Result<(), Rejection>
+    where
+        K: Serialize + 'static,
+        V: Serialize + 'static,
+    {
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut computed = Vec::with_capacity(live.dirty.len());
+        for k in live.dirty.iter() {
+            if let Some(v) = self.map.get(k) {
+                computed.push((k.clone(), Arc::clone(v), entry_hash(k, &**v)?));
+            }
+        }
+        into.hashed += computed.len();
+        into.adopt.push(Box::new(move |st| locate(st).adopt(&computed)));
+        Ok(())
+    }
+
+    /// Accounts hashes computed on a clone of this map ([`HashedMap::hash_changed`]) for the entries that still
+    /// wait to be hashed and still hold the very value that was hashed: values are shared until either side
+    /// changes one (a change copies it while the clone's hashes hold it), so the same allocation is the same value.
+    /// Other entries stay for the next digest. Returns how many hashes it took.
+    pub fn adopt(&self, computed: &[(K, Arc<V>, [u8; 32])]) -> usize {
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Live { sum, hashes, dirty } = &mut *live;
+        let mut taken = 0;
+        for (k, v, e) in computed {
+            if !dirty.contains(k) || !self.map.get(k).is_some_and(|now| Arc::ptr_eq(now, v)) {
+                continue;
+            }
+            dirty.remove(k);
+            if let Some(old) = hashes.insert(k.clone(), *e) {
+                sum.remove(&old);
+            }
+            sum.add(e);
+            taken += 1;
+        }
+        taken
+    }
+
     /// Feeds the map's digest to `h` (see the module docs), hashing only entries changed since the last time.
     pub fn digest(&self, name: &str, h: &mut blake3::Hasher) -> Result<(), Rejection> {
         self.refresh(&mut Slice { budget: usize::MAX, remaining: 0 })?;
@@ -182,6 +224,35 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
         d.update(&total.to_bytes());
         h.update(d.finalize().as_bytes());
         Ok(())
+    }
+}
+
+/// Accounts one map's computed hashes in the state `S` holding the map; returns how many it took.
+type Adopt<S> = Box<dyn Fn(&S) -> usize>;
+
+/// Entry hashes computed on a clone of a state `S`, outside the lock that guards the original, waiting to be
+/// adopted by it ([`HashedMap::hash_changed`]): what lets a checkpoint's state root hash only the few entries
+/// changed since, under the lock.
+pub struct Adoptions<S> {
+    adopt: Vec<Adopt<S>>,
+    hashed: usize,
+}
+
+impl<S> Default for Adoptions<S> {
+    fn default() -> Self {
+        Self { adopt: Vec::new(), hashed: 0 }
+    }
+}
+
+impl<S> Adoptions<S> {
+    /// How many entries were hashed.
+    pub fn hashed(&self) -> usize {
+        self.hashed
+    }
+
+    /// Accounts in `st` every hash that still applies there; returns how many it took.
+    pub fn adopt_into(&self, st: &S) -> usize {
+        self.adopt.iter().map(|f| f(st)).sum()
     }
 }
 
@@ -322,6 +393,32 @@ mod tests {
         assert!(Arc::ptr_eq(&a.as_map()[&1], &b.as_map()[&1]), "an untouched value stays shared");
         assert_eq!(digest(&a), before);
         assert_ne!(digest(&b), before);
+    }
+
+    #[test]
+    fn hashes_computed_on_a_clone_are_adopted_only_for_entries_unchanged_since() {
+        let mut a = HashedMap::default();
+        for n in 1..=4 {
+            a.insert(n, format!("v{n}"));
+        }
+        digest(&a);
+        *a.get_mut(&1).unwrap() = "x".into();
+        a.insert(2, "deux".into());
+        a.insert(5, "five".into());
+        // Hashed outside the lock, on a clone, while the original goes on changing.
+        let clone = a.clone();
+        let mut computed = Adoptions::default();
+        clone.hash_changed(&mut computed, |m: &HashedMap<u32, String>| m).unwrap();
+        assert_eq!(computed.hashed(), 3);
+        *a.get_mut(&1).unwrap() = "y".into();
+        a.remove(&5);
+        assert_eq!(computed.adopt_into(&a), 1, "only key 2 still holds the value hashed");
+        let mut fresh = HashedMap::default();
+        for (k, v) in [(1, "y"), (2, "deux"), (3, "v3"), (4, "v4")] {
+            fresh.insert(k, v.to_string());
+        }
+        assert_eq!(digest(&a), digest(&fresh), "a stale hash adopted would show here");
+        assert_eq!(computed.adopt_into(&a), 0, "adopting twice takes nothing");
     }
 
     #[test]

@@ -459,9 +459,9 @@ impl MemoryState {
         self.items.digest("memory", h)
     }
 
-    /// Pre-hashes changed items (see [`crate::state::LedgerState::predigest`]).
-    pub fn predigest(&self, slice: &mut crate::hashed::Slice) -> Result<(), Rejection> {
-        self.items.refresh(slice)
+    /// Pre-hashes changed items (see [`crate::state::LedgerState::hash_changed`]).
+    pub fn hash_changed(&self, into: &mut crate::hashed::Adoptions<crate::LedgerState>) -> Result<(), Rejection> {
+        self.items.hash_changed(into, |st| &st.memory().items)
     }
 
     /// Retires every item that has left ACTIVE (no event can change it any more).

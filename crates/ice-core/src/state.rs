@@ -426,15 +426,17 @@ impl LedgerState {
         Ok(h.finalize().to_hex().to_string())
     }
 
-    /// Hashes up to `max` of the map entries changed since the last [`LedgerState::state_root`], so that the next
-    /// root costs less (a long-lived runtime spreads that work over short slices); returns how many remain.
-    pub fn predigest(&self, max: usize) -> Result<usize, Rejection> {
-        let mut slice = crate::hashed::Slice { budget: max, remaining: 0 };
-        self.run_roots.refresh(&mut slice)?;
-        self.authority.predigest(&mut slice)?;
-        self.effects.predigest(&mut slice)?;
-        self.memory.predigest(&mut slice)?;
-        Ok(slice.remaining)
+    /// Hashes the map entries changed since the last [`LedgerState::state_root`] without accounting them: called on
+    /// an O(1) clone of the state taken under the runtime's state lock, outside it; the state cloned adopts the
+    /// hashes of entries it has not changed since ([`crate::hashed::Adoptions::adopt_into`]), so that the next root
+    /// re-hashes only what changed meanwhile, under the lock.
+    pub fn hash_changed(&self) -> Result<crate::hashed::Adoptions<LedgerState>, Rejection> {
+        let mut into = crate::hashed::Adoptions::<LedgerState>::default();
+        self.run_roots.hash_changed(&mut into, |st| &st.run_roots)?;
+        self.authority.hash_changed(&mut into)?;
+        self.effects.hash_changed(&mut into)?;
+        self.memory.hash_changed(&mut into)?;
+        Ok(into)
     }
 
     /// Encodes the state for a snapshot. Plain JSON, not canonical: a snapshot is trusted only once the state it

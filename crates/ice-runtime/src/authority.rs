@@ -17,13 +17,14 @@ use ice_core::{
     Cost, Draft, ErrorCode, Event, EventId, EventKind, LedgerState, Principal, PrincipalKind, Proposal, Rejection,
     RunId, Timestamp,
 };
-use ice_policy::{PolicyOutcome, PolicyRequest};
+use ice_policy::PolicyOutcome;
 use serde_json::{Value, json};
 
 use crate::caller::Caller;
 use crate::policy::{CompiledPolicy, PolicyBundle, PolicyHandle};
 pub use crate::proposal_input::ProposalInput;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::verdicts::{VerdictAhead, cedar_verdict};
 
 /// Longest accepted purpose text.
 const MAX_PURPOSE: usize = 1024;
@@ -88,30 +89,6 @@ pub struct GrantInput {
     pub max_uses: Option<u64>,
     /// Whether it may be revoked.
     pub revocable: bool,
-}
-
-/// Cedar's verdict on a proposal as `st` stands (the run's state comes from it): the one request both deciding and
-/// re-checking live permits evaluate.
-fn cedar_verdict(
-    st: &LedgerState,
-    policy: &CompiledPolicy,
-    actor: &Principal,
-    run: Option<RunId>,
-    proposal: &Proposal,
-    classification: ice_core::Classification,
-    now: Timestamp,
-) -> ice_policy::PolicyVerdict {
-    policy.engine.evaluate(&PolicyRequest {
-        principal: actor,
-        action: &proposal.action,
-        resource: &proposal.resource,
-        run_id: run,
-        run_state: run.and_then(|r| st.run(r)).map(|r| r.state),
-        classification,
-        cost: &proposal.cost_estimate,
-        time: now,
-        args: &proposal.args,
-    })
 }
 
 impl Runtime {
@@ -212,10 +189,16 @@ impl Runtime {
         // The policy is the one active in the state the decision is made on (a policy activated by a decision
         // still in flight counts). Decided by whichever thread holds the state lock, with other callers'
         // (`crate::commit`): everything it needs is owned.
+        // Cedar, too, is evaluated here, with the policy and run state the last decision saw: reused if they are
+        // still what this one is decided on (`crate::verdicts`).
+        let ahead = proposal_draft
+            .as_ref()
+            .ok()
+            .and_then(|d| self.hints.verdict_ahead(caller.principal(), run, &proposal, d.time));
         let who = caller.clone();
         let make: crate::commit::SharedMake = Arc::new(move |rt: &Runtime, st: &LedgerState| {
             let policy = rt.policy_in(st)?;
-            rt.decision_bundle(st, &policy, &who, run, &proposal, &proposal_draft)
+            rt.decision_bundle(st, &policy, &who, run, &proposal, &proposal_draft, ahead.as_ref())
         });
         let events = self.commit_shared(&make, run, &attempt)?;
         let proposal_event = events.first().cloned();
@@ -244,7 +227,7 @@ impl Runtime {
         let (run, proposal) = self.checked_proposal(input)?;
         let policy = self.policy_in(st)?;
         let proposal_draft = self.caller_draft(caller, EventKind::ProposalSubmitted, run, &proposal);
-        self.decision_bundle(st, &policy, caller, run, &proposal, &proposal_draft)
+        self.decision_bundle(st, &policy, caller, run, &proposal, &proposal_draft, None)
     }
 
     /// Classifies, evaluates Cedar and decides (no recording). Shared by [`Runtime::propose`] and
@@ -259,6 +242,7 @@ impl Runtime {
         proposal: &Proposal,
         proposal_id: EventId,
         now: Timestamp,
+        ahead: Option<&VerdictAhead>,
     ) -> Result<DecisionPlan, Rejection> {
         let classification = *policy.catalog.actions.get(&proposal.action).ok_or_else(|| {
             Rejection::new(
@@ -266,7 +250,11 @@ impl Runtime {
                 format!("action `{}` is not in the active action catalog", proposal.action),
             )
         })?;
-        let verdict = cedar_verdict(st, policy, actor, run, proposal, classification, now);
+        let run_state = run.and_then(|r| st.run(r)).map(|r| r.state);
+        let verdict = match ahead.and_then(|a| a.reuse(policy, run_state, now)) {
+            Some(verdict) => verdict.clone(),
+            None => cedar_verdict(run_state, policy, actor, run, proposal, classification, now),
+        };
         let finding = PolicyFinding {
             effect: match verdict.outcome {
                 PolicyOutcome::Permit => PolicyEffect::Permit,
@@ -321,21 +309,23 @@ impl Runtime {
         let policy = self.active_policy_cached()?;
         let now = self.clock().now();
         let id = self.fresh_event_id();
-        self.with_state_cached(|st| self.plan_decision(st, &policy, &p.actor, p.run, &p.proposal, id, now))
+        self.with_state_cached(|st| self.plan_decision(st, &policy, &p.actor, p.run, &p.proposal, id, now, None))
             .map(|plan| plan.decision)
             .map_err(|rejection| RuntimeError::Rejected { rejection, record: None })
     }
 
     /// Builds the atomic bundle for one proposal from caught-up state; `proposal_draft` is the proposal's own
     /// draft (or why the caller may not make it), built beforehand.
+    #[allow(clippy::too_many_arguments)]
     fn decision_bundle(
         &self,
         st: &LedgerState,
-        policy: &CompiledPolicy,
+        policy: &PolicyHandle,
         caller: &Caller,
         run: Option<RunId>,
         proposal: &Proposal,
         proposal_draft: &Result<Draft, Rejection>,
+        ahead: Option<&VerdictAhead>,
     ) -> Result<Vec<Draft>, Rejection> {
         let actor = caller.principal();
         if !policy.catalog.actions.contains_key(&proposal.action) {
@@ -372,7 +362,8 @@ impl Runtime {
         }
         let proposal_draft = proposal_draft.clone()?;
         let pid = proposal_draft.event_id;
-        let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time)?;
+        let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time, ahead)?;
+        self.hints.decided_with(policy, run, run.and_then(|r| st.run(r)).map(|r| r.state));
         let rt = Principal::runtime();
         let mut drafts = vec![proposal_draft];
         for g in &plan.expired_grants {
@@ -663,7 +654,8 @@ impl Runtime {
         now: Timestamp,
     ) -> bool {
         let Some(classification) = policy.catalog.actions.get(&proposal.action).copied() else { return false };
-        let verdict = cedar_verdict(st, policy, actor, run, proposal, classification, now);
+        let run_state = run.and_then(|r| st.run(r)).map(|r| r.state);
+        let verdict = cedar_verdict(run_state, policy, actor, run, proposal, classification, now);
         matches!(verdict.outcome, PolicyOutcome::Permit | PolicyOutcome::RequireApproval)
     }
 

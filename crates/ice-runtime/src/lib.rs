@@ -23,6 +23,7 @@ pub mod signer;
 mod snapshot;
 mod system;
 pub mod tools;
+mod verdicts;
 mod withdraw;
 
 pub use authority::{DecisionOutcome, GrantInput, PreparedProposal, ProposalInput};

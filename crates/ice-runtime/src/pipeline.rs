@@ -33,6 +33,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use ice_core::hashed::Adoptions;
 use ice_core::{ChainHead, Draft, ErrorCode, Event, EventId, LedgerState, Rejection, Seq, seal_job};
 use ice_store::{AppendRequest, StoreError};
 
@@ -102,7 +103,7 @@ pub struct Pipeline {
     at_checkpoint: Option<LedgerState>,
     /// The hashes of the committed events a checkpoint has not covered yet (see [`Pipeline::hashes`]).
     uncovered: Uncovered,
-    /// Another writer appended to the ledger since this pipeline was created (see [`Pipeline::predigest`]).
+    /// Another writer appended to the ledger since this pipeline was created (see [`Pipeline::to_predigest`]).
     shared: bool,
 }
 
@@ -180,18 +181,20 @@ impl Pipeline {
         }
     }
 
-    /// Hashes up to `max` state entries changed since they were last hashed (see `LedgerState::predigest`), so
-    /// that the next checkpoint's state root is cheap; returns how many remain. Speculative state always; once
-    /// another writer has appended, committed state too: a conflict or a foreign event rebuilds speculative state
-    /// from committed state, and a committed state never hashed would make the next state root re-hash every entry
-    /// changed since the runtime opened (measured: 14–41 ms under the state lock at each checkpoint with two
+    /// O(1) copies of the states whose changed entries are worth hashing ahead of the next checkpoint, outside the
+    /// state lock (see `LedgerState::hash_changed`; adopted with [`Pipeline::adopt`]). Speculative state always;
+    /// once another writer has appended, committed state too: a conflict or a foreign event rebuilds speculative
+    /// state from committed state, and a committed state never hashed would make the next state root re-hash every
+    /// entry changed since the runtime opened (measured: 14–41 ms under the state lock at each checkpoint with two
     /// instances on one ledger).
-    pub fn predigest(&self, max: usize) -> Result<usize, Rejection> {
-        let spec = self.spec.predigest(max)?;
-        if !self.shared {
-            return Ok(spec);
-        }
-        Ok(spec.max(self.committed.predigest(max)?))
+    pub fn to_predigest(&self) -> (LedgerState, Option<LedgerState>) {
+        (self.spec.clone(), self.shared.then(|| self.committed.clone()))
+    }
+
+    /// Accounts the hashes computed on the copies [`Pipeline::to_predigest`] made, where they still apply; returns
+    /// how many were taken.
+    pub fn adopt(&self, spec: &Adoptions<LedgerState>, committed: Option<&Adoptions<LedgerState>>) -> usize {
+        spec.adopt_into(&self.spec) + committed.map_or(0, |c| c.adopt_into(&self.committed))
     }
 
     /// Durable state only.

@@ -248,7 +248,7 @@ impl Runtime {
         recorded: &Decision,
     ) -> Result<Decision, RuntimeError> {
         let plan = self
-            .plan_decision(st, policy, &e.origin, e.run_id, p, e.event_id, recorded.evaluated_at)
+            .plan_decision(st, policy, &e.origin, e.run_id, p, e.event_id, recorded.evaluated_at, None)
             .map_err(|r| corrupt(e, format!("re-deciding proposal {}: {r}", e.event_id)))?;
         Ok(plan.decision)
     }

@@ -75,6 +75,8 @@ pub struct Runtime {
     pipe: Mutex<Pipeline>,
     /// Waiting callers, published decisions, flight timing (see [`crate::commit`]).
     pub(crate) commits: crate::commit::Commits,
+    /// What the last decision was made with, for Cedar verdicts evaluated ahead of the state lock.
+    pub(crate) hints: crate::verdicts::Hints,
     effectors: Option<Arc<ice_effects::Effectors>>,
     checkpoints: Option<crate::checkpoints::CheckpointPolicy>,
     checkpointing: std::sync::atomic::AtomicBool,
@@ -113,6 +115,7 @@ impl Runtime {
             ids,
             pipe: Mutex::new(Pipeline::new(state)),
             commits: crate::commit::Commits::default(),
+            hints: crate::verdicts::Hints::default(),
             effectors: None,
             checkpoints: None,
             checkpointing: std::sync::atomic::AtomicBool::new(false),

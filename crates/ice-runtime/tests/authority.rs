@@ -360,3 +360,56 @@ fn consequences_suspend_and_contain() {
     l.fold_from_scratch();
     let _ = Arc::clone(&l.clock);
 }
+
+/// Cedar is evaluated before the state lock with the policy and run state the last decision saw
+/// (`ice_runtime::verdicts`): a verdict evaluated on a policy or run state that changed before the decision must not
+/// be used. Both changes here make the stale verdict (permit) wrong, so the test fails if either check is skipped.
+#[test]
+fn a_verdict_evaluated_ahead_of_the_lock_is_used_only_with_what_it_assumed() {
+    let l = Ledger::new();
+    l.rt.issue_grant(&l.alice, &grant("agent:w", None, None)).unwrap();
+    let agent = l.agent("agent:w");
+    let run = l.executing_run();
+    let propose = |path: &str| l.rt.propose(&agent, &write(&run, path)).unwrap().decision;
+    let first = propose("/sandbox/a.md");
+    assert_eq!(first.verdict, Verdict::Allow, "{first:?}");
+
+    // A new policy set forbids writes while the run is validating; the run is still executing, so writes stay
+    // allowed, under the new policy's hash.
+    let dir = tempfile::tempdir().unwrap();
+    ice_runtime::policy::write_defaults(dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("validating.cedar"),
+        "@id(\"no-writes-while-validating\")\n\
+         forbid (principal, action == Ice::Action::\"fs.write\", resource) when { context.run_state == \"VALIDATING\" };\n",
+    )
+    .unwrap();
+    l.rt.activate_policy(&l.alice, dir.path()).unwrap();
+    let second = propose("/sandbox/b.md");
+    assert_eq!(second.verdict, Verdict::Allow, "{second:?}");
+    assert_ne!(second.policy_hash, first.policy_hash, "decided under the new policy, not the one hinted");
+
+    // The run moves on to VALIDATING: the hint still says EXECUTING, under which the new policy permits.
+    l.rt.advance_run(&l.alice, run.parse().unwrap(), None, None).unwrap();
+    let third = propose("/sandbox/c.md");
+    assert_eq!(third.verdict, Verdict::Deny, "{third:?}");
+    assert!(third.policies.iter().any(|p| p == "no-writes-while-validating"), "{third:?}");
+
+    // With nothing changed since, the verdict evaluated ahead is used, and it is the same one.
+    let fourth = propose("/sandbox/d.md");
+    assert_eq!((fourth.verdict, &fourth.policies), (third.verdict, &third.policies));
+
+    // Another policy set forbids writes for another reason: the hinted policy's verdict would name the old forbid.
+    let dir = tempfile::tempdir().unwrap();
+    ice_runtime::policy::write_defaults(dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("frozen.cedar"),
+        "@id(\"frozen\")\nforbid (principal, action == Ice::Action::\"fs.write\", resource);\n",
+    )
+    .unwrap();
+    l.rt.activate_policy(&l.alice, dir.path()).unwrap();
+    let fifth = propose("/sandbox/e.md");
+    assert_eq!(fifth.verdict, Verdict::Deny, "{fifth:?}");
+    assert_eq!(fifth.policies, ["frozen"], "{fifth:?}");
+    l.fold_from_scratch();
+}
