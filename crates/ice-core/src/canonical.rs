@@ -122,7 +122,7 @@ impl CanonicalJson {
                 format!("payload must be a JSON object, got {}", type_name(value)),
             ));
         }
-        check_structure(value, 0, "$")?;
+        check_structure(value)?;
         let mut bytes = Vec::with_capacity(256);
         crate::jcs::write_canonical(value, &mut bytes).map_err(|e| {
             Rejection::new(ErrorCode::BadPayloadStructure, format!("payload cannot be canonicalised: {e}"))
@@ -196,13 +196,35 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn check_structure(v: &Value, depth: usize, path: &str) -> Result<(), Rejection> {
+/// Refuses nesting deeper than [`MAX_DEPTH`] and numbers beyond ±(2^53-1), naming where (`$.a[2].b`).
+fn check_structure(v: &Value) -> Result<(), Rejection> {
+    let Some(misfit) = find_misfit(v, 0) else { return Ok(()) };
+    let path: String = std::iter::once("$").chain(misfit.path.iter().rev().map(String::as_str)).collect();
+    let message = match misfit.number {
+        None => format!("payload nests deeper than {MAX_DEPTH} levels at {path}"),
+        Some(n) => format!("number {n} at {path} is beyond ±(2^53-1) and would lose precision"),
+    };
+    Err(Rejection::new(ErrorCode::BadPayloadStructure, message))
+}
+
+/// Where a payload breaks the structure rules: the path's steps innermost first (collected while unwinding, so a
+/// payload that fits costs no allocation: this runs on every payload ICE records, under the state lock for its own),
+/// and the number that is too big (`None`: too deep).
+struct Misfit {
+    path: Vec<String>,
+    number: Option<String>,
+}
+
+fn find_misfit(v: &Value, depth: usize) -> Option<Misfit> {
     if depth > MAX_DEPTH {
-        return Err(Rejection::new(
-            ErrorCode::BadPayloadStructure,
-            format!("payload nests deeper than {MAX_DEPTH} levels at {path}"),
-        ));
+        return Some(Misfit { path: Vec::new(), number: None });
     }
+    let within = |item: &Value, step: &dyn Fn() -> String| {
+        find_misfit(item, depth + 1).map(|mut m| {
+            m.path.push(step());
+            m
+        })
+    };
     match v {
         Value::Number(n) => {
             // Any magnitude beyond 2^53-1 is refused, floats included: an integral float such as 1.3e18
@@ -210,27 +232,11 @@ fn check_structure(v: &Value, depth: usize, path: &str) -> Result<(), Rejection>
             let too_big = n.as_u64().is_some_and(|u| u > MAX_SAFE_INTEGER)
                 || n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_SAFE_INTEGER)
                 || n.as_f64().is_some_and(|f| f.abs() > MAX_SAFE_INTEGER as f64);
-            if too_big {
-                return Err(Rejection::new(
-                    ErrorCode::BadPayloadStructure,
-                    format!("number {n} at {path} is beyond ±(2^53-1) and would lose precision"),
-                ));
-            }
-            Ok(())
+            too_big.then(|| Misfit { path: Vec::new(), number: Some(n.to_string()) })
         }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_structure(item, depth + 1, &format!("{path}[{i}]"))?;
-            }
-            Ok(())
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                check_structure(item, depth + 1, &format!("{path}.{k}"))?;
-            }
-            Ok(())
-        }
-        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| within(item, &|| format!("[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| within(item, &|| format!(".{k}"))),
+        Value::Null | Value::Bool(_) | Value::String(_) => None,
     }
 }
 
@@ -261,7 +267,12 @@ mod tests {
         );
         assert!(CanonicalJson::parse(r#"{"n": 9007199254740991}"#).is_ok());
         let deep = format!("{}{}", "{\"a\":".repeat(70), "1".to_owned() + &"}".repeat(70));
-        assert_eq!(CanonicalJson::parse(&deep).unwrap_err().code, ErrorCode::BadPayloadStructure);
+        let too_deep = CanonicalJson::parse(&deep).unwrap_err();
+        assert_eq!(too_deep.code, ErrorCode::BadPayloadStructure);
+        assert_eq!(too_deep.message, format!("payload nests deeper than 64 levels at ${}", ".a".repeat(65)));
+        // The path names where, through arrays and objects.
+        let where_ = CanonicalJson::parse(r#"{"a": [1, {"b": 9007199254740992}], "c": 2}"#).unwrap_err();
+        assert_eq!(where_.message, "number 9007199254740992 at $.a[1].b is beyond ±(2^53-1) and would lose precision");
         let big = format!(r#"{{"s":"{}"}}"#, "x".repeat(MAX_PAYLOAD_BYTES));
         assert_eq!(CanonicalJson::parse(&big).unwrap_err().code, ErrorCode::BadPayloadStructure);
     }
