@@ -139,14 +139,11 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
         Ok(self.map.remove(k))
     }
 
-    /// Hashes changed entries (those since the last digest) while `slice` has budget, so a later
-    /// [`HashedMap::digest`] has less to do; adds what is left unhashed to `slice.remaining`.
-    pub fn refresh(&self, slice: &mut Slice) -> Result<(), Rejection> {
+    /// Hashes and accounts the entries changed since they were last accounted (for [`HashedMap::digest`]).
+    fn refresh(&self) -> Result<(), Rejection> {
         let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Live { sum, hashes, dirty } = &mut *live;
-        while slice.budget > 0 {
-            let Some(k) = dirty.remove_min() else { break };
-            slice.budget -= 1;
+        while let Some(k) = dirty.remove_min() {
             let Some(v) = self.map.get(&k) else {
                 if let Some(old) = hashes.remove(&k) {
                     sum.remove(&old);
@@ -166,7 +163,6 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
             }
             sum.add(&e);
         }
-        slice.remaining += dirty.len();
         Ok(())
     }
 
@@ -214,7 +210,7 @@ impl<K: Ord + Clone + Serialize, V: Serialize> HashedMap<K, V> {
 
     /// Feeds the map's digest to `h` (see the module docs), hashing only entries changed since the last time.
     pub fn digest(&self, name: &str, h: &mut blake3::Hasher) -> Result<(), Rejection> {
-        self.refresh(&mut Slice { budget: usize::MAX, remaining: 0 })?;
+        self.refresh()?;
         let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut total = self.retired.clone();
         total.combine(&live.sum);
@@ -254,15 +250,6 @@ impl<S> Adoptions<S> {
     pub fn adopt_into(&self, st: &S) -> usize {
         self.adopt.iter().map(|f| f(st)).sum()
     }
-}
-
-/// A bounded amount of digest work spread over several maps ([`HashedMap::refresh`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slice {
-    /// Entries that may still be hashed.
-    pub budget: usize,
-    /// Changed entries left unhashed in the maps refreshed so far.
-    pub remaining: usize,
 }
 
 fn entry_hash<K: Serialize, V: Serialize>(k: &K, v: &V) -> Result<[u8; 32], Rejection> {

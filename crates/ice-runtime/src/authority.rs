@@ -24,7 +24,7 @@ use crate::caller::Caller;
 use crate::policy::{CompiledPolicy, PolicyBundle, PolicyHandle};
 pub use crate::proposal_input::ProposalInput;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::verdicts::{VerdictAhead, cedar_verdict};
+use crate::verdicts::{VerdictAhead, cedar_verdict, run_state_in};
 
 /// Longest accepted purpose text.
 const MAX_PURPOSE: usize = 1024;
@@ -250,7 +250,7 @@ impl Runtime {
                 format!("action `{}` is not in the active action catalog", proposal.action),
             )
         })?;
-        let run_state = run.and_then(|r| st.run(r)).map(|r| r.state);
+        let run_state = run_state_in(st, run);
         let verdict = match ahead.and_then(|a| a.reuse(policy, run_state, now)) {
             Some(verdict) => verdict.clone(),
             None => cedar_verdict(run_state, policy, actor, run, proposal, classification, now),
@@ -363,7 +363,7 @@ impl Runtime {
         let proposal_draft = proposal_draft.clone()?;
         let pid = proposal_draft.event_id;
         let plan = self.plan_decision(st, policy, actor, run, proposal, pid, proposal_draft.time, ahead)?;
-        self.hints.decided_with(policy, run, run.and_then(|r| st.run(r)).map(|r| r.state));
+        self.hints.decided_with(policy, run, run_state_in(st, run));
         let rt = Principal::runtime();
         let mut drafts = vec![proposal_draft];
         for g in &plan.expired_grants {
@@ -654,7 +654,7 @@ impl Runtime {
         now: Timestamp,
     ) -> bool {
         let Some(classification) = policy.catalog.actions.get(&proposal.action).copied() else { return false };
-        let run_state = run.and_then(|r| st.run(r)).map(|r| r.state);
+        let run_state = run_state_in(st, run);
         let verdict = cedar_verdict(run_state, policy, actor, run, proposal, classification, now);
         matches!(verdict.outcome, PolicyOutcome::Permit | PolicyOutcome::RequireApproval)
     }

@@ -191,10 +191,12 @@ impl Pipeline {
         (self.spec.clone(), self.shared.then(|| self.committed.clone()))
     }
 
-    /// Accounts the hashes computed on the copies [`Pipeline::to_predigest`] made, where they still apply; returns
-    /// how many were taken.
-    pub fn adopt(&self, spec: &Adoptions<LedgerState>, committed: Option<&Adoptions<LedgerState>>) -> usize {
-        spec.adopt_into(&self.spec) + committed.map_or(0, |c| c.adopt_into(&self.committed))
+    /// Accounts the hashes computed on the copies [`Pipeline::to_predigest`] made, where they still apply.
+    pub fn adopt(&self, spec: &Adoptions<LedgerState>, committed: Option<&Adoptions<LedgerState>>) {
+        spec.adopt_into(&self.spec);
+        if let Some(c) = committed {
+            c.adopt_into(&self.committed);
+        }
     }
 
     /// Durable state only.

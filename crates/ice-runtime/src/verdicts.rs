@@ -13,13 +13,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ice_core::{Classification, Principal, Proposal, RunId, RunState, Timestamp};
+use ice_core::{Classification, LedgerState, Principal, Proposal, RunId, RunState, Timestamp};
 use ice_policy::{PolicyRequest, PolicyVerdict};
 
 use crate::policy::{CompiledPolicy, PolicyHandle};
 
 /// Most run states remembered; past it the hints start over (a miss only costs evaluating under the lock).
 const MAX_RUN_HINTS: usize = 4096;
+
+/// The state of the run a proposal names in `st` (what a verdict depends on besides the proposal and policy).
+pub(crate) fn run_state_in(st: &LedgerState, run: Option<RunId>) -> Option<RunState> {
+    run.and_then(|r| st.run(r)).map(|r| r.state)
+}
 
 /// Cedar's verdict on a proposal with the run (if any) in `run_state`: the one request deciding, deciding ahead
 /// and re-checking live permits evaluate.
