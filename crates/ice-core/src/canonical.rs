@@ -139,8 +139,12 @@ impl CanonicalJson {
         Ok(Self(text))
     }
 
-    /// Serialises a typed payload (from inside ICE) and canonicalises it.
+    /// Serialises a typed payload (from inside ICE) and canonicalises it: straight to canonical text where the
+    /// fast path is sure of it (`jcs_ser`), else through a `Value` and [`CanonicalJson::from_value`].
     pub fn from_serialize<T: Serialize>(value: &T) -> Result<Self, Rejection> {
+        if let Some(text) = crate::jcs_ser::to_canonical(value) {
+            return Ok(Self(text));
+        }
         let value = serde_json::to_value(value)
             .map_err(|e| Rejection::new(ErrorCode::BadPayloadStructure, format!("payload cannot be encoded: {e}")))?;
         Self::from_value(&value)

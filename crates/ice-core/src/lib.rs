@@ -21,6 +21,7 @@ pub mod hashed;
 pub mod ids;
 pub mod intake;
 pub mod jcs;
+mod jcs_ser;
 pub mod kind;
 pub mod lthash;
 pub mod memory;

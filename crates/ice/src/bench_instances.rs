@@ -10,6 +10,7 @@ use std::process::Command;
 use ice_runtime::{IceHome, Presented};
 
 use crate::bench::{Worker, bench_err};
+use crate::bench_cpu::{CpuUse, CpuWindow};
 use crate::bench_propose::{Fixture, in_memory_rate, level};
 use crate::exit;
 use crate::render::CliError;
@@ -75,6 +76,7 @@ pub fn run(
                 .args(["--seconds", &seconds.to_string()]);
             workers.push(Worker::start(cmd)?);
         }
+        let cpu = CpuWindow::start();
         for w in &mut workers {
             w.go()?;
         }
@@ -83,6 +85,8 @@ pub fn run(
             let line = w.finish()?;
             reports.push(Report::parse(&line).ok_or_else(|| bench_err(format!("an instance reported `{line}`")))?);
         }
+        // The instances are other processes: only the machine-wide figure says anything here.
+        let used = CpuUse { process: None, ..cpu.finish() };
         let total: f64 = reports.iter().map(|r| r.rate).sum();
         let each: Vec<String> = reports.iter().map(|r| format!("{:.0}", r.rate)).collect();
         let p50 = reports.iter().map(|r| r.p50).fold(0.0, f64::max);
@@ -98,6 +102,9 @@ pub fn run(
             if failed > 0 { format!(", {failed} failed") } else { String::new() },
             total / in_memory
         );
+        if let Some(line) = used.describe(0) {
+            println!("      {line}");
+        }
         std::io::stdout().flush().ok();
     }
     Ok(exit::OK)

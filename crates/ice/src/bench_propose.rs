@@ -10,6 +10,7 @@ use ice_core::{Cost, Dimension, Principal};
 use ice_runtime::{Caller, GrantInput, IceHome, Presented, ProposalInput, Runtime};
 
 use crate::bench::{bench_err, summarize};
+use crate::bench_cpu::CpuWindow;
 use crate::exit;
 use crate::render::CliError;
 
@@ -34,14 +35,19 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str, inline: bool) -> R
         bench.synchronous.pragma(),
         if inline { "inline (in the committing caller's thread)" } else { "in a housekeeping thread (as ice serve)" }
     );
-    println!("in-memory decide (baseline, 1 thread, nothing recorded): {in_memory:.0} decisions/s");
+    println!(
+        "in-memory decide (baseline, 1 thread, nothing recorded): {in_memory:.0} decisions/s, {:.0} µs of CPU each",
+        1e6 / in_memory
+    );
     for &n in levels {
         let before = rt.pipeline_stats();
+        let cpu = CpuWindow::start();
         let (rate, p50, p99, failures) = if inline {
             level(rt, &agents[..n], seconds, &input)?
         } else {
             with_housekeeping(rt, || level(rt, &agents[..n], seconds, &input))?
         };
+        let used = cpu.finish();
         let after = rt.pipeline_stats();
         let flights = after.flights - before.flights;
         let per_flight = (after.bundles - before.bundles) as f64 / flights.max(1) as f64;
@@ -62,6 +68,9 @@ pub fn run(levels: &[usize], seconds: f64, synchronous: &str, inline: bool) -> R
             ms_per_commit(after.landing_wait_micros, before.landing_wait_micros),
             ms_per_commit(after.relaunch_micros, before.relaunch_micros),
         );
+        if let Some(line) = used.describe(after.bundles - before.bundles) {
+            println!("      {line}");
+        }
     }
     Ok(exit::OK)
 }

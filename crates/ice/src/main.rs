@@ -4,6 +4,7 @@
 mod agent_run;
 mod authority_cmds;
 mod bench;
+mod bench_cpu;
 mod bench_history;
 mod bench_instances;
 mod bench_mcp;
