@@ -256,6 +256,10 @@ fn entry_hash<K: Serialize, V: Serialize>(k: &K, v: &V) -> Result<[u8; 32], Reje
     let encode = |e: &dyn std::fmt::Display| {
         Rejection::new(ErrorCode::BadPayloadStructure, format!("state cannot be encoded: {e}"))
     };
+    let mut fast = Vec::with_capacity(256);
+    if crate::jcs_ser::write_any(&(k, v), &mut fast) {
+        return Ok(*blake3::hash(&fast).as_bytes());
+    }
     let value = serde_json::to_value((k, v)).map_err(|e| encode(&e))?;
     let mut h = blake3::Hasher::new();
     crate::jcs::write_canonical(&value, &mut h).map_err(|e| encode(&e))?;
